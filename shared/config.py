@@ -1,0 +1,107 @@
+"""The one typed settings object, read from `ASYNCINFER_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDER_SECRETS = {"", "changeme", "password", "secret"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASYNCINFER_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+
+    # --- services -------------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    store: str = Field(
+        default="sqlite:///./asyncinfer-data/jobs.db",
+        description="`sqlite:///path` (embedded) or `couchbase://host` / `couchbases://host`.",
+    )
+    couchbase_username: str = "Administrator"
+    couchbase_password: SecretStr = SecretStr("password")
+    couchbase_bucket: str = "asyncinfer"
+    couchbase_scope: str = "_default"
+    couchbase_collection: str = "_default"
+    couchbase_kv_timeout_s: float = 2.5
+    couchbase_connect_timeout_s: float = 10.0
+    mesh: Literal["none", "consul"] = "none"
+    consul_url: str = "http://127.0.0.1:8500"
+
+    # --- gateway --------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_image_bytes: int = 10 * 1024 * 1024
+    # Pillow's own bomb guard warns at ~89 MP; we refuse earlier, before decoding anything.
+    max_image_pixels: int = 40_000_000
+    min_image_side_px: int = 8
+    max_batch_files: int = 256
+    backlog_limit: int = 10_000
+    max_sse_streams: int = 10_000
+    sse_ping_s: float = 15.0
+    api_keys: dict[str, str] = Field(
+        default_factory=dict, description="API key → tenant. Empty: no authentication."
+    )
+
+    # --- jobs -----------------------------------------------------------------------------
+    job_ttl_s: int = 7 * 24 * 3600
+    max_attempts: int = 3
+    sweep_interval_s: float = 60.0
+
+    # --- queue ----------------------------------------------------------------------------
+    # Longer than the slowest batch (a few seconds on CPU), short enough that a crashed
+    # worker's unacknowledged jobs come back within about a minute.
+    visibility_timeout_s: int = 60
+
+    # --- worker ---------------------------------------------------------------------------
+    weights: str = Field(default="imagenet", description="`imagenet`, `random` or a file path.")
+    random_seed: int = 1234
+    runtime: Literal["keras", "onnxruntime"] = "keras"
+    keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    max_batch_size: int = Field(default=0, ge=0, le=1024, description="0: chosen by device.")
+    max_batch_wait_ms: int = 20
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        """Accept `key1:tenant1,key2:tenant2` as well as JSON."""
+        if isinstance(value, str) and value and not value.lstrip().startswith("{"):
+            pairs = (item.split(":", 1) for item in value.split(",") if item.strip())
+            return {key.strip(): tenant.strip() for key, tenant in pairs}
+        return value
+
+    @property
+    def store_kind(self) -> Literal["sqlite", "couchbase"]:
+        if self.store.startswith("sqlite:///"):
+            return "sqlite"
+        if self.store.startswith(("couchbase://", "couchbases://")):
+            return "couchbase"
+        raise ValueError(
+            f"ASYNCINFER_STORE={self.store!r}: use sqlite:///path or couchbase://host"
+        )
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.store.removeprefix("sqlite:///")
+
+    def check_production_secrets(self) -> None:
+        """Refuse placeholder secrets outside development."""
+        if self.environment != "production":
+            return
+        if self.store_kind == "couchbase" and (
+            self.couchbase_password.get_secret_value() in _PLACEHOLDER_SECRETS
+        ):
+            raise ValueError("ASYNCINFER_COUCHBASE_PASSWORD is a placeholder; set a real one")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.store_kind  # validates the store URL at start-up
+    settings.check_production_secrets()
+    return settings

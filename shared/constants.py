@@ -1,0 +1,28 @@
+"""Names shared by the gateway and the workers, each with the reason it is what it is."""
+
+from typing import Final
+
+# Key prefixes follow the contract's `job::{id}` so a Couchbase bucket can hold jobs, images
+# and batches side by side and be told apart by key alone (no query service needed).
+JOB_KEY_PREFIX: Final = "job::"
+IMAGE_KEY_PREFIX: Final = "image::"
+BATCH_KEY_PREFIX: Final = "batch::"
+IDEMPOTENCY_KEY_PREFIX: Final = "idem::"
+
+# One Celery queue for inference: every worker consumes it and Redis keeps it as a single list,
+# so its length is the backlog that admission control and autoscaling read.
+INFER_QUEUE: Final = "asyncinfer.infer"
+INFER_TASK: Final = "asyncinfer.infer"
+
+# One pub/sub channel for every status change: each gateway process holds exactly one
+# subscription and fans events out in memory, whatever the number of SSE clients.
+EVENTS_CHANNEL: Final = "asyncinfer:events"
+
+# Tenant used when no API keys are configured (single-user, local deployments).
+DEFAULT_TENANT: Final = "public"
+
+# Content types the workers decode, by the magic bytes the gateway sniffs.
+SUPPORTED_IMAGE_TYPES: Final = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif")
+
+MODEL_NAME: Final = "mobilenet_v2"
+MODEL_INPUT_SIZE: Final = (224, 224)

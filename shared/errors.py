@@ -1,0 +1,74 @@
+"""One exception class per kind of failure at a boundary; the gateway maps them to problem+json."""
+
+from __future__ import annotations
+
+
+class AsyncInferError(Exception):
+    """Base class: `status` and `title` say how the gateway reports it."""
+
+    status = 500
+    title = "Internal error"
+    retry_after_s: int | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(AsyncInferError):
+    status, title = 400, "Malformed request"
+
+
+class Unauthorized(AsyncInferError):
+    status, title = 401, "Missing or wrong API key"
+
+
+class JobNotFound(AsyncInferError):
+    status, title = 404, "Not found"
+
+
+class IdempotencyConflict(AsyncInferError):
+    status, title = 409, "Idempotency key reused with a different request"
+
+
+class IllegalTransition(AsyncInferError):
+    status, title = 409, "Conflict with the job's status"
+
+
+class ImageTooLarge(AsyncInferError):
+    status, title = 413, "Image too large"
+
+
+class UnsupportedImageType(AsyncInferError):
+    status, title = 415, "Unsupported image type"
+
+
+class UndecodableImage(AsyncInferError):
+    status, title = 422, "Image does not decode"
+
+
+class BacklogFull(AsyncInferError):
+    status, title = 429, "Too many queued jobs"
+    retry_after_s = 5
+
+
+class TooManyStreams(AsyncInferError):
+    status, title = 503, "Too many open event streams"
+    retry_after_s = 5
+
+
+class DependencyUnavailable(AsyncInferError):
+    status, title = 503, "A dependency is unavailable"
+    retry_after_s = 5
+
+
+class StoreUnavailable(DependencyUnavailable):
+    """The job store did not answer (timeout, unreachable)."""
+
+
+class CasMismatch(Exception):
+    """A compare-and-swap lost against another writer; the caller re-reads and retries."""
+
+
+class DocumentExists(Exception):
+    """An insert found the key already there."""

@@ -1,0 +1,116 @@
+"""The job document and its state machine: the only place transitions are decided."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from shared.errors import IllegalTransition
+
+JobDoc = dict[str, Any]
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# running → running is a redelivered task (the worker that held it died); attempts grows.
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class ErrorCode(str, Enum):
+    DECODE_ERROR = "decode_error"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    INTERNAL = "internal"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def new_job(
+    *,
+    tenant: str,
+    input_info: dict[str, Any],
+    top_k: int,
+    batch_id: str | None = None,
+    job_id: str | None = None,
+) -> JobDoc:
+    at = now_rfc3339()
+    return {
+        "id": job_id or new_id(),
+        "type": "job",
+        "tenant": tenant,
+        "batch_id": batch_id,
+        "status": JobStatus.QUEUED.value,
+        "created_at": at,
+        "updated_at": at,
+        "started_at": None,
+        "finished_at": None,
+        "attempts": 0,
+        "input": input_info,
+        "params": {"top_k": top_k},
+        "model": None,
+        "result": None,
+        "error": None,
+        "history": [{"seq": 1, "status": JobStatus.QUEUED.value, "at": at}],
+    }
+
+
+def status_of(doc: JobDoc) -> JobStatus:
+    return JobStatus(doc["status"])
+
+
+def seq_of(doc: JobDoc) -> int:
+    return int(doc["history"][-1]["seq"])
+
+
+def transition(doc: JobDoc, to: JobStatus, **fields: Any) -> JobDoc:
+    """Return a new document moved to `to`, or raise IllegalTransition.
+
+    `fields` (result, error, model) are merged in. Entering `running` counts an attempt.
+    """
+    current = status_of(doc)
+    if to not in ALLOWED[current]:
+        raise IllegalTransition(f"job {doc['id']} is {current.value}; it cannot become {to.value}")
+    at = now_rfc3339()
+    new = {**doc, **fields, "status": to.value, "updated_at": at}
+    if to is JobStatus.RUNNING:
+        new["attempts"] = doc["attempts"] + 1
+        new["started_at"] = doc["started_at"] or at
+    if to.terminal:
+        new["finished_at"] = at
+    new["history"] = [*doc["history"], {"seq": seq_of(doc) + 1, "status": to.value, "at": at}]
+    return new
+
+
+def error_info(code: ErrorCode, message: str, *, retryable: bool = False) -> dict[str, Any]:
+    return {"code": code.value, "message": message, "retryable": retryable}
+
+
+def public_view(doc: JobDoc) -> JobDoc:
+    """The document as clients see it (internal bookkeeping removed)."""
+    return {key: value for key, value in doc.items() if not key.startswith("_")}

@@ -1,0 +1,178 @@
+"""The job store: business rules written once over a few key-value primitives.
+
+A backend (SQLite, Couchbase) implements only the primitives: insert, get with CAS, replace
+with CAS, remove, and binary values. Everything that must hold for every backend — the state
+machine, the CAS retry loop, idempotency, image lifecycle — lives here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared import constants
+from shared.errors import CasMismatch, DocumentExists, IdempotencyConflict, JobNotFound
+from shared.jobs import JobDoc, JobStatus, status_of
+from shared.jobs import transition as apply_transition
+
+Cas = int
+Mutation = Callable[[JobDoc], JobDoc | None]
+
+
+def job_key(job_id: str) -> str:
+    return f"{constants.JOB_KEY_PREFIX}{job_id}"
+
+
+def image_key(job_id: str) -> str:
+    return f"{constants.IMAGE_KEY_PREFIX}{job_id}"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"{constants.BATCH_KEY_PREFIX}{batch_id}"
+
+
+def idempotency_key(tenant: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{constants.IDEMPOTENCY_KEY_PREFIX}{tenant}::{digest}"
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    key: str
+    fingerprint: str  # hash of what was submitted: same key + other body → 409
+
+
+class JobStore(ABC):
+    """Job documents, their images and batches, with CAS-guarded transitions."""
+
+    max_cas_retries = 50
+
+    def __init__(self, ttl_s: int) -> None:
+        self.ttl_s = ttl_s
+
+    # ---- primitives each backend implements ------------------------------------------------
+    @abstractmethod
+    def _insert(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+        """Create `key`; raise DocumentExists if it is there."""
+
+    @abstractmethod
+    def _get(self, key: str) -> tuple[dict[str, Any], Cas] | None:
+        """The value and its CAS, or None when absent or expired."""
+
+    @abstractmethod
+    def _replace(self, key: str, value: dict[str, Any], cas: Cas) -> None:
+        """Replace `key` if its CAS is still `cas`, keeping its expiry; else raise CasMismatch.
+
+        Raise JobNotFound if the key is gone.
+        """
+
+    @abstractmethod
+    def _remove(self, key: str) -> None:
+        """Delete `key`; absent is fine."""
+
+    @abstractmethod
+    def _insert_binary(self, key: str, data: bytes, ttl_s: int) -> None: ...
+
+    @abstractmethod
+    def _get_binary(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the backend does not answer."""
+
+    def sweep_expired(self) -> int:
+        """Delete expired entries; backends with native expiry have nothing to do."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    # ---- jobs ----------------------------------------------------------------------------
+    def create_job(
+        self, doc: JobDoc, image: bytes, idempotency: Idempotency | None = None
+    ) -> tuple[JobDoc, bool]:
+        """Store a new job and its image. Returns (document, created).
+
+        With an idempotency key, the first writer of the key wins; a repeat with the same
+        fingerprint gets the original job back, one with another fingerprint a conflict.
+        """
+        self._insert_binary(image_key(doc["id"]), image, self.ttl_s)
+        self._insert(job_key(doc["id"]), doc, self.ttl_s)
+        if idempotency is None:
+            return doc, True
+        claim = {"job_id": doc["id"], "fingerprint": idempotency.fingerprint}
+        try:
+            self._insert(idempotency_key(doc["tenant"], idempotency.key), claim, self.ttl_s)
+        except DocumentExists:
+            self._remove(job_key(doc["id"]))
+            self._remove(image_key(doc["id"]))
+            return self._claimed_job(doc["tenant"], idempotency), False
+        return doc, True
+
+    def _claimed_job(self, tenant: str, idempotency: Idempotency) -> JobDoc:
+        found = self._get(idempotency_key(tenant, idempotency.key))
+        if found is None:
+            raise JobNotFound("the job of this idempotency key has expired")
+        claim, _ = found
+        if claim["fingerprint"] != idempotency.fingerprint:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used for a different request; use a new key"
+            )
+        return self.get_job(claim["job_id"], tenant=tenant)
+
+    def get_job(self, job_id: str, *, tenant: str | None = None) -> JobDoc:
+        """The job; JobNotFound also when it belongs to another tenant."""
+        found = self._get(job_key(job_id))
+        if found is None or (tenant is not None and found[0].get("tenant") != tenant):
+            raise JobNotFound(f"no job with id {job_id}")
+        return found[0]
+
+    def get_image(self, job_id: str) -> bytes | None:
+        return self._get_binary(image_key(job_id))
+
+    def update(self, job_id: str, mutate: Mutation) -> tuple[JobDoc, bool]:
+        """Apply `mutate` to the current document under CAS, retrying on a lost race.
+
+        `mutate` sees a fresh document on each try and returns the new one, or None to leave
+        it unchanged. Returns (document, changed). The image goes once the job is terminal.
+        """
+        key = job_key(job_id)
+        for _ in range(self.max_cas_retries):
+            found = self._get(key)
+            if found is None:
+                raise JobNotFound(f"no job with id {job_id}")
+            current, cas = found
+            new = mutate(current)
+            if new is None:
+                return current, False
+            try:
+                self._replace(key, new, cas)
+            except CasMismatch:
+                continue
+            if status_of(new).terminal:
+                self._remove(image_key(job_id))
+            return new, True
+        raise CasMismatch(f"job {job_id}: gave up after {self.max_cas_retries} CAS conflicts")
+
+    def transition(self, job_id: str, to: JobStatus, **fields: Any) -> JobDoc:
+        """Move the job to `to` (IllegalTransition if the state machine forbids it)."""
+        doc, _ = self.update(job_id, lambda current: apply_transition(current, to, **fields))
+        return doc
+
+    # ---- batches -------------------------------------------------------------------------
+    def create_batch(self, batch: dict[str, Any]) -> None:
+        self._insert(batch_key(batch["id"]), batch, self.ttl_s)
+
+    def get_batch(self, batch_id: str, *, tenant: str | None = None) -> dict[str, Any]:
+        found = self._get(batch_key(batch_id))
+        if found is None or (tenant is not None and found[0].get("tenant") != tenant):
+            raise JobNotFound(f"no batch with id {batch_id}")
+        return found[0]
+
+    def get_jobs(self, job_ids: list[str]) -> list[JobDoc]:
+        """The jobs that still exist, in order."""
+        found = (self._get(job_key(job_id)) for job_id in job_ids)
+        return [item[0] for item in found if item is not None]

@@ -1,0 +1,119 @@
+"""Embedded job store: SQLite in WAL mode, safe for a gateway and several worker processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from shared.errors import CasMismatch, DocumentExists, JobNotFound, StoreUnavailable
+from shared.store.base import Cas, JobStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key        TEXT PRIMARY KEY,
+    value      BLOB NOT NULL,
+    cas        INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at);
+"""
+
+
+class SqliteStore(JobStore):
+    """Key-value rows with an integer CAS and an absolute expiry time.
+
+    Each thread gets its own connection (sqlite3 connections must not be shared); WAL lets
+    readers run beside the one writer, and busy_timeout makes concurrent writers queue
+    instead of failing with "database is locked".
+    """
+
+    def __init__(self, path: str, ttl_s: int, busy_timeout_ms: int = 10_000) -> None:
+        super().__init__(ttl_s)
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            raise StoreUnavailable(f"SQLite store {self.path}: {e}") from e
+
+    def _insert_raw(self, key: str, value: bytes, ttl_s: int) -> None:
+        now = time.time()
+        # An expired row may still be there until the next sweep: it does not block an insert.
+        self._execute("DELETE FROM kv WHERE key = ? AND expires_at <= ?", (key, now))
+        try:
+            self._execute(
+                "INSERT INTO kv (key, value, cas, expires_at) VALUES (?, ?, 1, ?)",
+                (key, value, now + ttl_s),
+            )
+        except sqlite3.IntegrityError as e:
+            raise DocumentExists(key) from e
+
+    def _get_raw(self, key: str) -> tuple[bytes, Cas] | None:
+        row = self._execute(
+            "SELECT value, cas FROM kv WHERE key = ? AND expires_at > ?", (key, time.time())
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _insert(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+        self._insert_raw(key, json.dumps(value).encode(), ttl_s)
+
+    def _get(self, key: str) -> tuple[dict[str, Any], Cas] | None:
+        found = self._get_raw(key)
+        return None if found is None else (json.loads(found[0]), found[1])
+
+    def _replace(self, key: str, value: dict[str, Any], cas: Cas) -> None:
+        cursor = self._execute(
+            "UPDATE kv SET value = ?, cas = cas + 1 WHERE key = ? AND cas = ? AND expires_at > ?",
+            (json.dumps(value).encode(), key, cas, time.time()),
+        )
+        if cursor.rowcount == 1:
+            return
+        if self._get_raw(key) is None:
+            raise JobNotFound(key)
+        raise CasMismatch(key)
+
+    def _remove(self, key: str) -> None:
+        self._execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def _insert_binary(self, key: str, data: bytes, ttl_s: int) -> None:
+        self._insert_raw(key, data, ttl_s)
+
+    def _get_binary(self, key: str) -> bytes | None:
+        found = self._get_raw(key)
+        return None if found is None else bytes(found[0])
+
+    def ping(self) -> None:
+        self._execute("SELECT 1").fetchone()
+
+    def sweep_expired(self) -> int:
+        return self._execute("DELETE FROM kv WHERE expires_at <= ?", (time.time(),)).rowcount
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
