@@ -123,6 +123,11 @@ class JobStore(ABC):
             )
         return self.get_job(claim["job_id"], tenant=tenant)
 
+    def discard_job(self, job_id: str) -> None:
+        """Forget a job that was never accepted (its enqueue failed)."""
+        self._remove(job_key(job_id))
+        self._remove(image_key(job_id))
+
     def get_job(self, job_id: str, *, tenant: str | None = None) -> JobDoc:
         """The job; JobNotFound also when it belongs to another tenant."""
         found = self._get(job_key(job_id))

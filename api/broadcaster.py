@@ -1,0 +1,103 @@
+"""One Redis subscription per gateway process, fanned out in memory to every subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from shared.constants import EVENTS_CHANNEL
+
+log = logging.getLogger(__name__)
+
+# Put into every queue after the subscription was re-established: events may have been
+# missed while it was down, so subscribers re-read the store.
+RESYNC: dict[str, Any] = {"resync": True}
+
+
+class Subscription:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def next(self, timeout_s: float | None = None) -> dict[str, Any] | None:
+        """The next event, or None after `timeout_s`."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+
+
+class Broadcaster:
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="broadcaster")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, *keys: str) -> AsyncIterator[Subscription]:
+        """Events whose job id or batch id is one of `keys`, from now until exit."""
+        subscription = Subscription()
+        for key in keys:
+            self._subscribers[key].add(subscription)
+        try:
+            yield subscription
+        finally:
+            for key in keys:
+                subscribers = self._subscribers.get(key)
+                if subscribers is not None:
+                    subscribers.discard(subscription)
+                    if not subscribers:
+                        del self._subscribers[key]
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        targets: set[Subscription] = set()
+        for key in (event.get("job_id"), event.get("batch_id")):
+            if key:
+                targets |= self._subscribers.get(key, set())
+        for subscription in targets:
+            subscription.queue.put_nowait(event)
+
+    async def _run(self) -> None:
+        delay_s = 0.1
+        while True:
+            client = aioredis.from_url(self._redis_url)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(EVENTS_CHANNEL)
+                    if delay_s > 0.1:  # a reconnect: tell everyone to re-read the store
+                        for subscription in {s for subs in self._subscribers.values() for s in subs}:
+                            subscription.queue.put_nowait(RESYNC)
+                    self.connected.set()
+                    delay_s = 0.1
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._dispatch(json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Redis gone: keep serving, retry with backoff
+                self.connected.clear()
+                log.warning("event subscription lost (%s); retrying in %.1fs", e, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+            finally:
+                await client.aclose()

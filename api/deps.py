@@ -1,0 +1,46 @@
+"""Dependencies injected into route handlers, as Annotated aliases."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from api.services import Services
+from shared.config import Settings
+from shared.constants import DEFAULT_TENANT
+from shared.errors import Unauthorized
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_tenant(
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header(description="API key, when keys are configured")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    """The tenant of the caller's API key; everyone is one tenant when no keys are set."""
+    if not settings.api_keys:
+        return DEFAULT_TENANT
+    key = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
+    for known, tenant in settings.api_keys.items():
+        if key and secrets.compare_digest(key, known):
+            return tenant
+    raise Unauthorized("send a valid key in the X-API-Key header (or Authorization: Bearer)")
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]

@@ -1,0 +1,85 @@
+"""/v1/batches: submit many images in one request, read a batch's progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ServicesDep, TenantDep
+from api.routes.events import batch_counts, batch_is_done
+from api.routes.jobs import TopK
+from api.metrics import JOBS_SUBMITTED
+from api.schemas import PROBLEM_RESPONSES, BatchPublic
+from api.uploads import form_top_k, is_multipart, read_form, to_upload
+from shared.errors import BadRequest
+from shared.jobs import JobDoc
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+def batch_view(batch: dict[str, Any], docs: list[JobDoc]) -> dict[str, Any]:
+    statuses = {doc["id"]: doc["status"] for doc in docs}
+    return {
+        "id": batch["id"],
+        "type": "batch",
+        "created_at": batch["created_at"],
+        "status": "done" if batch_is_done(statuses) else "running",
+        "counts": batch_counts(statuses),
+        "jobs": [{"id": doc["id"], "status": doc["status"]} for doc in docs],
+    }
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit many images (multipart, repeated `files`); all are checked before any is queued",
+    responses={202: {"model": BatchPublic}, **PROBLEM_RESPONSES},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["files"],
+                        "properties": {
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                            "top_k": {"type": "integer", "minimum": 1, "maximum": 20},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def submit_batch(request: Request, services: ServicesDep, tenant: TenantDep, top_k: TopK = 5) -> JSONResponse:
+    settings = services.settings
+    if not is_multipart(request):
+        raise BadRequest("send multipart/form-data with one `files` field per image")
+    form = await read_form(
+        request,
+        max_files=settings.max_batch_files,
+        max_bytes=settings.max_image_bytes * settings.max_batch_files,
+    )
+    items = form.getlist("files")
+    if not items:
+        raise BadRequest("the multipart body has no `files` field")
+    uploads = [await to_upload(item, "files") for item in items]
+    batch = await run_in_threadpool(
+        services.submitter.submit_batch, uploads, tenant=tenant, top_k=form_top_k(form, top_k)
+    )
+    JOBS_SUBMITTED.inc(len(batch["job_ids"]))
+    jobs = [{"id": job_id, "status": "queued"} for job_id in batch["job_ids"]]
+    body = {**batch_view(batch, jobs), "jobs": jobs}
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/batches/{batch['id']}"})
+
+
+@router.get("/{batch_id}", summary="A batch with each job's status and the counts",
+            responses={200: {"model": BatchPublic}, **PROBLEM_RESPONSES})
+async def get_batch(batch_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    batch = await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
+    docs = await run_in_threadpool(services.store.get_jobs, batch["job_ids"])
+    return JSONResponse(batch_view(batch, docs))

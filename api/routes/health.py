@@ -1,0 +1,54 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ServicesDep
+from api.metrics import refresh_gauges
+from api.problems import problem
+from api.services import Services
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def check_dependencies(services: Services) -> dict[str, str]:
+    """`ok` or the error, for each dependency this gateway needs."""
+    checks: dict[str, str] = {}
+    probes: dict[str, Any] = {"redis": services.redis.ping, "store": services.store.ping}
+    probes.update(services.extra_readiness_probes)
+    for name, probe in probes.items():
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as e:
+            checks[name] = f"{type(e).__name__}: {e}"
+    return checks
+
+
+@router.get("/readyz", summary="Redis and the job store answer (503 names the one that does not)")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    checks = await run_in_threadpool(check_dependencies, services)
+    failing = [name for name, result in checks.items() if result != "ok"]
+    if failing:
+        detail = "; ".join(f"{name} unreachable: {checks[name]}" for name in failing)
+        response = problem(503, "Not ready", detail, retry_after_s=5)
+        response.headers["X-Failing-Dependencies"] = ",".join(failing)
+        return response
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(services: ServicesDep) -> Response:
+    await run_in_threadpool(refresh_gauges, services)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

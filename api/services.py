@@ -1,0 +1,52 @@
+"""What one gateway process holds for its lifetime, built from settings at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+from celery import Celery
+
+from api.broadcaster import Broadcaster
+from shared.config import Settings
+from shared.events import EventPublisher
+from shared.lifecycle import JobLifecycle
+from shared.queue import make_celery
+from shared.store import JobStore, open_store
+from shared.submission import Submitter
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: JobStore
+    redis: redis.Redis
+    celery: Celery
+    broadcaster: Broadcaster
+    submitter: Submitter
+    lifecycle: JobLifecycle
+    open_streams: int = field(default=0)
+    # More readiness checks by name (e.g. the Consul agent when the mesh is on).
+    extra_readiness_probes: dict[str, Callable[[], object]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Services:
+        store = open_store(settings)
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
+        celery = make_celery(settings)
+        return cls(
+            settings=settings,
+            store=store,
+            redis=client,
+            celery=celery,
+            broadcaster=Broadcaster(settings.redis_url),
+            submitter=Submitter(settings, store, celery, client),
+            lifecycle=JobLifecycle(store, EventPublisher(client), max_attempts=settings.max_attempts),
+        )
+
+    def close(self) -> None:
+        self.store.close()
+        self.redis.close()

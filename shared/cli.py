@@ -1,0 +1,92 @@
+"""`asyncinfer`: run the pipeline, its parts, or submit images. Subcommands call library code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from shared.config import get_settings
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=args.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from workers.model import WeightsUnavailable
+    from workers.run import run_worker
+
+    try:
+        run_worker(get_settings(), loglevel=args.log_level, hostname=args.hostname)
+    except WeightsUnavailable as e:
+        print(f"asyncinfer worker: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from shared.launcher import run_pipeline
+
+    return run_pipeline(get_settings(), mesh=args.mesh)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from shared.client import submit_files
+
+    return submit_files(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asyncinfer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start Redis (if none answers), the gateway and a worker")
+    up.add_argument("--mesh", choices=["none", "consul"], default=None)
+    up.set_defaults(run=_cmd_up)
+
+    api = commands.add_parser("api", help="run the gateway")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.add_argument("--log-level", default="INFO")
+    api.set_defaults(run=_cmd_api)
+
+    worker = commands.add_parser("worker", help="run an inference worker")
+    worker.add_argument("--log-level", default="INFO")
+    worker.add_argument("--hostname")
+    worker.set_defaults(run=_cmd_worker)
+
+    submit = commands.add_parser("submit", help="submit images; print each final job as a JSON line")
+    submit.add_argument("paths", nargs="+", metavar="PATH")
+    submit.add_argument("--url", default=None, help="gateway URL (default: from settings)")
+    submit.add_argument("--top-k", type=int, default=5)
+    submit.add_argument("--api-key", default=None)
+    submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per job")
+    submit.set_defaults(run=_cmd_submit)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as e:  # settings that do not validate
+        print(f"asyncinfer: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Job state changes as the system makes them: store first (CAS), then the event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from shared.errors import StoreUnavailable
+from shared.events import EventPublisher
+from shared.jobs import ErrorCode, JobDoc, JobStatus, error_info, status_of, transition
+from shared.store import JobStore
+
+
+class JobLifecycle:
+    """Every write is idempotent: replaying it on a job that already moved on changes nothing.
+
+    `store_retry_s` > 0 makes writes wait out a store outage (the worker must not drop a
+    result); the gateway uses 0 and answers 503 instead.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        publisher: EventPublisher,
+        *,
+        max_attempts: int,
+        store_retry_s: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.max_attempts = max_attempts
+        self.store_retry_s = store_retry_s
+
+    def _write(self, job_id: str, mutate: Any) -> tuple[JobDoc, bool]:
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential(multiplier=0.1, max=5),
+            stop=stop_after_delay(self.store_retry_s),
+            reraise=True,
+        )
+        doc, changed = retrying(self.store.update, job_id, mutate)
+        if changed:
+            self.publisher.publish(doc)
+        return doc, changed
+
+    def begin(self, job_id: str) -> JobDoc | None:
+        """Mark a delivered job running; None when it must not run (finished, cancelled, or
+        redelivered too often — then it fails with `worker_lost`)."""
+
+        def mutate(doc: JobDoc) -> JobDoc | None:
+            status = status_of(doc)
+            if status.terminal:
+                return None
+            if status is JobStatus.RUNNING and doc["attempts"] >= self.max_attempts:
+                message = (
+                    f"the job was delivered {doc['attempts']} times and its worker was lost "
+                    "each time; giving up"
+                )
+                return transition(
+                    doc, JobStatus.FAILED, error=error_info(ErrorCode.WORKER_LOST, message)
+                )
+            return transition(doc, JobStatus.RUNNING)
+
+        doc, changed = self._write(job_id, mutate)
+        return doc if changed and status_of(doc) is JobStatus.RUNNING else None
+
+    def succeed(self, job_id: str, *, result: dict[str, Any], model: dict[str, Any]) -> JobDoc:
+        def mutate(doc: JobDoc) -> JobDoc | None:
+            if status_of(doc) is not JobStatus.RUNNING:
+                return None  # a replayed write: the job already finished
+            return transition(doc, JobStatus.SUCCEEDED, result=result, model=model)
+
+        return self._write(job_id, mutate)[0]
+
+    def fail(
+        self, job_id: str, code: ErrorCode, message: str, *, model: dict[str, Any] | None = None
+    ) -> JobDoc:
+        def mutate(doc: JobDoc) -> JobDoc | None:
+            if status_of(doc) is not JobStatus.RUNNING:
+                return None
+            return transition(
+                doc, JobStatus.FAILED, error=error_info(code, message), model=model
+            )
+
+        return self._write(job_id, mutate)[0]
+
+    def cancel(self, job_id: str, tenant: str) -> JobDoc:
+        """Cancel a queued job; IllegalTransition (409) once it has started."""
+        self.store.get_job(job_id, tenant=tenant)  # 404 for unknown and foreign jobs
+        return self._write(job_id, lambda doc: transition(doc, JobStatus.CANCELLED))[0]

@@ -1,0 +1,128 @@
+"""Accepting work: validate, store, enqueue — the business rules behind POST /v1/jobs and
+/v1/batches, kept out of the route handlers."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from shared.config import Settings
+from shared.constants import INFER_QUEUE
+from shared.errors import AsyncInferError, BacklogFull, DependencyUnavailable
+from shared.images import ImageInfo, inspect_image
+from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
+from shared.queue import enqueue
+from shared.store import Idempotency, JobStore
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    declared_type: str | None
+    filename: str | None = None
+
+
+class Submitter:
+    def __init__(self, settings: Settings, store: JobStore, celery: Celery, redis_client: redis.Redis) -> None:
+        self.settings = settings
+        self.store = store
+        self.celery = celery
+        self.redis = redis_client
+
+    def inspect(self, upload: Upload) -> ImageInfo:
+        return inspect_image(
+            upload.data,
+            upload.declared_type,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+            min_side_px=self.settings.min_image_side_px,
+        )
+
+    def backlog(self) -> int:
+        try:
+            return int(self.redis.llen(INFER_QUEUE))
+        except redis.RedisError as e:
+            raise DependencyUnavailable(f"Redis does not answer: {e}") from e
+
+    def _admit(self, count: int) -> None:
+        backlog = self.backlog()
+        if backlog + count > self.settings.backlog_limit:
+            raise BacklogFull(
+                f"{backlog:,} jobs are waiting (limit {self.settings.backlog_limit:,}); retry later"
+            )
+
+    def _enqueue(self, doc: JobDoc) -> None:
+        try:
+            enqueue(self.celery, doc["id"])
+        except (KombuOperationalError, redis.RedisError, OSError) as e:
+            # Not accepted after all: remove it so that nothing waits for a job never queued.
+            self.store.discard_job(doc["id"])
+            raise DependencyUnavailable(f"the queue (Redis) does not answer: {e}") from e
+
+    def submit_job(
+        self, upload: Upload, *, tenant: str, top_k: int, idempotency_key: str | None = None
+    ) -> tuple[JobDoc, bool]:
+        """Returns (job, created); a repeated idempotency key returns the first job."""
+        info = self.inspect(upload)
+        self._admit(1)
+        doc = new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k)
+        idempotency = None
+        if idempotency_key:
+            fingerprint = hashlib.sha256(f"{info.sha256}:{top_k}".encode()).hexdigest()
+            idempotency = Idempotency(idempotency_key, fingerprint)
+        doc, created = self.store.create_job(doc, upload.data, idempotency)
+        if created:
+            self._enqueue(doc)
+        return doc, created
+
+    def submit_batch(self, uploads: list[Upload], *, tenant: str, top_k: int) -> dict[str, Any]:
+        """All or nothing: every file is checked before any job is created."""
+        infos: list[ImageInfo] = []
+        problems: list[dict[str, Any]] = []
+        for index, upload in enumerate(uploads):
+            try:
+                infos.append(self.inspect(upload))
+            except AsyncInferError as e:
+                problems.append(
+                    {"index": index, "file": upload.filename, "status": e.status, "detail": e.detail}
+                )
+        if problems:
+            raise BatchRejected(problems)
+        self._admit(len(uploads))
+        batch_id = new_id()
+        jobs = [
+            new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k, batch_id=batch_id)
+            for info in infos
+        ]
+        for doc, upload in zip(jobs, uploads, strict=True):
+            self.store.create_job(doc, upload.data)
+        batch = {
+            "id": batch_id,
+            "type": "batch",
+            "tenant": tenant,
+            "created_at": now_rfc3339(),
+            "job_ids": [doc["id"] for doc in jobs],
+        }
+        self.store.create_batch(batch)
+        for doc in jobs:
+            self._enqueue(doc)
+        return batch
+
+
+class BatchRejected(AsyncInferError):
+    """At least one file of a batch is not acceptable; none was accepted."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        first = problems[0]
+        super().__init__(
+            f"{len(problems)} of the files cannot be accepted; the first (#{first['index']}"
+            f"{' ' + first['file'] if first['file'] else ''}): {first['detail']}"
+        )
+        self.status = first["status"]
+        self.title = "Batch rejected"
+        self.errors = problems

@@ -1,0 +1,68 @@
+"""One dynamic batch: mark jobs running, decode each, one forward pass, write each result."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+
+from shared.jobs import ErrorCode
+from shared.lifecycle import JobLifecycle
+from workers.labels import imagenet_labels
+from workers.model import Classifier
+from workers.preprocess import decode, to_model_input, top_k
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchReport:
+    delivered: int
+    inferred: int
+    failed: int
+    inference_ms: float
+
+
+def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Classifier) -> BatchReport:
+    """Run the jobs of one batch. A bad image fails its own job only; a job that finished
+    or was cancelled before (a redelivery, a cancel) is skipped."""
+    ready: list[tuple[str, int, Image.Image]] = []
+    failed = 0
+    for job_id in job_ids:
+        doc = lifecycle.begin(job_id)
+        if doc is None:
+            continue
+        image_bytes = lifecycle.store.get_image(job_id)
+        if image_bytes is None:
+            lifecycle.fail(job_id, ErrorCode.INTERNAL, "the stored image is gone", model=classifier.info)
+            failed += 1
+            continue
+        try:
+            ready.append((job_id, doc["params"]["top_k"], decode(image_bytes)))
+        except Exception as e:  # any decoder failure is this image's problem alone
+            lifecycle.fail(job_id, ErrorCode.DECODE_ERROR, f"the image does not decode: {e}", model=classifier.info)
+            failed += 1
+    if not ready:
+        return BatchReport(len(job_ids), 0, failed, 0.0)
+
+    started = time.perf_counter()
+    try:
+        scores = classifier.predict(to_model_input([image for _, _, image in ready]))
+    except Exception as e:
+        log.exception("inference failed for a batch of %d", len(ready))
+        for job_id, _, _ in ready:
+            lifecycle.fail(job_id, ErrorCode.INTERNAL, f"inference failed: {e}", model=classifier.info)
+        return BatchReport(len(job_ids), 0, failed + len(ready), 0.0)
+    inference_ms = (time.perf_counter() - started) * 1000
+
+    labels = imagenet_labels()
+    for (job_id, k, _), row in zip(ready, scores, strict=True):
+        result = {
+            "predictions": top_k(row, k, labels),
+            "batch_size": len(ready),
+            "inference_ms": round(inference_ms, 2),
+        }
+        lifecycle.succeed(job_id, result=result, model=classifier.info)
+    return BatchReport(len(job_ids), len(ready), failed, inference_ms)

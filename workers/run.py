@@ -1,0 +1,75 @@
+"""A worker process: load the model once, then consume the queue in dynamic batches."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Celery
+from celery_batches import Batches
+
+from shared.config import Settings
+from shared.constants import INFER_QUEUE, INFER_TASK
+from shared.events import EventPublisher
+from shared.lifecycle import JobLifecycle
+from shared.queue import make_celery
+from shared.store import open_store
+from workers.batch import process_batch
+from workers.model import Classifier, load_classifier
+
+log = logging.getLogger(__name__)
+
+# A store outage shorter than this does not lose a result: the worker keeps retrying.
+STORE_RETRY_S = 300.0
+
+
+def register_infer_task(app: Celery, classifier: Classifier, lifecycle: JobLifecycle, max_batch_wait_ms: int) -> Any:
+    """The batch task: celery-batches buffers messages until `max_batch_size` arrived or
+    `max_batch_wait_ms` passed, then calls it once with all of them."""
+
+    @app.task(
+        name=INFER_TASK,
+        base=Batches,
+        flush_every=classifier.max_batch_size,
+        flush_interval=max_batch_wait_ms / 1000,
+        acks_late=True,
+    )
+    def infer(requests: list[Any]) -> None:
+        job_ids = [request.args[0] for request in requests]
+        report = process_batch(job_ids, lifecycle, classifier)
+        log.info(
+            "batch of %d: %d inferred in %.1f ms, %d failed",
+            report.delivered, report.inferred, report.inference_ms, report.failed,
+        )
+
+    return infer
+
+
+def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | None = None) -> None:
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    classifier = load_classifier(settings)  # before consuming: a worker without a model takes nothing
+    lifecycle = JobLifecycle(
+        open_store(settings),
+        EventPublisher(redis.Redis.from_url(settings.redis_url)),
+        max_attempts=settings.max_attempts,
+        store_retry_s=STORE_RETRY_S,
+    )
+    app = make_celery(settings)
+    register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms)
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--queues={INFER_QUEUE}",
+        # One process runs the batches inline; TensorFlow uses every core inside a batch.
+        "--pool=solo",
+        # With worker_prefetch_multiplier=1 this is the prefetch count: the worker holds at
+        # most one batch of unacknowledged messages, so a crash delays no more than that.
+        f"--concurrency={classifier.max_batch_size}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
