@@ -1,0 +1,67 @@
+"""Fixtures that start real services: Redis, the gateway, Celery workers with the Keras model."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.redis_server import start_redis
+from tests.pipeline import Pipeline, free_port, pipeline_env
+
+# Database 0 is the session's shared pipeline; each other test gets the next one.
+_databases = itertools.count(1)
+
+PipelineFactory = Callable[..., Pipeline]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server started for the test session (no database number)."""
+    url = f"redis://127.0.0.1:{free_port()}"
+    process = start_redis(url + "/0", tmp_path_factory.mktemp("redis"))
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def _start(redis_url: str, workdir: Path, workers: int, gateway: bool, env: dict[str, str]) -> Pipeline:
+    redis.Redis.from_url(redis_url).flushdb()
+    pipeline = Pipeline(env=pipeline_env(redis_url, workdir, **env), workdir=workdir, port=free_port())
+    try:
+        for _ in range(workers):
+            pipeline.start_worker(wait_ready=False)
+        if gateway:
+            pipeline.start_gateway()
+        for worker in pipeline.workers:
+            pipeline.wait_worker_ready(worker)
+    except BaseException:
+        pipeline.stop()
+        raise
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """One gateway and one worker shared by the tests that do not disturb them."""
+    started = _start(f"{redis_url}/0", tmp_path_factory.mktemp("pipeline"), 1, True, {})
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def make_pipeline(redis_url: str, tmp_path: Path) -> Iterator[PipelineFactory]:
+    """A pipeline of this test's own (own store, own Redis database), stopped at teardown."""
+    started: list[Pipeline] = []
+
+    def factory(*, workers: int = 1, gateway: bool = True, **env: str) -> Pipeline:
+        url = f"{redis_url}/{next(_databases) % 15 + 1}"
+        started.append(_start(url, tmp_path, workers, gateway, env))
+        return started[-1]
+
+    yield factory
+    for item in started:
+        item.stop()
