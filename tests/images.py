@@ -21,7 +21,7 @@ def picture(width: int = 320, height: int = 240, seed: int = 0, mode: str = "RGB
     for _ in range(6):
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
         draw.ellipse(
-            (x0, y0, x0 + int(rng.integers(10, width // 2)), y0 + int(rng.integers(10, height // 2))),
+            (x0, y0, x0 + int(rng.integers(1, max(2, width // 2))), y0 + int(rng.integers(1, max(2, height // 2)))),
             fill=tuple(int(v) for v in rng.integers(0, 255, 3)),
         )
     return image.convert(mode)

@@ -1,0 +1,325 @@
+"""A real Consul dev agent and built-in Connect sidecar proxies, started and stopped for tests.
+
+`consul_agent()` runs `consul agent -dev` with consul/agent-dev.hcl on free ports in a temporary
+directory, so it never collides with an agent started by hand (8500) or by another test run.
+`sidecar_proxy()` runs `consul connect proxy -sidecar-for <id>` for a registered service and
+returns once its listeners accept connections. The binary comes from scripts/build-consul,
+which builds it once (minutes) and afterwards only prints its cached path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import consul
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-consul"
+AGENT_CONFIG = REPO_ROOT / "consul" / "agent-dev.hcl"
+INTENTIONS_DIR = REPO_ROOT / "consul" / "intentions"
+
+# A cold build compiles ~1,000 packages; generous so a first run on a slow machine still passes.
+BUILD_TIMEOUT_S = 1800.0
+AGENT_START_TIMEOUT_S = 30.0
+PROXY_START_TIMEOUT_S = 15.0
+# Health checks registered by tests run every second, so "passing" arrives within a few.
+HEALTHY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+
+
+class ConsulTestError(RuntimeError):
+    """A Consul process did not start, or a condition was not reached before its deadline."""
+
+
+def consul_binary() -> Path:
+    """Path of the pinned consul binary, building it via scripts/build-consul if missing."""
+    try:
+        done = subprocess.run(
+            [str(BUILD_SCRIPT)],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        raise ConsulTestError(f"scripts/build-consul failed: {e}") from e
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    """A port that is free for both TCP and UDP right now (Serf gossips on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 0.05) -> T:
+    """Call `probe` until it returns something other than None or False; raise after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = probe()
+        except (OSError, consul.ConsulException) as e:  # requests' errors are OSErrors
+            last_error, result = e, None
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise ConsulTestError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
+        time.sleep(interval_s)
+
+
+def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """True once something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the process outlives STOP_TIMEOUT_S."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class ConsulAgent:
+    """A running dev agent: its HTTP port, a py-consul client and the consul CLI for HCL config entries."""
+
+    binary: Path
+    http_port: int
+    workdir: Path
+    log_path: Path
+
+    @property
+    def http_addr(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http_addr}"
+
+    @cached_property
+    def client(self) -> consul.Consul:
+        return consul.Consul(host="127.0.0.1", port=self.http_port)
+
+    def cli(self, *args: str) -> str:
+        """Run a consul CLI command against this agent; return its stdout."""
+        done = subprocess.run(
+            [str(self.binary), *args],
+            env={**os.environ, "CONSUL_HTTP_ADDR": self.http_addr},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if done.returncode != 0:
+            raise ConsulTestError(f"consul {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def write_config_entry(self, path: Path) -> None:
+        """Apply one config entry file (HCL or JSON), exactly as an operator would."""
+        self.cli("config", "write", str(path))
+
+    def apply_intentions(self, directory: Path = INTENTIONS_DIR) -> None:
+        """Apply every service-intentions file of the repository (default deny first)."""
+        for path in sorted(directory.glob("*.hcl"), key=lambda p: p.name != "default-deny.hcl"):
+            self.write_config_entry(path)
+
+    def set_intention(self, source: str, destination: str, action: str) -> None:
+        """Set one source's action inside the destination's service-intentions entry."""
+        self.client.connect.intentions.upsert(source, destination, action=action)
+
+    def roots_pem(self) -> str:
+        """The Connect CA root certificates (PEM) every sidecar trusts."""
+        roots = self.client.agent.connect.ca.roots()
+        return "\n".join(root["RootCert"] for root in roots["Roots"])
+
+    def leaf(self, service: str) -> dict[str, Any]:
+        """A leaf certificate (CertPEM, PrivateKeyPEM, ServiceURI) for any service name.
+
+        With ACLs off (dev) the agent signs one for a name nobody registered, so tests can
+        play an intruder that holds a genuine mesh certificate.
+        """
+        leaf: dict[str, Any] = self.client.agent.connect.ca.leaf(service)
+        return leaf
+
+    def wait_mesh_healthy(self, service: str, timeout_s: float = HEALTHY_TIMEOUT_S) -> None:
+        """Wait until `service` has a passing Connect-capable instance (its sidecar and itself).
+
+        Upstream listeners resolve only passing instances, so until then a dial through the
+        mesh fails with "no healthy instances found".
+        """
+        wait_for(
+            f"a passing mesh instance of {service!r}",
+            lambda: bool(self.client.health.connect(service, passing=True)[1]),
+            timeout_s,
+            interval_s=0.2,
+        )
+
+
+def _ca_ready(agent: ConsulAgent) -> bool:
+    if not agent.client.status.leader():
+        return False
+    roots = agent.client.connect.ca.roots()
+    return bool(roots.get("ActiveRootID")) and bool(roots.get("Roots"))
+
+
+@contextmanager
+def consul_agent(workdir: Path | None = None) -> Iterator[ConsulAgent]:
+    """Start a dev agent on free ports, wait until its API answers and the Connect CA has a
+    root (leaf certificates can be issued), yield it, then stop it."""
+    binary = consul_binary()
+    with ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="consul-")))
+        log_path = workdir / "agent.log"
+        http_port = free_port()
+        ports = {
+            "-http-port": http_port,
+            "-server-port": free_port(),
+            "-serf-lan-port": free_port(),
+            "-serf-wan-port": free_port(),
+            # The built-in proxy only needs HTTP; no gRPC (xDS) or DNS listeners to collide.
+            "-grpc-port": -1,
+            "-dns-port": -1,
+        }
+        command = [
+            str(binary), "agent", "-dev",
+            "-config-file", str(AGENT_CONFIG),
+            "-data-dir", str(workdir / "data"),
+            "-node", f"asyncinfer-test-{http_port}",
+        ]
+        command += [f"{flag}={value}" for flag, value in ports.items()]
+        log = stack.enter_context(log_path.open("wb"))
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        stack.callback(_stop, process)
+        agent = ConsulAgent(binary=binary, http_port=http_port, workdir=workdir, log_path=log_path)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise ConsulTestError(f"consul agent exited ({process.returncode}):\n{_log_tail(log_path)}")
+            return _ca_ready(agent)
+
+        try:
+            wait_for("the consul agent's Connect CA", ready, AGENT_START_TIMEOUT_S, interval_s=0.1)
+        except ConsulTestError as e:
+            raise ConsulTestError(f"{e}\n{_log_tail(log_path)}") from e
+        yield agent
+
+
+@dataclass
+class SidecarProxy:
+    """A running `consul connect proxy -sidecar-for` process and the ports it listens on."""
+
+    service_id: str
+    public_port: int
+    upstream_ports: dict[str, int]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return _log_tail(self.log_path, lines=200)
+
+
+@contextmanager
+def sidecar_proxy(agent: ConsulAgent, service_id: str) -> Iterator[SidecarProxy]:
+    """Run the built-in proxy for a service registered with `connect.sidecar_service`.
+
+    Returns once the public listener and every upstream listener accept TCP connections.
+    """
+    proxy_id = f"{service_id}-sidecar-proxy"
+    registration = agent.client.agent.services()[proxy_id]
+    public_port = registration["Port"]
+    upstream_ports = {
+        upstream["DestinationName"]: upstream["LocalBindPort"]
+        for upstream in (registration.get("Proxy") or {}).get("Upstreams") or []
+    }
+    log_path = agent.workdir / f"proxy-{service_id}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(agent.binary), "connect", "proxy", "-sidecar-for", service_id, "-http-addr", agent.http_addr],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                raise ConsulTestError(f"proxy for {service_id} exited ({process.returncode}):\n{_log_tail(log_path)}")
+            return all(port_accepts(port) for port in [public_port, *upstream_ports.values()])
+
+        wait_for(f"the sidecar proxy of {service_id!r} to listen", listening, PROXY_START_TIMEOUT_S)
+        yield SidecarProxy(service_id, public_port, upstream_ports, process, log_path)
+    finally:
+        _stop(process)
+
+
+def register_with_sidecar(
+    agent: ConsulAgent,
+    name: str,
+    port: int,
+    upstreams: dict[str, int] | None = None,
+    check_tcp: bool = True,
+) -> int:
+    """Register `name` on 127.0.0.1:`port` with a sidecar on a free port; return that port.
+
+    `upstreams` maps destination service name to local bind port. Checks run every second
+    (the sidecar's defaults run every 10 s) so tests reach "passing" quickly.
+    """
+    sidecar_port = free_port()
+    connect = {
+        "SidecarService": {
+            "Port": sidecar_port,
+            "Proxy": {
+                "Upstreams": [
+                    {"DestinationName": destination, "LocalBindPort": bind_port}
+                    for destination, bind_port in (upstreams or {}).items()
+                ],
+            },
+            "Checks": [
+                {"Name": "sidecar listening", "TCP": f"127.0.0.1:{sidecar_port}", "Interval": "1s"},
+                {"Name": f"aliasing {name}", "AliasService": name},
+            ],
+        }
+    }
+    check = consul.Check.tcp("127.0.0.1", port, "1s", timeout="1s") if check_tcp else None
+    agent.client.agent.service.register(
+        name, service_id=name, address="127.0.0.1", port=port, check=check, connect=connect
+    )
+    return sidecar_port

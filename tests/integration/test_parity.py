@@ -1,0 +1,53 @@
+"""Whatever batch a job lands in, its result equals a direct call of the same model on that image."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from shared.config import Settings
+from tests import images
+from tests.client import stream_events
+from tests.pipeline import Pipeline
+from workers.model import build_model
+from workers.preprocess import decode, to_model_input
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def direct_model():  # type: ignore[no-untyped-def]
+    """The same random weights the workers use (same seed), loaded in this process."""
+    model, _ = build_model("random", Settings().random_seed)
+    return model
+
+
+def direct_scores(model, data: bytes) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return np.asarray(model.predict_on_batch(to_model_input([decode(data)])))[0]
+
+
+def test_pipeline_predictions_equal_a_direct_model_call(pipeline: Pipeline, direct_model) -> None:  # type: ignore[no-untyped-def]
+    cases = images.parity_set()
+    files = [("files", (f"{name}", data, content_type)) for name, (data, content_type) in cases.items()]
+    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
+        batch = client.post("/v1/batches", files=files, params={"top_k": 20}).json()
+        stream_events(client, f"/v1/batches/{batch['id']}/events")
+        docs = [client.get(f"/v1/jobs/{job['id']}").json() for job in batch["jobs"]]
+
+    batch_sizes = {doc["result"]["batch_size"] for doc in docs}
+    assert max(batch_sizes) > 1, "the jobs were never batched together"
+    top_classes = set()
+    for (name, (data, _)), doc in zip(cases.items(), docs, strict=True):
+        assert doc["status"] == "succeeded", (name, doc["error"])
+        expected = direct_scores(direct_model, data)
+        predictions = doc["result"]["predictions"]
+        expected_ids = list(np.argsort(-expected, kind="stable")[:20])
+        assert [p["class_id"] for p in predictions] == expected_ids, name
+        got = np.array([p["score"] for p in predictions])
+        assert np.abs(got - expected[expected_ids]).max() <= TOLERANCE, name
+        top_classes.add(tuple(expected_ids[:3]))
+    # The comparison means something only if the model tells images apart.
+    assert len(top_classes) >= 3
