@@ -59,18 +59,29 @@ def consul_binary() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    """A port that is free for both TCP and UDP right now (Serf gossips on both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free for both TCP and UDP right now (Serf gossips on both).
+
+    All sockets stay bound until every port is chosen, so no port is handed out twice.
+    """
+    with ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            tcp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             tcp.bind(("127.0.0.1", 0))
             port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
+            udp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
+        return ports
+
+
+def free_port() -> int:
+    """One port free for TCP and UDP right now."""
+    return free_ports(1)[0]
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 0.05) -> T:
@@ -209,21 +220,26 @@ def consul_agent(workdir: Path | None = None) -> Iterator[ConsulAgent]:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="consul-")))
         log_path = workdir / "agent.log"
-        http_port = free_port()
+        http_port, server_port, serf_lan_port, serf_wan_port = free_ports(4)
         ports = {
             "-http-port": http_port,
-            "-server-port": free_port(),
-            "-serf-lan-port": free_port(),
-            "-serf-wan-port": free_port(),
+            "-server-port": server_port,
+            "-serf-lan-port": serf_lan_port,
+            "-serf-wan-port": serf_wan_port,
             # The built-in proxy only needs HTTP; no gRPC (xDS) or DNS listeners to collide.
             "-grpc-port": -1,
             "-dns-port": -1,
         }
         command = [
-            str(binary), "agent", "-dev",
-            "-config-file", str(AGENT_CONFIG),
-            "-data-dir", str(workdir / "data"),
-            "-node", f"asyncinfer-test-{http_port}",
+            str(binary),
+            "agent",
+            "-dev",
+            "-config-file",
+            str(AGENT_CONFIG),
+            "-data-dir",
+            str(workdir / "data"),
+            "-node",
+            f"asyncinfer-test-{http_port}",
         ]
         command += [f"{flag}={value}" for flag, value in ports.items()]
         log = stack.enter_context(log_path.open("wb"))
@@ -233,7 +249,7 @@ def consul_agent(workdir: Path | None = None) -> Iterator[ConsulAgent]:
 
         def ready() -> bool:
             if process.poll() is not None:
-                raise ConsulTestError(f"consul agent exited ({process.returncode}):\n{_log_tail(log_path)}")
+                raise ConsulTestError(f"consul agent exited ({process.returncode})")
             return _ca_ready(agent)
 
         try:
@@ -273,7 +289,15 @@ def sidecar_proxy(agent: ConsulAgent, service_id: str) -> Iterator[SidecarProxy]
     log_path = agent.workdir / f"proxy-{service_id}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(agent.binary), "connect", "proxy", "-sidecar-for", service_id, "-http-addr", agent.http_addr],
+            [
+                str(agent.binary),
+                "connect",
+                "proxy",
+                "-sidecar-for",
+                service_id,
+                "-http-addr",
+                agent.http_addr,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -281,7 +305,9 @@ def sidecar_proxy(agent: ConsulAgent, service_id: str) -> Iterator[SidecarProxy]
 
         def listening() -> bool:
             if process.poll() is not None:
-                raise ConsulTestError(f"proxy for {service_id} exited ({process.returncode}):\n{_log_tail(log_path)}")
+                raise ConsulTestError(
+                    f"proxy for {service_id} exited ({process.returncode}):\n{_log_tail(log_path)}"
+                )
             return all(port_accepts(port) for port in [public_port, *upstream_ports.values()])
 
         wait_for(f"the sidecar proxy of {service_id!r} to listen", listening, PROXY_START_TIMEOUT_S)

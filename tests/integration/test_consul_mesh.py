@@ -26,7 +26,7 @@ from tests.consul_agent import (
     ConsulAgent,
     SidecarProxy,
     consul_agent,
-    free_port,
+    free_ports,
     register_with_sidecar,
     sidecar_proxy,
     wait_for,
@@ -65,24 +65,38 @@ def mesh(agent: ConsulAgent, redis_url: str) -> Iterator[Mesh]:
     assert redis_port is not None
     register_with_sidecar(agent, "redis", redis_port)
     # No gateway process runs here: only its sidecar, to carry the test's connections.
-    register_with_sidecar(agent, "gateway", free_port(), upstreams={"redis": free_port()}, check_tcp=False)
+    gateway_port, upstream_port = free_ports(2)
+    register_with_sidecar(agent, "gateway", gateway_port, upstreams={"redis": upstream_port}, check_tcp=False)
     with sidecar_proxy(agent, "redis") as redis_sidecar, sidecar_proxy(agent, "gateway") as gateway_sidecar:
         agent.wait_mesh_healthy("redis")
         started = Mesh(agent, redis_sidecar, gateway_sidecar)
         # The upstream resolves redis through the agent's cache; wait for the first answer.
-        wait_for("a PING through the gateway's upstream", lambda: ping_new(started.redis_upstream_port), 15.0, 0.1)
+        wait_for(
+            "a PING through the gateway's upstream", lambda: ping_new(started.redis_upstream_port), 15.0, 0.1
+        )
         yield started
 
 
-def ping_new(port: int) -> bool:
-    """PING over a new connection to 127.0.0.1:port; False if the mesh closes it instead."""
-    client = redis.Redis(port=port, socket_timeout=IO_TIMEOUT_S, socket_connect_timeout=IO_TIMEOUT_S)
+def ping(conn: socket.socket) -> bool:
+    """PING on an open connection; False once the mesh has closed or refused it.
+
+    Raw sockets, not redis-py: its client retries and reconnects on its own, which would
+    hide a closed connection and slow every failing probe down.
+    """
     try:
-        return bool(client.ping())
-    except redis.ConnectionError:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(64) == b"+PONG\r\n"
+    except OSError:
         return False
-    finally:
-        client.close()
+
+
+def ping_new(port: int) -> bool:
+    """PING over a new connection to 127.0.0.1:port (a local upstream listener)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S) as conn:
+            return ping(conn)
+    except OSError:
+        return False
 
 
 def tls_context(agent: ConsulAgent, service: str | None) -> ssl.SSLContext:
@@ -175,16 +189,15 @@ def test_deny_does_not_cut_connections_already_open(mesh: Mesh) -> None:
     access at once means restarting the client or its sidecar as well.
     """
     agent, port = mesh.agent, mesh.redis_upstream_port
-    held = redis.Redis(port=port, socket_timeout=IO_TIMEOUT_S, single_connection_client=True)
-    try:
-        assert held.ping()
-        agent.set_intention("gateway", "redis", "deny")
-        wait_for("gateway -> redis to be denied", lambda: not ping_new(port), INTENTION_PROPAGATION_S)
-        time.sleep(1.0)  # give any re-check a chance to act before asserting it did not
-        assert held.ping()
-    finally:
-        held.close()
-        agent.write_config_entry(INTENTIONS_DIR / "redis.hcl")
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S) as held:
+        try:
+            assert ping(held)
+            agent.set_intention("gateway", "redis", "deny")
+            wait_for("gateway -> redis to be denied", lambda: not ping_new(port), INTENTION_PROPAGATION_S)
+            time.sleep(1.0)  # give any re-check a chance to act before asserting it did not
+            assert ping(held)
+        finally:
+            agent.write_config_entry(INTENTIONS_DIR / "redis.hcl")
 
 
 @pytest.mark.parametrize(
