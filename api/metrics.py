@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge
 
 from api.services import Services
@@ -16,8 +18,6 @@ SSE_STREAMS = Gauge("asyncinfer_sse_streams_open", "Open event streams on this g
 
 def refresh_gauges(services: Services) -> None:
     SSE_STREAMS.set(services.open_streams)
-    try:
+    with contextlib.suppress(Exception):  # Redis down: /readyz says so; keep the last value
         QUEUE_BACKLOG.set(services.submitter.backlog())
-    except Exception:  # Redis down: /readyz says so; keep the last value
-        pass
 

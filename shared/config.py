@@ -102,6 +102,6 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     settings = Settings()
-    settings.store_kind  # validates the store URL at start-up
+    _ = settings.store_kind  # validates the store URL at start-up
     settings.check_production_secrets()
     return settings

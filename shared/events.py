@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -32,7 +33,5 @@ class EventPublisher:
     def publish(self, doc: JobDoc) -> None:
         # Losing a publish (Redis blip) loses no state: streams re-read the store on resume
         # and long polls re-read it when they wake up.
-        try:
+        with contextlib.suppress(redis.RedisError):
             self._client.publish(EVENTS_CHANNEL, json.dumps(event_message(doc)))
-        except redis.RedisError:
-            pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from shared.errors import IllegalTransition
@@ -12,7 +12,7 @@ from shared.errors import IllegalTransition
 JobDoc = dict[str, Any]
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -36,7 +36,7 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     DECODE_ERROR = "decode_error"
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep, TenantDep
+from api.metrics import JOBS_SUBMITTED
 from api.routes.events import batch_counts, batch_is_done
 from api.routes.jobs import TopK
-from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, BatchPublic
 from api.uploads import form_top_k, is_multipart, read_form, to_upload
 from shared.errors import BadRequest
