@@ -18,21 +18,23 @@ STOP_GRACE_S = 15.0
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "shared", *args], env=os.environ.copy())
+    # A session of its own: Ctrl-C reaches only this launcher, which stops the children in order.
+    return subprocess.Popen([sys.executable, "-m", "shared", *args], env=os.environ.copy(), start_new_session=True)
 
 
 def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """Stop in reverse start order: worker and gateway first, Redis last."""
-    for _, process in reversed(processes):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
+    """Stop in reverse start order, each before the next: gateway, worker, then Redis last,
+    so nothing loses its broker while shutting down."""
     for name, process in reversed(processes):
+        if process.poll() is not None:
+            continue
+        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(max(0.1, deadline - time.monotonic()))
+            process.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             print(f"asyncinfer: {name} did not stop in time; killing it", file=sys.stderr)
             process.kill()
+            process.wait()
 
 
 def _wait_healthy(url: str, gateway: subprocess.Popen[bytes], timeout_s: float = 60.0) -> bool:

@@ -54,6 +54,7 @@ def start_redis(url: str, data_dir: Path, *, wait_s: float = 10.0) -> subprocess
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # not stopped by the terminal's Ctrl-C before its clients
     )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -1,0 +1,73 @@
+"""`asyncinfer up` runs the whole pipeline on embedded defaults and stops it cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.redis_server import redis_answers
+from tests import images
+from tests.client import submit, wait_terminal
+from tests.pipeline import ROOT, free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def test_up_serves_jobs_then_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    port, redis_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env.update(ASYNCINFER_WEIGHTS="random", ASYNCINFER_PORT=str(port),
+               ASYNCINFER_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", PYTHONUNBUFFERED="1")
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "shared", "up"], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: "ready at" in log_path.read_text(), 120, "asyncinfer up")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            job = submit(client, images.jpeg(seed=51))
+            assert wait_terminal(client, job["id"])["status"] == "succeeded"
+        assert (tmp_path / "asyncinfer-data" / "jobs.db").exists()  # the embedded store
+
+        up.send_signal(signal.SIGINT)
+
+        assert up.wait(60) == 0, log_path.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+    output = log_path.read_text()
+    assert "started Redis" in output and "stopping" in output
+    assert not redis_answers(f"redis://127.0.0.1:{redis_port}/0")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_up_without_imagenet_weights_says_how_to_provide_them(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env["KERAS_HOME"] = str(tmp_path)
+
+    result = subprocess.run([sys.executable, "-m", "shared", "up"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "ImageNet weights not found" in message and "ASYNCINFER_WEIGHTS" in message
+
+
+def test_a_worker_without_imagenet_weights_refuses_to_start(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env["KERAS_HOME"] = str(tmp_path)
+
+    result = subprocess.run([sys.executable, "-m", "shared", "worker"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("asyncinfer worker: ImageNet weights not found at ")
+    assert "ASYNCINFER_WEIGHTS" in last_line
