@@ -66,6 +66,10 @@ class StoreUnavailable(DependencyUnavailable):
     """The job store did not answer (timeout, unreachable)."""
 
 
+class StoreMisconfigured(ValueError):
+    """The job store refused our settings (credentials, bucket); the message names the one to fix."""
+
+
 class CasMismatch(Exception):
     """A compare-and-swap lost against another writer; the caller re-reads and retries."""
 

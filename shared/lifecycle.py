@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -10,6 +12,35 @@ from shared.errors import StoreUnavailable
 from shared.events import EventPublisher
 from shared.jobs import ErrorCode, JobDoc, JobStatus, error_info, status_of, transition
 from shared.store import JobStore
+from shared.store.base import Mutation
+
+T = TypeVar("T")
+
+
+class _AppliedOnce:
+    """A mutation that a retried write does not apply twice.
+
+    A store timeout on a write does not tell whether the write happened. When the retry finds
+    the job holding exactly the document this mutation produced last, that write landed: it
+    is not applied again (begin() would count a second attempt), but its event is still due.
+    """
+
+    def __init__(self, mutate: Mutation) -> None:
+        self._mutate = mutate
+        self._produced: str | None = None
+        self.landed_earlier = False
+
+    def __call__(self, doc: JobDoc) -> JobDoc | None:
+        if self._produced is not None and _canonical(doc) == self._produced:
+            self.landed_earlier = True
+            return None
+        new = self._mutate(doc)
+        self._produced = None if new is None else _canonical(new)
+        return new
+
+
+def _canonical(doc: JobDoc) -> str:
+    return json.dumps(doc, sort_keys=True)
 
 
 class JobLifecycle:
@@ -32,17 +63,26 @@ class JobLifecycle:
         self.max_attempts = max_attempts
         self.store_retry_s = store_retry_s
 
-    def _write(self, job_id: str, mutate: Any) -> tuple[JobDoc, bool]:
+    def _with_store_retry(self, call: Callable[..., T], *args: Any) -> T:
         retrying = Retrying(
             retry=retry_if_exception_type(StoreUnavailable),
             wait=wait_exponential(multiplier=0.1, max=5),
             stop=stop_after_delay(self.store_retry_s),
             reraise=True,
         )
-        doc, changed = retrying(self.store.update, job_id, mutate)
+        return retrying(call, *args)
+
+    def _write(self, job_id: str, mutate: Mutation) -> tuple[JobDoc, bool]:
+        once = _AppliedOnce(mutate)
+        doc, changed = self._with_store_retry(self.store.update, job_id, once)
+        changed = changed or once.landed_earlier
         if changed:
             self.publisher.publish(doc)
         return doc, changed
+
+    def image(self, job_id: str) -> bytes | None:
+        """The job's stored image, waiting out a store outage like the writes do."""
+        return self._with_store_retry(self.store.get_image, job_id)
 
     def begin(self, job_id: str) -> JobDoc | None:
         """Mark a delivered job running; None when it must not run (finished, cancelled, or

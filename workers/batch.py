@@ -34,7 +34,7 @@ def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Class
         doc = lifecycle.begin(job_id)
         if doc is None:
             continue
-        image_bytes = lifecycle.store.get_image(job_id)
+        image_bytes = lifecycle.image(job_id)
         if image_bytes is None:
             lifecycle.fail(job_id, ErrorCode.INTERNAL, "the stored image is gone", model=classifier.info)
             failed += 1

@@ -7,6 +7,7 @@ machine, the CAS retry loop, idempotency, image lifecycle — lives here, once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -14,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import constants
-from shared.errors import CasMismatch, DocumentExists, IdempotencyConflict, JobNotFound
+from shared.errors import (
+    CasMismatch,
+    DocumentExists,
+    IdempotencyConflict,
+    JobNotFound,
+    StoreUnavailable,
+)
 from shared.jobs import JobDoc, JobStatus, status_of
 from shared.jobs import transition as apply_transition
 
@@ -68,6 +75,11 @@ class JobStore(ABC):
 
         Raise JobNotFound if the key is gone.
         """
+
+    def _replace_changes(self, key: str, current: dict[str, Any], new: dict[str, Any], cas: Cas) -> None:
+        """Write `new` over `current` like `_replace`; a backend that can send only what
+        changed (Couchbase sub-document operations) overrides this."""
+        self._replace(key, new, cas)
 
     @abstractmethod
     def _remove(self, key: str) -> None:
@@ -152,15 +164,24 @@ class JobStore(ABC):
             current, cas = found
             new = mutate(current)
             if new is None:
+                if status_of(current).terminal:
+                    # An earlier write may have finished the job and then lost its clean-up.
+                    self._drop_image(job_id)
                 return current, False
             try:
-                self._replace(key, new, cas)
+                self._replace_changes(key, current, new, cas)
             except CasMismatch:
                 continue
             if status_of(new).terminal:
-                self._remove(image_key(job_id))
+                self._drop_image(job_id)
             return new, True
         raise CasMismatch(f"job {job_id}: gave up after {self.max_cas_retries} CAS conflicts")
+
+    def _drop_image(self, job_id: str) -> None:
+        # Best effort: the transition is already written, and failing here would make its
+        # caller retry a write that happened. The image expires with its TTL in any case.
+        with contextlib.suppress(StoreUnavailable):
+            self._remove(image_key(job_id))
 
     def transition(self, job_id: str, to: JobStatus, **fields: Any) -> JobDoc:
         """Move the job to `to` (IllegalTransition if the state machine forbids it)."""

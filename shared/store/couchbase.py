@@ -1,0 +1,286 @@
+"""Production job store: Couchbase, through key-value and sub-document operations only.
+
+No query service, so it works the same on one node, a cluster, and the mock used in tests.
+
+Expiry: every Couchbase mutation sets the document's expiry, and one sent without it clears
+the TTL. Rather than `preserve_expiry` (CouchbaseMock cannot do it, and tests must exercise
+what production runs), each JSON document carries its absolute expiry time in an internal
+field, and every replace or sub-document update passes the time that is left. A status change
+therefore never extends a job's life.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from couchbase.auth import PasswordAuthenticator
+from couchbase.bucket import Bucket
+from couchbase.cluster import Cluster
+from couchbase.collection import Collection
+from couchbase.diagnostics import PingState, ServiceType
+from couchbase.exceptions import (
+    AmbiguousTimeoutException,
+    AuthenticationException,
+    BucketNotFoundException,
+    CasMismatchException,
+    DocumentExistsException,
+    DocumentNotFoundException,
+    MissingConnectionException,
+    RequestCanceledException,
+    ServiceUnavailableException,
+    TemporaryFailException,
+    TimeoutException,
+    UnAmbiguousTimeoutException,
+)
+from couchbase.options import (
+    ClusterOptions,
+    ClusterTimeoutOptions,
+    GetOptions,
+    InsertOptions,
+    MutateInOptions,
+    PingOptions,
+    ReplaceOptions,
+)
+from couchbase.transcoder import RawBinaryTranscoder
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from shared.config import Settings
+from shared.errors import CasMismatch, DocumentExists, JobNotFound, StoreMisconfigured, StoreUnavailable
+from shared.store.base import Cas, JobStore
+from shared.store.subdoc import changes_as_specs
+
+# Internal (public_view drops `_` fields): unix time at which the document expires.
+EXPIRES_AT_FIELD = "_expires_at"
+
+# The store cannot do its job: the caller answers 503 (gateway) or retries (worker).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    TimeoutException,
+    AmbiguousTimeoutException,  # not a TimeoutException subclass, nor is the next one
+    UnAmbiguousTimeoutException,
+    ServiceUnavailableException,
+    TemporaryFailException,
+    RequestCanceledException,
+    MissingConnectionException,
+    OSError,
+)
+# After these a write may or may not have been applied on the server.
+_MAYBE_APPLIED: tuple[type[BaseException], ...] = (
+    AmbiguousTimeoutException,
+    RequestCanceledException,
+    TimeoutException,
+)
+# Re-reads allowed to settle one ambiguous insert before giving up with StoreUnavailable.
+_INSERT_ATTEMPTS = 3
+
+# How long a starting gateway or worker waits for the cluster (e.g. a container starting beside it).
+STARTUP_WAIT_S = 60.0
+
+_BINARY = RawBinaryTranscoder()
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class CouchbaseStore(JobStore):
+    def __init__(self, cluster: Cluster, bucket: Bucket, collection: Collection, ttl_s: int,
+                 *, timeout_s: float) -> None:
+        super().__init__(ttl_s)
+        self.cluster = cluster
+        self.bucket = bucket
+        self.collection = collection
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, wait_s: float = STARTUP_WAIT_S) -> CouchbaseStore:
+        """Connect, waiting up to `wait_s` for the cluster to answer.
+
+        StoreMisconfigured names the setting to fix; StoreUnavailable means it never answered.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            stop=stop_after_delay(wait_s),
+            wait=wait_fixed(1),
+            before_sleep=lambda state: log.warning(
+                "waiting for %s: %s", settings.store, state.outcome and state.outcome.exception()
+            ),
+            reraise=True,
+        )
+        return retrying(cls._connect, settings)
+
+    @classmethod
+    def _connect(cls, settings: Settings) -> CouchbaseStore:
+        connect = timedelta(seconds=settings.couchbase_connect_timeout_s)
+        options = ClusterOptions(
+            PasswordAuthenticator(
+                settings.couchbase_username, settings.couchbase_password.get_secret_value()
+            ),
+            timeout_options=ClusterTimeoutOptions(
+                connect_timeout=connect,
+                bootstrap_timeout=connect,
+                kv_timeout=timedelta(seconds=settings.couchbase_kv_timeout_s),
+            ),
+        )
+        where = f"Couchbase at {settings.store}"
+        try:
+            cluster = Cluster(settings.store, options)
+            bucket = cluster.bucket(settings.couchbase_bucket)
+        except AuthenticationException as e:
+            raise StoreMisconfigured(
+                f"{where} refused the credentials: check ASYNCINFER_COUCHBASE_USERNAME and "
+                "ASYNCINFER_COUCHBASE_PASSWORD"
+            ) from e
+        except BucketNotFoundException as e:
+            raise StoreMisconfigured(
+                f"{where} has no bucket {settings.couchbase_bucket!r} (ASYNCINFER_COUCHBASE_BUCKET)"
+            ) from e
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(
+                f"{where} did not answer within {settings.couchbase_connect_timeout_s:g} s: "
+                f"{type(e).__name__}"
+            ) from e
+        collection = bucket.scope(settings.couchbase_scope).collection(settings.couchbase_collection)
+        return cls(
+            cluster, bucket, collection, settings.job_ttl_s, timeout_s=settings.couchbase_kv_timeout_s
+        )
+
+    # ---- JSON documents ------------------------------------------------------------------
+    def _insert(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+        stored = {**value, EXPIRES_AT_FIELD: round(time.time() + ttl_s, 3)}
+        options = InsertOptions(expiry=timedelta(seconds=ttl_s))
+        self._insert_settled(
+            key,
+            lambda: self.collection.insert(key, stored, options),
+            read_back=lambda: self._stored_json(key),
+            expected=_canonical(stored),
+        )
+
+    def _get(self, key: str) -> tuple[dict[str, Any], Cas] | None:
+        with self._unavailable_as_store_error("get", key):
+            try:
+                result = self.collection.get(key)
+            except DocumentNotFoundException:
+                return None
+        return result.content_as[dict], result.cas
+
+    def _replace(self, key: str, value: dict[str, Any], cas: Cas) -> None:
+        options = ReplaceOptions(cas=cas, expiry=self._time_left(value))
+        self._write_under_cas(key, lambda: self.collection.replace(key, value, options))
+
+    def _replace_changes(self, key: str, current: dict[str, Any], new: dict[str, Any], cas: Cas) -> None:
+        """Send only what changed; a list that grew (the history) is appended to."""
+        specs = changes_as_specs(current, new)
+        if specs is None:
+            self._replace(key, new, cas)
+            return
+        options = MutateInOptions(cas=cas, expiry=self._time_left(new))
+        self._write_under_cas(key, lambda: self.collection.mutate_in(key, specs, options))
+
+    def _remove(self, key: str) -> None:
+        with self._unavailable_as_store_error("remove", key), suppress(DocumentNotFoundException):
+            self.collection.remove(key)
+
+    # ---- binary documents (images) -------------------------------------------------------
+    def _insert_binary(self, key: str, data: bytes, ttl_s: int) -> None:
+        options = InsertOptions(expiry=timedelta(seconds=ttl_s), transcoder=_BINARY)
+        self._insert_settled(
+            key,
+            lambda: self.collection.insert(key, data, options),
+            read_back=lambda: self._get_binary(key),
+            expected=data,
+        )
+
+    def _get_binary(self, key: str) -> bytes | None:
+        with self._unavailable_as_store_error("get", key):
+            try:
+                result = self.collection.get(key, GetOptions(transcoder=_BINARY))
+            except DocumentNotFoundException:
+                return None
+        return bytes(result.value)
+
+    # ---- health --------------------------------------------------------------------------
+    def ping(self) -> None:
+        """StoreUnavailable naming every key-value endpoint that does not answer."""
+        options = PingOptions(
+            service_types=[ServiceType.KeyValue], timeout=timedelta(seconds=self.timeout_s)
+        )
+        with self._unavailable_as_store_error("ping", self.bucket.name):
+            report = self.bucket.ping(options)
+        endpoints = [endpoint for group in report.endpoints.values() for endpoint in group]
+        down = [
+            f"kv {endpoint.remote or '?'}: {endpoint.state.value}"
+            for endpoint in endpoints
+            if endpoint.state is not PingState.OK
+        ]
+        if down or not endpoints:
+            raise StoreUnavailable("Couchbase " + ("; ".join(down) or "has no key-value endpoint"))
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _time_left(self, doc: dict[str, Any]) -> timedelta:
+        expires_at = doc.get(EXPIRES_AT_FIELD)
+        if expires_at is None:  # written before this field existed
+            return timedelta(seconds=self.ttl_s)
+        # Whole seconds, never 0: an expiry of 0 means "never expires".
+        return timedelta(seconds=max(1, math.ceil(expires_at - time.time())))
+
+    def _stored_json(self, key: str) -> str | None:
+        found = self._get(key)
+        return None if found is None else _canonical(found[0])
+
+    def _insert_settled(
+        self, key: str, insert: Callable[[], object], *, read_back: Callable[[], T | None], expected: T
+    ) -> None:
+        """Insert; after an ambiguous outcome, read the key back to learn what happened.
+
+        Our own value there means our insert landed; another value, that someone else was
+        first (DocumentExists); nothing, that it did not land, so it is tried again.
+        """
+        ambiguous = False
+        for _ in range(_INSERT_ATTEMPTS):
+            try:
+                insert()
+                return
+            except DocumentExistsException as e:
+                if ambiguous and read_back() == expected:
+                    return  # the earlier, ambiguous try had landed after all
+                raise DocumentExists(key) from e
+            except _MAYBE_APPLIED as e:
+                ambiguous = True
+                stored = read_back()  # StoreUnavailable while the cluster is still away
+                if stored == expected:
+                    return
+                if stored is not None:
+                    raise DocumentExists(key) from e
+            except _UNAVAILABLE as e:
+                raise StoreUnavailable(f"Couchbase insert {key}: {type(e).__name__}") from e
+        raise StoreUnavailable(f"Couchbase insert {key}: no definite outcome after {_INSERT_ATTEMPTS} tries")
+
+    def _write_under_cas(self, key: str, write: Callable[[], object]) -> None:
+        with self._unavailable_as_store_error("write", key):
+            try:
+                write()
+            except CasMismatchException as e:
+                raise CasMismatch(key) from e
+            except DocumentNotFoundException as e:
+                raise JobNotFound(key) from e
+
+    @contextmanager
+    def _unavailable_as_store_error(self, operation: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except _UNAVAILABLE as e:
+            # After an ambiguous write the caller re-reads before deciding again (see
+            # JobLifecycle), so a write that did land is not applied twice.
+            raise StoreUnavailable(f"Couchbase {operation} {key}: {type(e).__name__}") from e
+
+
+def _canonical(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True)
