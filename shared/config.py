@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "password", "secret"}
 
@@ -43,7 +44,8 @@ class Settings(BaseSettings):
     backlog_limit: int = 10_000
     max_sse_streams: int = 10_000
     sse_ping_s: float = 15.0
-    api_keys: dict[str, str] = Field(
+    # NoDecode: the env value is `key:tenant,…` (or JSON), parsed by _parse_api_keys below.
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="API key → tenant. Empty: no authentication."
     )
 
@@ -60,7 +62,15 @@ class Settings(BaseSettings):
     # --- worker ---------------------------------------------------------------------------
     weights: str = Field(default="imagenet", description="`imagenet`, `random` or a file path.")
     random_seed: int = 1234
-    runtime: Literal["keras", "onnxruntime"] = "keras"
+    runtime: Literal["keras", "onnxruntime"] = Field(
+        default="keras",
+        description="`keras` (the Keras backend below) or `onnxruntime` (the same weights exported to ONNX).",
+    )
+    # Exported ONNX models live here, one file per weights hash (workers/onnx_runtime.py).
+    cache_dir: str = "~/.cache/asyncinfer"
+    intra_op_threads: int = Field(
+        default=0, ge=0, le=256, description="Threads inside one inference call; 0: one per core."
+    )
     keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
     device: Literal["auto", "cpu", "gpu"] = "auto"
     max_batch_size: int = Field(default=0, ge=0, le=1024, description="0: chosen by device.")
@@ -70,10 +80,14 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
         """Accept `key1:tenant1,key2:tenant2` as well as JSON."""
-        if isinstance(value, str) and value and not value.lstrip().startswith("{"):
-            pairs = (item.split(":", 1) for item in value.split(",") if item.strip())
-            return {key.strip(): tenant.strip() for key, tenant in pairs}
-        return value
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("{"):
+            return json.loads(value)
+        pairs = [item.split(":", 1) for item in value.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("ASYNCINFER_API_KEYS: use key:tenant,key2:tenant2")
+        return {key.strip(): tenant.strip() for key, tenant in pairs}
 
     @property
     def store_kind(self) -> Literal["sqlite", "couchbase"]:
