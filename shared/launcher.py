@@ -53,7 +53,7 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
     if (mesh or settings.mesh) == "consul":
         from shared.mesh_launcher import run_mesh_pipeline
 
-        return run_mesh_pipeline(settings)
+        return int(run_mesh_pipeline(settings))
     if settings.weights == "imagenet":
         from workers.model import imagenet_weights_path
 

@@ -28,7 +28,7 @@ def register_infer_task(app: Celery, classifier: Classifier, lifecycle: JobLifec
     """The batch task: celery-batches buffers messages until `max_batch_size` arrived or
     `max_batch_wait_ms` passed, then calls it once with all of them."""
 
-    @app.task(
+    @app.task(  # type: ignore[untyped-decorator]
         name=INFER_TASK,
         base=Batches,
         flush_every=classifier.max_batch_size,

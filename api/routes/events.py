@@ -24,7 +24,7 @@ from shared.jobs import TERMINAL, JobDoc, JobStatus, public_view, seq_of, status
 
 router = APIRouter(tags=["events"])
 
-_SSE_RESPONSE = {200: {"content": {"text/event-stream": {}}, "description": "status events"}}
+_SSE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}, "description": "status events"}}
 
 
 def status_event(data: dict[str, Any], seq: int) -> ServerSentEvent:
