@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -52,6 +53,15 @@ class CouchbaseMock:
     def time_travel(self, seconds: int) -> None:
         """Move the mock's clock by ``seconds`` (may be negative): documents expire against it."""
         self._control("time_travel", Offset=seconds)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The mock stops answering but keeps its connections open, like a hung node."""
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the mock and wait for the JVM to exit. Safe to call twice."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,17 +25,17 @@ def shared_couchbase_mock() -> Iterator[CouchbaseMock]:
 
 
 def couchbase_settings(mock: CouchbaseMock, **overrides: Any) -> Settings:
-    return Settings(
-        store=mock.connstr,
-        couchbase_bucket=BUCKET,
-        couchbase_username=USERNAME,
-        couchbase_password=PASSWORD,
-        **overrides,
-    )
+    fields = {
+        "store": mock.connstr,
+        "couchbase_bucket": BUCKET,
+        "couchbase_username": USERNAME,
+        "couchbase_password": PASSWORD,
+    }
+    return Settings(**(fields | overrides))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("couchbase", marks=pytest.mark.integration)])
-def make_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[StoreFactory]:
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """`make_store(ttl_s=…)`: a store of the parametrised kind; several share the same data."""
     opened: list[JobStore] = []
 
