@@ -1,4 +1,8 @@
-"""MobileNetV2, loaded once per worker process: weights, backend, device, compiled forward pass."""
+"""MobileNetV2, loaded once per worker process: weights, runtime, device, compiled forward pass.
+
+Two runtimes behind one `Classifier` interface: `keras` (TensorFlow, JAX or torch backend) and
+`onnxruntime` (the same Keras weights exported to ONNX, workers/onnx_runtime.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -122,9 +126,28 @@ def build_model(weights: str, seed: int) -> tuple[Any, str]:
         raise WeightsUnavailable(f"ASYNCINFER_WEIGHTS={weights}: cannot load: {e}") from e
 
 
+class Classifier(Protocol):
+    """What the worker needs of a model, whatever runs it."""
+
+    max_batch_size: int
+
+    @property
+    def info(self) -> dict[str, str]:
+        """The job document's `model` field: name, weights, backend, device."""
+        ...
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax scores, shape (n, 1000), for a preprocessed batch (n, 224, 224, 3)."""
+        ...
+
+    def warm_up(self) -> float:
+        """Prepare for the batch sizes it will see; returns seconds spent."""
+        ...
+
+
 @dataclass
-class Classifier:
-    """A loaded model and the compiled forward pass the worker calls once per batch."""
+class KerasClassifier:
+    """A loaded Keras model and the compiled forward pass the worker calls once per batch."""
 
     model: Any
     weights: str
@@ -154,16 +177,47 @@ class Classifier:
         return time.perf_counter() - started
 
 
+class RuntimeUnavailable(RuntimeError):
+    """The configured runtime cannot run with the configured Keras backend."""
+
+
+def limit_tensorflow_threads(backend: str, threads: int) -> None:
+    """Cap TensorFlow's intra-op pool (0 leaves its default, one thread per core). Must run
+    before TensorFlow executes its first operation."""
+    if backend == "tensorflow" and threads > 0:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
 def load_classifier(settings: Settings) -> Classifier:
+    """The model for `settings.runtime`, warmed up. The ONNX runtime starts from the same Keras
+    weights, so both runtimes give the same scores (within 1e-4)."""
     backend = select_backend(settings)
-    device = detect_device(backend, settings.device)
+    if settings.runtime == "onnxruntime" and backend != "tensorflow":
+        raise RuntimeUnavailable(
+            f"ASYNCINFER_RUNTIME=onnxruntime exports the Keras model through TensorFlow; the Keras "
+            f"backend is {backend}: set ASYNCINFER_KERAS_BACKEND=tensorflow (and unset KERAS_BACKEND)"
+        )
+    limit_tensorflow_threads(backend, settings.intra_op_threads)
     model, weights = build_model(settings.weights, settings.random_seed)
-    classifier = Classifier(
-        model=model,
-        weights=weights,
-        backend=backend,
-        device=device,
-        max_batch_size=batch_size_for(device, settings.max_batch_size),
+    classifier: Classifier
+    if settings.runtime == "onnxruntime":
+        from workers.onnx_runtime import load_onnx_classifier
+
+        classifier = load_onnx_classifier(settings, model, weights)
+    else:
+        device = detect_device(backend, settings.device)
+        classifier = KerasClassifier(
+            model=model,
+            weights=weights,
+            backend=backend,
+            device=device,
+            max_batch_size=batch_size_for(device, settings.max_batch_size),
+        )
+    info = classifier.info
+    log.info(
+        "model ready: %s runtime on %s, batches up to %d, %.1fs warm-up",
+        info["backend"], info["device"], classifier.max_batch_size, classifier.warm_up(),
     )
-    log.info("model ready on %s (%s) in %.1fs warm-up", device, backend, classifier.warm_up())
     return classifier

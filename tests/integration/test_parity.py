@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from shared.config import Settings
 from tests import images
 from tests.client import stream_events
+from tests.conftest import PipelineFactory
 from tests.pipeline import Pipeline
 from workers.model import build_model
 from workers.preprocess import decode, to_model_input
@@ -29,10 +32,10 @@ def direct_scores(model, data: bytes) -> np.ndarray:  # type: ignore[no-untyped-
     return np.asarray(model.predict_on_batch(to_model_input([decode(data)])))[0]
 
 
-def test_pipeline_predictions_equal_a_direct_model_call(pipeline: Pipeline, direct_model) -> None:  # type: ignore[no-untyped-def]
+def assert_pipeline_matches_direct_calls(url: str, direct_model, backend: str) -> None:  # type: ignore[no-untyped-def]
     cases = images.parity_set()
     files = [("files", (f"{name}", data, content_type)) for name, (data, content_type) in cases.items()]
-    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60) as client:
         batch = client.post("/v1/batches", files=files, params={"top_k": 20}).json()
         stream_events(client, f"/v1/batches/{batch['id']}/events")
         docs = [client.get(f"/v1/jobs/{job['id']}").json() for job in batch["jobs"]]
@@ -42,6 +45,7 @@ def test_pipeline_predictions_equal_a_direct_model_call(pipeline: Pipeline, dire
     top_classes = set()
     for (name, (data, _)), doc in zip(cases.items(), docs, strict=True):
         assert doc["status"] == "succeeded", (name, doc["error"])
+        assert doc["model"]["backend"] == backend
         expected = direct_scores(direct_model, data)
         predictions = doc["result"]["predictions"]
         expected_ids = list(np.argsort(-expected, kind="stable")[:20])
@@ -51,3 +55,14 @@ def test_pipeline_predictions_equal_a_direct_model_call(pipeline: Pipeline, dire
         top_classes.add(tuple(expected_ids[:3]))
     # The comparison means something only if the model tells images apart.
     assert len(top_classes) >= 3
+
+
+def test_pipeline_predictions_equal_a_direct_model_call(pipeline: Pipeline, direct_model) -> None:  # type: ignore[no-untyped-def]
+    assert_pipeline_matches_direct_calls(pipeline.url, direct_model, "tensorflow")
+
+
+def test_onnxruntime_workers_equal_a_direct_keras_call(make_pipeline: PipelineFactory, tmp_path: Path, direct_model) -> None:  # type: ignore[no-untyped-def]
+    """The ONNX runtime's results equal the Keras model's own, through the whole pipeline."""
+    started = make_pipeline(ASYNCINFER_RUNTIME="onnxruntime", ASYNCINFER_CACHE_DIR=str(tmp_path / "cache"))
+    assert_pipeline_matches_direct_calls(started.url, direct_model, "onnxruntime")
+    assert "exported the model to ONNX" in started.logs("worker0")

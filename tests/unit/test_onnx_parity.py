@@ -1,0 +1,82 @@
+"""The onnxruntime runtime gives the Keras path's results: same top-k, scores within 1e-4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.config import Settings
+from tests import images
+from workers.model import KerasClassifier, build_model
+from workers.onnx_runtime import OnnxClassifier, cached_onnx, load_onnx_classifier, weights_sha256
+from workers.preprocess import decode, to_model_input
+
+pytestmark = pytest.mark.timeout(300)
+
+TOLERANCE = 1e-4
+TOP_K = 20
+SEED = 1234
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("asyncinfer-cache")
+
+
+@pytest.fixture(scope="module")
+def keras_classifier() -> KerasClassifier:
+    model, weights = build_model("random", SEED)
+    return KerasClassifier(model=model, weights=weights, backend="tensorflow", device="cpu", max_batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def onnx_classifier(keras_classifier: KerasClassifier, cache_dir: Path) -> OnnxClassifier:
+    settings = Settings(weights="random", random_seed=SEED, cache_dir=str(cache_dir), max_batch_size=8, device="cpu")
+    return load_onnx_classifier(settings, keras_classifier.model, keras_classifier.weights)
+
+
+@pytest.fixture(scope="module")
+def parity_batch() -> np.ndarray:
+    return to_model_input([decode(data) for data, _ in images.parity_set().values()])
+
+
+def test_onnx_scores_equal_keras_scores_image_by_image(
+    keras_classifier: KerasClassifier, onnx_classifier: OnnxClassifier, parity_batch: np.ndarray
+) -> None:
+    top_classes = set()
+    for one in parity_batch:
+        expected = keras_classifier.predict(one[None])[0]
+        got = onnx_classifier.predict(one[None])[0]
+        expected_top = np.argsort(-expected, kind="stable")[:TOP_K]
+        assert list(np.argsort(-got, kind="stable")[:TOP_K]) == list(expected_top)
+        assert np.abs(got - expected).max() <= TOLERANCE
+        top_classes.add(tuple(expected_top[:3]))
+    assert len(top_classes) >= 3, "the model does not tell the images apart: the comparison means nothing"
+
+
+def test_onnx_scores_do_not_depend_on_the_batch(
+    keras_classifier: KerasClassifier, onnx_classifier: OnnxClassifier, parity_batch: np.ndarray
+) -> None:
+    batched = onnx_classifier.predict(parity_batch)
+    assert batched.shape == (len(parity_batch), 1000)
+    assert np.abs(batched - keras_classifier.predict(parity_batch)).max() <= TOLERANCE
+    singles = np.concatenate([onnx_classifier.predict(one[None]) for one in parity_batch])
+    assert np.abs(batched - singles).max() <= TOLERANCE
+
+
+def test_onnx_info_names_the_runtime(onnx_classifier: OnnxClassifier) -> None:
+    assert onnx_classifier.info == {
+        "name": "mobilenet_v2", "weights": "random", "backend": "onnxruntime", "device": "cpu",
+    }
+    assert onnx_classifier.warm_up() > 0
+
+
+def test_export_is_cached_by_the_weights(keras_classifier: KerasClassifier, cache_dir: Path) -> None:
+    path, export_s = cached_onnx(keras_classifier.model, cache_dir)
+    assert export_s is None, "the module's first load exported it already"
+    assert path == cache_dir / "onnx" / f"{weights_sha256(keras_classifier.model)}.onnx"
+    other, _ = build_model("random", SEED + 1)
+    assert weights_sha256(other) != weights_sha256(keras_classifier.model)
+    assert not list((cache_dir / "onnx").glob("*.part")), "a temporary export file was left behind"

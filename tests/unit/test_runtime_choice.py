@@ -1,0 +1,70 @@
+"""Which runtime, device and thread count a worker gets from its settings — no GPU needed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from shared.config import Settings
+from workers import model, onnx_runtime
+from workers.model import KerasClassifier, RuntimeUnavailable, load_classifier
+from workers.onnx_runtime import OnnxClassifier, execution_providers, intra_op_threads
+
+
+def test_runtime_defaults_to_keras_and_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().runtime == "keras"
+    monkeypatch.setenv("ASYNCINFER_RUNTIME", "onnxruntime")
+    monkeypatch.setenv("ASYNCINFER_CACHE_DIR", "/tmp/somewhere")
+    settings = Settings()
+    assert (settings.runtime, settings.cache_dir) == ("onnxruntime", "/tmp/somewhere")
+    monkeypatch.setenv("ASYNCINFER_RUNTIME", "tensorrt")
+    with pytest.raises(ValueError, match="runtime"):
+        Settings()
+
+
+def test_onnx_export_needs_the_tensorflow_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    with pytest.raises(RuntimeUnavailable, match="ASYNCINFER_KERAS_BACKEND=tensorflow"):
+        load_classifier(Settings(runtime="onnxruntime", weights="random"))
+
+
+def test_intra_op_threads_default_to_one_per_core() -> None:
+    assert intra_op_threads(0) == os.cpu_count()
+    assert intra_op_threads(3) == 3
+
+
+def test_execution_providers_use_cuda_only_when_wanted_and_built_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    assert execution_providers("auto") == ["CPUExecutionProvider"]
+    assert execution_providers("gpu") == ["CPUExecutionProvider"]  # this machine's build has no CUDA
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert execution_providers("gpu")[0] == "CUDAExecutionProvider"
+    assert execution_providers("auto")[0] == "CPUExecutionProvider"  # "auto" is not a device name
+    assert execution_providers("cpu") == ["CPUExecutionProvider"]
+
+
+def test_a_gpu_demand_without_cuda_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(onnx_runtime, "cached_onnx", lambda model, cache_dir: (tmp_path / "m.onnx", None))
+    with pytest.raises(RuntimeError, match="no CUDA provider"):
+        onnx_runtime.load_onnx_classifier(Settings(device="gpu"), object(), "random")
+
+
+def test_the_worker_loads_the_runtime_its_settings_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen: list[str] = []
+
+    def fake_onnx(settings: Settings, keras_model: object, weights: str) -> OnnxClassifier:
+        chosen.append("onnxruntime")
+        return OnnxClassifier(session=None, weights=weights, device="cpu", max_batch_size=4, onnx_path=None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx_runtime, "load_onnx_classifier", fake_onnx)
+    monkeypatch.setattr(model, "build_model", lambda weights, seed: (object(), weights))
+    monkeypatch.setattr(OnnxClassifier, "warm_up", lambda self: 0.0)
+    monkeypatch.setattr(KerasClassifier, "warm_up", lambda self: 0.0)
+
+    onnx = load_classifier(Settings(runtime="onnxruntime", weights="random"))
+    assert chosen == ["onnxruntime"] and onnx.info["backend"] == "onnxruntime"
+    keras = load_classifier(Settings(runtime="keras", weights="random", max_batch_size=0))
+    assert isinstance(keras, KerasClassifier)
+    assert keras.info["backend"] == "tensorflow" and keras.max_batch_size == model.CPU_BATCH_SIZE
