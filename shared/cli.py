@@ -43,9 +43,24 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from shared.client import submit_files
+    from pathlib import Path
 
-    return submit_files(args)
+    from shared.client import SubmitOptions, run_submit
+
+    settings = get_settings()
+    options = SubmitOptions(
+        paths=args.paths,
+        url=args.url or f"http://{settings.host}:{settings.port}",
+        api_key=args.api_key,
+        top_k=args.top_k,
+        concurrency=args.concurrency,
+        out=Path(args.out) if args.out else None,
+        resume=args.resume,
+        recursive=args.recursive,
+        timeout_s=args.timeout,
+        retry_for_s=args.retry_for,
+    )
+    return run_submit(options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,12 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--hostname")
     worker.set_defaults(run=_cmd_worker)
 
-    submit = commands.add_parser("submit", help="submit images; print each final job as a JSON line")
-    submit.add_argument("paths", nargs="+", metavar="PATH")
+    submit = commands.add_parser(
+        "submit",
+        help="submit images (files or directories); record each result as it arrives",
+        description="Submit images with bounded concurrency, wait for their results and write one record per "
+        "file. Re-running is safe: each file's Idempotency-Key comes from its content, so no job is created twice.",
+    )
+    submit.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories of images")
+    submit.add_argument("-r", "--recursive", action="store_true", help="also look in subdirectories")
+    submit.add_argument("-c", "--concurrency", type=int, default=8, help="files in flight at once (default 8)")
+    submit.add_argument("-k", "--top-k", type=int, default=5, help="predictions per image, 1-20 (default 5)")
+    submit.add_argument("-o", "--out", metavar="FILE",
+                        help="results.jsonl or results.csv (default: JSON lines on stdout)")
+    submit.add_argument("--resume", action="store_true", help="skip files already settled in --out; append the rest")
     submit.add_argument("--url", default=None, help="gateway URL (default: from settings)")
-    submit.add_argument("--top-k", type=int, default=5)
-    submit.add_argument("--api-key", default=None)
-    submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per job")
+    submit.add_argument("--api-key", default=None, help="sent as X-API-Key")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each job (default 600)")
+    submit.add_argument("--retry-for", type=float, default=120.0,
+                        help="seconds to keep retrying a busy or unreachable gateway (default 120)")
     submit.set_defaults(run=_cmd_submit)
     return parser
 
