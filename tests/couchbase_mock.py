@@ -54,6 +54,17 @@ class CouchbaseMock:
         """Move the mock's clock by ``seconds`` (may be negative): documents expire against it."""
         self._control("time_travel", Offset=seconds)
 
+    def app_env(self) -> dict[str, str]:
+        """Environment that points a gateway or worker at this mock."""
+        return {
+            "ASYNCINFER_STORE": self.connstr,
+            "ASYNCINFER_COUCHBASE_BUCKET": BUCKET,
+            "ASYNCINFER_COUCHBASE_SCOPE": "_default",
+            "ASYNCINFER_COUCHBASE_COLLECTION": "_default",
+            "ASYNCINFER_COUCHBASE_USERNAME": USERNAME,
+            "ASYNCINFER_COUCHBASE_PASSWORD": PASSWORD,
+        }
+
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """The mock stops answering but keeps its connections open, like a hung node."""

@@ -17,7 +17,7 @@ from shared.jobs import new_job
 from shared.store.base import image_key, job_key
 from shared.store.couchbase import CouchbaseStore
 from tests.contract.conftest import couchbase_settings
-from tests.couchbase_mock import BUCKET, PASSWORD, USERNAME, CouchbaseMock, couchbase_mock
+from tests.couchbase_mock import CouchbaseMock, couchbase_mock
 from tests.pipeline import Pipeline, free_port, pipeline_env
 
 pytestmark = pytest.mark.integration
@@ -87,22 +87,9 @@ def test_a_stopped_cluster_is_unavailable(own_mock: CouchbaseMock, store: Couchb
         store.ping()
 
 
-def couchbase_env(mock: CouchbaseMock, **overrides: str) -> dict[str, str]:
-    """Environment that points a gateway or worker at the mock."""
-    return {
-        "ASYNCINFER_STORE": mock.connstr,
-        "ASYNCINFER_COUCHBASE_BUCKET": BUCKET,
-        "ASYNCINFER_COUCHBASE_SCOPE": "_default",
-        "ASYNCINFER_COUCHBASE_COLLECTION": "_default",
-        "ASYNCINFER_COUCHBASE_USERNAME": USERNAME,
-        "ASYNCINFER_COUCHBASE_PASSWORD": PASSWORD,
-        **overrides,
-    }
-
-
 @pytest.fixture
 def gateway(own_mock: CouchbaseMock, redis_url: str, tmp_path: Path) -> Iterator[Pipeline]:
-    env = couchbase_env(own_mock, ASYNCINFER_COUCHBASE_KV_TIMEOUT_S=str(KV_TIMEOUT_S))
+    env = own_mock.app_env() | {"ASYNCINFER_COUCHBASE_KV_TIMEOUT_S": str(KV_TIMEOUT_S)}
     pipeline = Pipeline(env=pipeline_env(f"{redis_url}/13", tmp_path, **env), workdir=tmp_path, port=free_port())
     try:
         pipeline.start_gateway()
