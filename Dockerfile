@@ -1,0 +1,29 @@
+# The gateway and the workers: one image, the command picks the role (see docker-compose.yml).
+FROM python:3.11-slim
+
+# The uv that wrote uv.lock, pinned so every build installs the same way.
+RUN pip install --no-cache-dir uv==0.13.9
+
+RUN useradd --create-home --uid 10001 asyncinfer
+WORKDIR /app
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PROJECT_ENVIRONMENT=/app/.venv \
+    PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2
+
+# Dependencies first, in their own layer: code changes do not reinstall TensorFlow.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --frozen --no-dev --no-install-project
+
+COPY README.md ./
+COPY api ./api
+COPY shared ./shared
+COPY workers ./workers
+COPY web ./web
+RUN uv sync --frozen --no-dev
+
+USER asyncinfer
+EXPOSE 8000
+CMD ["asyncinfer", "api", "--host", "0.0.0.0"]

@@ -1,0 +1,116 @@
+"""docker-compose.yml as Docker Compose v2 reads it: valid, fail-fast on a missing secret, and
+started in a safe order with a health check on every long-running service."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pipeline import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compose build: ~6 min
+
+APP_SERVICES = ("gateway", "worker")
+DUMMY_PASSWORD = "not-a-real-password"
+
+
+def compose_command() -> list[str]:
+    """`docker compose` when the plugin is installed, else the binary scripts/build-compose makes."""
+    if shutil.which("docker"):
+        plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if plugin.returncode == 0:
+            return ["docker", "compose"]
+    built = subprocess.run(
+        [str(ROOT / "scripts" / "build-compose")], stdout=subprocess.PIPE, check=False, timeout=900
+    )
+    if built.returncode != 0:
+        pytest.fail("no Docker Compose v2: scripts/build-compose failed (see its output above)")
+    return [built.stdout.decode().strip()]
+
+
+Compose = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture(scope="module")
+def compose() -> Compose:
+    """`compose(*args, password=…)` runs Compose on docker-compose.yml with that password."""
+    command = compose_command()
+
+    def run(*args: str, password: str | None = DUMMY_PASSWORD) -> subprocess.CompletedProcess[str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("COUCHBASE_")}
+        if password is not None:
+            env["COUCHBASE_PASSWORD"] = password
+        return subprocess.run(
+            [*command, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"), *args],
+            capture_output=True, text=True, env=env, check=False, timeout=60,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def config(compose: Compose) -> dict[str, Any]:
+    result = compose("config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_a_missing_password_stops_compose_before_anything_starts(compose: Compose) -> None:
+    result = compose("config", "--quiet", password=None)
+
+    assert result.returncode != 0
+    assert "set COUCHBASE_PASSWORD" in result.stderr
+
+
+def test_every_long_running_service_has_a_health_check(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert set(services) >= {"couchbase", "couchbase-init", "redis", *APP_SERVICES}
+    for name, service in services.items():
+        if name == "couchbase-init":
+            assert service["healthcheck"]["disable"] is True
+            continue
+        assert service["healthcheck"]["test"], f"{name} has no health check"
+
+
+def test_the_apps_start_after_couchbase_is_initialised_and_redis_is_healthy(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert services["couchbase-init"]["depends_on"]["couchbase"]["condition"] == "service_healthy"
+    for name in APP_SERVICES:
+        conditions = {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
+        assert conditions["couchbase-init"] == "service_completed_successfully"
+        assert conditions["couchbase"] == conditions["redis"] == "service_healthy"
+
+
+def test_the_apps_use_couchbase_with_the_given_credentials(config: dict[str, Any]) -> None:
+    services = config["services"]
+    init_env = services["couchbase-init"]["environment"]
+    assert services["couchbase"]["image"].startswith("couchbase/server:community-")
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert env["ASYNCINFER_STORE"] == "couchbase://couchbase"
+        assert env["ASYNCINFER_COUCHBASE_PASSWORD"] == DUMMY_PASSWORD == init_env["COUCHBASE_PASSWORD"]
+        assert env["ASYNCINFER_COUCHBASE_BUCKET"] == init_env["COUCHBASE_BUCKET"]
+        assert env["ASYNCINFER_COUCHBASE_SCOPE"] == init_env["COUCHBASE_SCOPE"]
+        assert env["ASYNCINFER_COUCHBASE_COLLECTION"] == init_env["COUCHBASE_COLLECTION"]
+        assert env["ASYNCINFER_REDIS_URL"].startswith("redis://redis:")
+        assert Path(services[name]["build"]["context"]) == ROOT
+    assert services["gateway"]["command"][:2] == ["asyncinfer", "api"]
+    assert services["worker"]["command"] == ["asyncinfer", "worker"]
+
+
+def test_redis_keeps_the_queue(config: dict[str, Any]) -> None:
+    command = " ".join(config["services"]["redis"]["command"])
+    assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
+
+
+def test_the_init_script_and_the_image_exist() -> None:
+    script = ROOT / "deploy" / "couchbase-init.sh"
+    assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+    assert "FROM python:3.11-slim" in (ROOT / "Dockerfile").read_text()
