@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 
 from api.services import Services
 from shared.config import Settings
@@ -28,19 +28,38 @@ def get_settings(services: ServicesDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_tenant(
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header(description="API key, when keys are configured")] = None,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> str:
-    """The tenant of the caller's API key; everyone is one tenant when no keys are set."""
+def tenant_of_key(settings: Settings, key: str | None) -> str:
+    """The tenant of an API key; everyone is one tenant when no keys are set."""
     if not settings.api_keys:
         return DEFAULT_TENANT
-    key = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
     for known, tenant in settings.api_keys.items():
         if key and secrets.compare_digest(key, known):
             return tenant
     raise Unauthorized("send a valid key in the X-API-Key header (or Authorization: Bearer)")
 
 
+def get_tenant(
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header(description="API key, when keys are configured")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    return tenant_of_key(settings, x_api_key or (authorization or "").removeprefix("Bearer ").strip())
+
+
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_stream_tenant(
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header(description="API key, when keys are configured")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    api_key: Annotated[
+        str | None,
+        Query(description="API key for browsers' EventSource, which cannot send headers (event streams only)"),
+    ] = None,
+) -> str:
+    header_key = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
+    return tenant_of_key(settings, header_key or api_key)
+
+
+StreamTenantDep = Annotated[str, Depends(get_stream_tenant)]

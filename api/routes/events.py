@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServicesDep, TenantDep
+from api.deps import ServicesDep, StreamTenantDep
 from api.schemas import PROBLEM_RESPONSES
 from api.services import Services
 from shared.errors import TooManyStreams
@@ -24,7 +24,9 @@ from shared.jobs import TERMINAL, JobDoc, JobStatus, public_view, seq_of, status
 
 router = APIRouter(tags=["events"])
 
-_SSE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}, "description": "status events"}}
+_SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "status events"}
+}
 
 
 def status_event(data: dict[str, Any], seq: int) -> ServerSentEvent:
@@ -103,7 +105,7 @@ async def job_stream(services: Services, job_id: str, tenant: str, last_seq: int
 async def job_events(
     job_id: str,
     services: ServicesDep,
-    tenant: TenantDep,
+    tenant: StreamTenantDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     check_stream_capacity(services)
@@ -164,7 +166,7 @@ async def batch_stream(services: Services, batch_id: str, tenant: str) -> AsyncI
     response_class=EventSourceResponse,
     responses={**_SSE_RESPONSE, **PROBLEM_RESPONSES},
 )
-async def batch_events(batch_id: str, services: ServicesDep, tenant: TenantDep) -> EventSourceResponse:
+async def batch_events(batch_id: str, services: ServicesDep, tenant: StreamTenantDep) -> EventSourceResponse:
     check_stream_capacity(services)
     await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
     return EventSourceResponse(batch_stream(services, batch_id, tenant), ping=services.settings.sse_ping_s)
