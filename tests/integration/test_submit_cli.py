@@ -16,6 +16,7 @@ import pytest
 
 from shared.client.results_file import iter_results
 from tests import images
+from tests.conftest import PipelineFactory
 from tests.pipeline import ROOT, Pipeline, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -148,3 +149,30 @@ def test_an_unreachable_gateway_stops_the_run_with_a_resume_hint(tmp_path: Path)
     assert run.returncode == 2
     assert "cannot reach the gateway at http://127.0.0.1:" in run.stderr and "--resume" in run.stderr
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_a_gateway_restart_mid_run_loses_nothing_and_duplicates_nothing(make_pipeline: PipelineFactory,
+                                                                        tmp_path: Path) -> None:
+    own = make_pipeline(workers=1)
+    files = make_images(tmp_path / "photos", 40, seed=9300)
+    out = tmp_path / "results.jsonl"
+    process = subprocess.Popen(cli(own, str(tmp_path / "photos"), "--concurrency", "2", "--out", str(out)),
+                               cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(list(iter_results(out))) >= 5, 120, "5 results", interval_s=0.02)
+        assert own.gateway is not None
+        own.gateway.kill()  # a crash: open uploads and event streams break mid-way
+        own.gateway.wait(10)
+        own.start_gateway()
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        process.kill()
+
+    assert process.returncode == 0, stderr
+    results = list(iter_results(out))
+    assert sorted(r.file for r in results) == sorted(map(str, files))
+    assert {r.status for r in results} == {"succeeded"}
+    in_store = jobs_per_sha256(own)
+    assert all(in_store[r.sha256] == 1 for r in results if r.sha256)
+    assert sum(in_store.values()) == 40
