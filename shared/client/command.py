@@ -97,7 +97,8 @@ def print_summary(console: Console, options: SubmitOptions, results: list[FileRe
     console.print(
         f"{plural(total, 'file')}: {succeeded} succeeded, {len(failures)} failed"
         + (f", {not_done} not done" if not_done else "")
-        + f" ({len(results)} processed in {elapsed_s:.1f} s, {rate:.1f} images/s){where}",
+        + (f" ({len(results)} processed in {elapsed_s:.1f} s, {rate:.1f} images/s)" if results else "")
+        + where,
         soft_wrap=True,
     )
     if not failures:
