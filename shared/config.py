@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         default_factory=dict, description="API key → tenant. Empty: no authentication."
     )
 
+    # Where uploads become the model's 224×224 pixels. `gateway` (default): the gateway decodes
+    # every upload anyway to validate it, so it finishes preprocessing and stores 150 KB of pixels;
+    # workers only infer. `worker`: the original upload is stored and each worker decodes it.
+    preprocess_at: Literal["gateway", "worker"] = "gateway"
+
     # --- jobs -----------------------------------------------------------------------------
     job_ttl_s: int = 7 * 24 * 3600
     max_attempts: int = 3

@@ -1,7 +1,7 @@
 """Cheap, strict checks of an uploaded image, and the one way images are opened.
 
-The gateway runs `inspect_image` before accepting a job; the worker opens the same bytes
-with `open_image`, so what the gateway accepts is what the worker can decode.
+The gateway runs `inspect_image` (or `open_upload`) before accepting a job; the worker opens the
+same bytes with `open_image`, so what the gateway accepts is what the worker can decode.
 """
 
 from __future__ import annotations
@@ -89,6 +89,20 @@ def inspect_image(
     min_side_px: int,
 ) -> ImageInfo:
     """Validate an upload; raise the error the API reports, or return what it is."""
+    info, _ = open_upload(data, declared_type, max_bytes=max_bytes, max_pixels=max_pixels, min_side_px=min_side_px)
+    return info
+
+
+def open_upload(
+    data: bytes,
+    declared_type: str | None,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    min_side_px: int,
+) -> tuple[ImageInfo, Image.Image]:
+    """`inspect_image`, also returning the image it decoded (in JPEG draft mode), so that the
+    caller can go on from there without decoding the upload a second time."""
     if not data:
         raise BadRequest("the request carries no image: the body is empty")
     if len(data) > max_bytes:
@@ -130,10 +144,11 @@ def inspect_image(
             image.load()  # truncated or corrupt data fails here
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
         raise UndecodableImage(f"the {sniffed} data is corrupt or truncated: {e}") from e
-    return ImageInfo(
+    info = ImageInfo(
         content_type=sniffed,
         bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         width=width,
         height=height,
     )
+    return info, image

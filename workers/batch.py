@@ -1,4 +1,4 @@
-"""One dynamic batch: mark jobs running, decode each, one forward pass, write each result."""
+"""One dynamic batch: mark jobs running, read each one's pixels, one forward pass, write each result."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from PIL import Image
+import numpy as np
 
 from shared.jobs import ErrorCode
 from shared.lifecycle import JobLifecycle
 from workers.labels import imagenet_labels
 from workers.model import Classifier
-from workers.preprocess import decode, to_model_input, top_k
+from workers.preprocess import model_pixels, to_model_input, top_k
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class BatchReport:
 def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Classifier) -> BatchReport:
     """Run the jobs of one batch. A bad image fails its own job only; a job that finished
     or was cancelled before (a redelivery, a cancel) is skipped."""
-    ready: list[tuple[str, int, Image.Image]] = []
+    ready: list[tuple[str, int, np.ndarray]] = []
     failed = 0
     for job_id in job_ids:
         doc = lifecycle.begin(job_id)
@@ -40,7 +40,8 @@ def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Class
             failed += 1
             continue
         try:
-            ready.append((job_id, doc["params"]["top_k"], decode(image_bytes)))
+            # Pixels the gateway prepared, or (ASYNCINFER_PREPROCESS_AT=worker) the upload to decode.
+            ready.append((job_id, doc["params"]["top_k"], model_pixels(image_bytes)))
         except Exception as e:  # any decoder failure is this image's problem alone
             lifecycle.fail(job_id, ErrorCode.DECODE_ERROR, f"the image does not decode: {e}", model=classifier.info)
             failed += 1
@@ -49,7 +50,7 @@ def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Class
 
     started = time.perf_counter()
     try:
-        scores = classifier.predict(to_model_input([image for _, _, image in ready]))
+        scores = classifier.predict(to_model_input([pixels for _, _, pixels in ready]))
     except Exception as e:
         log.exception("inference failed for a batch of %d", len(ready))
         for job_id, _, _ in ready:

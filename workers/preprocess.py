@@ -1,39 +1,21 @@
-"""The fixed preprocessing of the contract, so results are reproducible."""
+"""The worker's side of the contract's fixed preprocessing: scaling a batch for the model, and
+reading its scores. Decoding lives in shared/model_input.py, since the gateway runs it too."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from shared.constants import MODEL_INPUT_SIZE
-from shared.images import open_image, use_draft_mode
+from shared.model_input import decode, model_pixels
 
-WHITE = (255, 255, 255)
-
-
-def decode(data: bytes) -> Image.Image:
-    """Bytes → 224×224 RGB: JPEG draft decode, EXIF orientation, first frame, alpha over
-    white, bilinear resize ignoring aspect ratio."""
-    image = open_image(data)  # an animation opens on its first frame
-    use_draft_mode(image)
-    image = ImageOps.exif_transpose(image)
-    image = _to_rgb(image)
-    return image.resize(MODEL_INPUT_SIZE, Image.Resampling.BILINEAR)
+__all__ = ["decode", "model_pixels", "to_model_input", "top_k"]
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if not has_alpha:
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (*WHITE, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def to_model_input(images: list[Image.Image]) -> np.ndarray:
-    """Stack and scale to [-1, 1] with MobileNetV2's own preprocess_input."""
+def to_model_input(images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
+    """Stack 224×224 RGB images (or uint8 arrays) and scale to [-1, 1] with MobileNetV2's own
+    preprocess_input."""
     from keras.applications.mobilenet_v2 import preprocess_input
 
     batch = np.stack([np.asarray(image, dtype="float32") for image in images])

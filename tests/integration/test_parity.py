@@ -61,8 +61,11 @@ def test_pipeline_predictions_equal_a_direct_model_call(pipeline: Pipeline, dire
     assert_pipeline_matches_direct_calls(pipeline.url, direct_model, "tensorflow")
 
 
-def test_onnxruntime_workers_equal_a_direct_keras_call(make_pipeline: PipelineFactory, tmp_path: Path, direct_model) -> None:  # type: ignore[no-untyped-def]
-    """The ONNX runtime's results equal the Keras model's own, through the whole pipeline."""
-    started = make_pipeline(ASYNCINFER_RUNTIME="onnxruntime", ASYNCINFER_CACHE_DIR=str(tmp_path / "cache"))
+def test_onnxruntime_workers_decoding_uploads_equal_a_direct_keras_call(make_pipeline: PipelineFactory, tmp_path: Path, direct_model) -> None:  # type: ignore[no-untyped-def]
+    """The ONNX runtime's results equal the Keras model's own, through the whole pipeline; here
+    the workers decode the uploads themselves (the other path of ASYNCINFER_PREPROCESS_AT)."""
+    started = make_pipeline(
+        ASYNCINFER_RUNTIME="onnxruntime", ASYNCINFER_CACHE_DIR=str(tmp_path / "cache"), ASYNCINFER_PREPROCESS_AT="worker"
+    )
     assert_pipeline_matches_direct_calls(started.url, direct_model, "onnxruntime")
     assert "exported the model to ONNX" in started.logs("worker0")
