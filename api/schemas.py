@@ -94,3 +94,26 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}}
     for status in (400, 401, 404, 409, 413, 415, 422, 429, 503)
 }
+
+
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def upload_body(field: str, *, many: bool, raw_image: bool) -> dict[str, object]:
+    """The OpenAPI request body of an upload route (FastAPI cannot infer it: the handlers read
+    the request themselves to accept a raw image body too)."""
+    content: dict[str, object] = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [field],
+                "properties": {
+                    field: {"type": "array", "items": _BINARY} if many else _BINARY,
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 20},
+                },
+            }
+        }
+    }
+    if raw_image:
+        content["image/*"] = {"schema": _BINARY}
+    return {"requestBody": {"required": True, "content": content}}

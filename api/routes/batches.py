@@ -12,7 +12,7 @@ from api.deps import ServicesDep, TenantDep
 from api.metrics import JOBS_SUBMITTED
 from api.routes.events import batch_counts, batch_is_done
 from api.routes.jobs import TopK
-from api.schemas import PROBLEM_RESPONSES, BatchPublic
+from api.schemas import PROBLEM_RESPONSES, BatchPublic, upload_body
 from api.uploads import form_top_k, is_multipart, read_form, to_upload
 from shared.errors import BadRequest
 from shared.jobs import JobDoc
@@ -37,23 +37,7 @@ def batch_view(batch: dict[str, Any], docs: list[JobDoc]) -> dict[str, Any]:
     status_code=202,
     summary="Submit many images (multipart, repeated `files`); all are checked before any is queued",
     responses={202: {"model": BatchPublic}, **PROBLEM_RESPONSES},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["files"],
-                        "properties": {
-                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                            "top_k": {"type": "integer", "minimum": 1, "maximum": 20},
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=upload_body("files", many=True, raw_image=False),
 )
 async def submit_batch(request: Request, services: ServicesDep, tenant: TenantDep, top_k: TopK = 5) -> JSONResponse:
     settings = services.settings

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep, TenantDep
 from api.metrics import JOBS_SUBMITTED
-from api.schemas import PROBLEM_RESPONSES, JobPublic
+from api.schemas import PROBLEM_RESPONSES, JobPublic, upload_body
 from api.uploads import form_top_k, read_single_upload
 from api.waiting import wait_for_terminal
 from shared.jobs import public_view
@@ -18,26 +18,6 @@ from shared.jobs import public_view
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 TopK = Annotated[int, Query(ge=1, le=20, description="How many classes to return")]
-
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "top_k": {"type": "integer", "minimum": 1, "maximum": 20},
-                    },
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-
 
 @router.post(
     "",
@@ -47,7 +27,7 @@ _UPLOAD_BODY = {
     "`image/*` body. Answers at once with the queued job; follow it with `GET /v1/jobs/{id}"
     "?wait=N` or the event stream.",
     responses={202: {"model": JobPublic}, **PROBLEM_RESPONSES},
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=upload_body("file", many=False, raw_image=True),
 )
 async def submit_job(
     request: Request,
