@@ -29,16 +29,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = Services.create(settings)
-        app.state.services = services
-        await services.broadcaster.start()
-        sweeper = asyncio.create_task(sweep_forever(services))
+        registration = None
+        if settings.mesh == "consul":
+            from shared.mesh import join_as_gateway
+
+            # First: the sidecar that carries Redis and the store starts only once this registers it.
+            registration = await run_in_threadpool(join_as_gateway, settings)
         try:
-            yield
+            services = Services.create(settings)
+            app.state.services = services
+            if registration is not None:
+                services.extra_readiness_probes["consul"] = registration.agent_answers
+            await services.broadcaster.start()
+            sweeper = asyncio.create_task(sweep_forever(services))
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                await services.broadcaster.stop()
+                services.close()
         finally:
-            sweeper.cancel()
-            await services.broadcaster.stop()
-            services.close()
+            if registration is not None:  # last: the sidecar stays until its service is gone
+                await run_in_threadpool(registration.deregister)
 
     app = FastAPI(
         title="asyncinfer",

@@ -4,6 +4,8 @@
 #   consul config write consul/intentions/default-deny.hcl   (then redis.hcl, couchbase.hcl)
 #   consul connect proxy -sidecar-for redis                   (one built-in proxy per service)
 #
+# `asyncinfer up --mesh consul` does all of this (shared/mesh_launcher.py).
+#
 # -dev gives a single in-memory server with the built-in Connect CA; this file only pins what
 # we rely on. Tests (tests/consul_agent.py) load it too and override every port with -*-port
 # flags so they never collide with an agent started by hand.
@@ -34,9 +36,6 @@ ports {
 ui_config {
   enabled = false
 }
-
-# The worker's health check runs a command (it has no port to probe).
-enable_local_script_checks = true
 
 # No calls home to checkpoint-api.hashicorp.com (this machine cannot reach it anyway).
 disable_update_check = true

@@ -7,17 +7,22 @@ import sys
 from collections.abc import Sequence
 
 from shared.config import get_settings
+from shared.errors import MeshUnavailable
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = get_settings()
+    from api.main import create_app
+
+    # --host/--port go into the settings the app sees, so that its Consul registration and
+    # health check (ASYNCINFER_MESH=consul) name the port it really listens on.
+    overrides = {name: value for name, value in (("host", args.host), ("port", args.port)) if value}
+    settings = get_settings().model_copy(update=overrides)
     uvicorn.run(
-        "api.main:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
         log_level=args.log_level.lower(),
         access_log=False,
     )
@@ -33,6 +38,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     except WeightsUnavailable as e:
         print(f"asyncinfer worker: {e}", file=sys.stderr)
         return 2
+    except MeshUnavailable as e:
+        print(f"asyncinfer worker: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

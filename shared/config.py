@@ -18,7 +18,11 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
 
     # --- services -------------------------------------------------------------------------
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis itself, or with ASYNCINFER_MESH=consul the local sidecar's upstream listener "
+        "(e.g. redis://127.0.0.1:16379/0): its port becomes the redis upstream's local bind port.",
+    )
     store: str = Field(
         default="sqlite:///./asyncinfer-data/jobs.db",
         description="`sqlite:///path` (embedded) or `couchbase://host` / `couchbases://host`.",
@@ -30,8 +34,27 @@ class Settings(BaseSettings):
     couchbase_collection: str = "_default"
     couchbase_kv_timeout_s: float = 2.5
     couchbase_connect_timeout_s: float = 10.0
+    # --- service mesh (ASYNCINFER_MESH=consul; see shared/mesh.py) ----------------------
+    # The gateway and each worker register with the local Consul agent, with a sidecar whose
+    # upstreams are the ports of ASYNCINFER_REDIS_URL (and, with Couchbase, ASYNCINFER_STORE).
     mesh: Literal["none", "consul"] = "none"
     consul_url: str = "http://127.0.0.1:8500"
+    consul_service_id: str = Field(
+        default="", description="This process's registration id; empty: its service name (gateway or worker)."
+    )
+    consul_service_address: str = Field(
+        default="", description="Where the agent's checks and other sidecars reach this process; empty: "
+        "ASYNCINFER_HOST (127.0.0.1 when that is a wildcard, and for workers)."
+    )
+    consul_sidecar_port: int = Field(
+        default=0, ge=0, le=65535, description="The sidecar's public mTLS listener; 0: Consul picks one."
+    )
+    consul_check_interval_s: float = Field(default=10.0, gt=0)
+    # A worker's check is a TTL its consumer loop refreshes every third of this: it turns
+    # critical when the worker stops consuming, not only when the process is gone.
+    consul_worker_ttl_s: float = Field(default=30.0, gt=0)
+    # How long start-up waits for the agent before giving up.
+    consul_wait_s: float = Field(default=60.0, ge=0)
 
     # --- gateway --------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -76,3 +76,7 @@ class CasMismatch(Exception):
 
 class DocumentExists(Exception):
     """An insert found the key already there."""
+
+
+class MeshUnavailable(RuntimeError):
+    """ASYNCINFER_MESH=consul and the local Consul agent did not answer in time, or refused a registration."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
@@ -17,6 +17,9 @@ from shared.queue import make_celery
 from shared.store import open_store
 from workers.batch import process_batch
 from workers.model import Classifier, load_classifier
+
+if TYPE_CHECKING:
+    from shared.mesh import MeshRegistration
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,21 @@ def register_infer_task(app: Celery, classifier: Classifier, lifecycle: JobLifec
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | None = None) -> None:
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registration = None
+    if settings.mesh == "consul":
+        from shared.mesh import join_as_worker
+
+        # Before the model loads (seconds): the sidecar can start meanwhile, and the check stays
+        # critical until the consumer reports in.
+        registration = join_as_worker(settings)
+    try:
+        _consume(settings, loglevel, hostname, registration)
+    finally:
+        if registration is not None:
+            registration.deregister()
+
+
+def _consume(settings: Settings, loglevel: str, hostname: str | None, registration: MeshRegistration | None) -> None:
     classifier = load_classifier(settings)  # before consuming: a worker without a model takes nothing
     lifecycle = JobLifecycle(
         open_store(settings),
@@ -57,6 +75,11 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | No
     )
     app = make_celery(settings)
     register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms)
+    if registration is not None:
+        from workers.consumer_heartbeat import consumer_heartbeat_step
+
+        # Three refreshes per TTL: one late or lost refresh does not flap the check.
+        app.steps["consumer"].add(consumer_heartbeat_step(registration, settings.consul_worker_ttl_s / 3))
     argv = [
         "worker",
         f"--loglevel={loglevel}",

@@ -1,5 +1,9 @@
 # gateway: the FastAPI HTTP API (asyncinfer api, port 8000).
 #
+# With ASYNCINFER_MESH=consul the gateway registers exactly this itself on start-up and
+# deregisters on shutdown (shared/mesh.py), upstream ports taken from its Redis and store URLs;
+# this file is the same definition for agents that load service files.
+#
 # A mesh *source*. Its sidecar opens a plain local listener per upstream and carries each
 # connection over mTLS, as identity "gateway", to the destination's sidecar:
 # - redis on 127.0.0.1:16379: the gateway enqueues Celery tasks, reads results and holds the

@@ -1,5 +1,9 @@
 # worker: a Celery inference worker (asyncinfer worker). It listens on no port.
 #
+# With ASYNCINFER_MESH=consul each worker registers exactly this itself (shared/mesh.py), with
+# ids, ports and the TTL from its settings; this file is the same definition for agents that
+# load service files (consul agent -config-dir consul/services).
+#
 # A mesh *source* with the same needs as the gateway, as identity "worker":
 # - redis on 127.0.0.1:16380: it consumes tasks, stores results and publishes status events.
 #   A different port from the gateway's 16379 so both sidecars fit on one dev host (Redis has
@@ -15,12 +19,12 @@ service {
   port = 0
 
   check {
-    # A command, because there is no port to probe: exits 0 while this host's worker
-    # answers a Celery ping. Needs enable_local_script_checks on the agent.
-    name     = "worker answers celery ping"
-    args     = ["asyncinfer", "worker", "--check"]
-    interval = "30s"
-    timeout  = "10s"
+    # A TTL, because there is no port to probe: the worker's consumer loop marks it passing
+    # every ttl/3 (workers/consumer_heartbeat.py), so it turns critical when the worker stops
+    # consuming (frozen, stuck in a batch, lost its broker), not only when the process is gone.
+    # Same as ASYNCINFER_CONSUL_WORKER_TTL_S; the check id is "service:worker".
+    name = "worker consumes"
+    ttl  = "30s"
   }
 
   connect {
