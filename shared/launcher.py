@@ -17,12 +17,13 @@ from shared.redis_server import redis_answers, start_redis
 STOP_GRACE_S = 15.0
 
 
-def _spawn(*args: str) -> subprocess.Popen[bytes]:
+def spawn_asyncinfer(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     # A session of its own: Ctrl-C reaches only this launcher, which stops the children in order.
-    return subprocess.Popen([sys.executable, "-m", "shared", *args], env=os.environ.copy(), start_new_session=True)
+    command = [sys.executable, "-m", "shared", *args]
+    return subprocess.Popen(command, env=env if env is not None else os.environ.copy(), start_new_session=True)
 
 
-def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+def stop_in_reverse_order(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
     """Stop in reverse start order, each before the next: gateway, worker, then Redis last,
     so nothing loses its broker while shutting down."""
     for name, process in reversed(processes):
@@ -37,7 +38,7 @@ def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             process.wait()
 
 
-def _wait_healthy(url: str, gateway: subprocess.Popen[bytes], timeout_s: float = 60.0) -> bool:
+def wait_healthy(url: str, gateway: subprocess.Popen[bytes], timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and gateway.poll() is None:
         try:
@@ -50,10 +51,6 @@ def _wait_healthy(url: str, gateway: subprocess.Popen[bytes], timeout_s: float =
 
 
 def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
-    if (mesh or settings.mesh) == "consul":
-        from shared.mesh_launcher import run_mesh_pipeline
-
-        return int(run_mesh_pipeline(settings))
     if settings.weights == "imagenet":
         from workers.model import imagenet_weights_path
 
@@ -65,6 +62,10 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    if (mesh or settings.mesh) == "consul":
+        from shared.mesh_launcher import run_mesh_pipeline
+
+        return int(run_mesh_pipeline(settings))
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         if redis_answers(settings.redis_url):
@@ -73,11 +74,11 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
             data_dir = Path(settings.sqlite_path).parent if settings.store_kind == "sqlite" else Path("asyncinfer-data")
             processes.append(("redis", start_redis(settings.redis_url, data_dir / "redis")))
             print(f"asyncinfer: started Redis at {settings.redis_url}")
-        processes.append(("worker", _spawn("worker")))
-        gateway = _spawn("api")
+        processes.append(("worker", spawn_asyncinfer("worker")))
+        gateway = spawn_asyncinfer("api")
         processes.append(("gateway", gateway))
         url = f"http://{settings.host}:{settings.port}"
-        if not _wait_healthy(url, gateway):
+        if not wait_healthy(url, gateway):
             print("asyncinfer: the gateway did not start", file=sys.stderr)
             return 1
         print(f"asyncinfer: ready at {url}  (web page {url}/, API docs {url}/docs); Ctrl-C stops")
@@ -91,4 +92,4 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
         print("\nasyncinfer: stopping")
         return 0
     finally:
-        _stop(processes)
+        stop_in_reverse_order(processes)
