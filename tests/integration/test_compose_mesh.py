@@ -1,0 +1,104 @@
+"""docker-compose.yml's Consul Connect mesh as Compose v2 reads it: a server, intentions applied at
+start, a sidecar in each service's network namespace, and apps that reach Redis and Couchbase
+only through their sidecar's upstream ports (the same ports as consul/services/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.mesh_launcher import CONSUL_VERSION
+from tests.consul_agent import consul_binary
+from tests.integration.test_compose import compose_command
+from tests.pipeline import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compose build: ~6 min
+
+SIDECARS = {"gateway-sidecar": "gateway", "worker-sidecar": "worker", "redis-sidecar": "redis",
+            "couchbase-sidecar": "couchbase"}
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COUCHBASE_")}
+    env["COUCHBASE_PASSWORD"] = "not-a-real-password"
+    result = subprocess.run(
+        [*compose_command(), "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
+         "config", "--format", "json"],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["services"]  # type: ignore[no-any-return]
+
+
+def upstream_ports(service: str) -> dict[str, int]:
+    """destination → local bind port, as consul/services/<service>.hcl declares them."""
+    text = (ROOT / "consul" / "services" / f"{service}.hcl").read_text()
+    pairs = re.findall(r'destination_name\s*=\s*"(\w+)"\s*local_bind_port\s*=\s*(\d+)', text)
+    return {name: int(port) for name, port in pairs}
+
+
+def test_a_consul_server_of_the_pinned_release_starts_first(services: dict[str, Any]) -> None:
+    consul = services["consul"]
+    assert consul["image"] == f"hashicorp/consul:{CONSUL_VERSION}"
+    assert "/asyncinfer/consul" in {volume["target"] for volume in consul["volumes"]}
+    assert services["consul-init"]["depends_on"]["consul"]["condition"] == "service_healthy"
+
+
+def test_consul_init_applies_the_repositorys_intentions_default_deny_first(services: dict[str, Any]) -> None:
+    init = services["consul-init"]
+    (mount,) = init["volumes"]
+    assert Path(mount["source"]) == ROOT / "consul" / "intentions" and mount["target"] == "/intentions"
+    script = " ".join(init["command"])
+    assert script.index("consul config write /intentions/default-deny.hcl") < script.index("for entry in")
+    assert init["restart"] == "no" and init["healthcheck"]["disable"] is True
+
+
+def test_each_service_has_a_sidecar_in_its_network_namespace(services: dict[str, Any]) -> None:
+    for sidecar, service in SIDECARS.items():
+        spec = services[sidecar]
+        assert spec["network_mode"] == f"service:{service}"
+        assert spec["environment"]["SIDECAR_FOR"] == service
+        assert "consul connect proxy -sidecar-for" in " ".join(spec["command"])
+        assert spec["healthcheck"]["test"]
+
+
+def test_the_apps_reach_redis_and_couchbase_only_through_their_upstreams(services: dict[str, Any]) -> None:
+    for app in ("gateway", "worker"):
+        env = services[app]["environment"]
+        ports = upstream_ports(app)
+        assert env["ASYNCINFER_MESH"] == "consul" and env["ASYNCINFER_CONSUL_URL"] == "http://consul:8500"
+        assert env["ASYNCINFER_REDIS_URL"] == f"redis://127.0.0.1:{ports['redis']}/0"
+        assert env["ASYNCINFER_STORE"] == f"couchbase://127.0.0.1:{ports['couchbase']}?network=external"
+        assert not any(direct in value for value in env.values() for direct in ("redis:6379", "couchbase:11210"))
+        conditions = {dep: spec["condition"] for dep, spec in services[app]["depends_on"].items()}
+        assert conditions["consul-init"] == "service_completed_successfully"
+        assert conditions["redis-sidecar"] == conditions["couchbase-sidecar"] == "service_healthy"
+        assert conditions["couchbase-alternate-address"] == "service_completed_successfully"
+
+
+def test_redis_listens_on_loopback_only(services: dict[str, Any]) -> None:
+    command = services["redis"]["command"]
+    assert command[command.index("--bind") + 1] == "127.0.0.1"
+    assert "ports" not in services["redis"]
+
+
+def test_couchbase_advertises_the_upstream_port_as_its_alternate_address(services: dict[str, Any]) -> None:
+    step = services["couchbase-alternate-address"]["entrypoint"]
+    assert "--hostname=127.0.0.1" in step
+    assert f"--ports=kv={upstream_ports('gateway')['couchbase']}" in step
+
+
+def test_the_compose_agent_config_and_service_definitions_validate(tmp_path: Path) -> None:
+    # `consul validate` wants a data_dir; the image's entrypoint passes -data-dir.
+    data_dir = tmp_path / "data.hcl"
+    data_dir.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    done = subprocess.run([str(consul_binary()), "validate", str(ROOT / "deploy" / "consul"), str(data_dir)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
