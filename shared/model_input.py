@@ -25,9 +25,9 @@ PIXELS_BYTES = MODEL_INPUT_SIZE[0] * MODEL_INPUT_SIZE[1] * 3
 def to_model_image(image: Image.Image) -> Image.Image:
     """An opened image → 224×224 RGB: EXIF orientation, alpha over white, bilinear resize
     ignoring aspect ratio. Decodes the pixels unless they are loaded already."""
-    image = ImageOps.exif_transpose(image)
-    image = _to_rgb(image)
-    return image.resize(MODEL_INPUT_SIZE, Image.Resampling.BILINEAR)
+    # In place: without an orientation to apply, the default would copy the full-size image.
+    ImageOps.exif_transpose(image, in_place=True)
+    return _to_rgb(image).resize(MODEL_INPUT_SIZE, Image.Resampling.BILINEAR)
 
 
 def decode(data: bytes) -> Image.Image:
@@ -39,6 +39,8 @@ def decode(data: bytes) -> Image.Image:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image  # convert() would return a full-size copy
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
