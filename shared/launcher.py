@@ -38,6 +38,15 @@ def stop_in_reverse_order(processes: list[tuple[str, subprocess.Popen[bytes]]]) 
             process.wait()
 
 
+def stop_on_sigterm() -> None:
+    """A service manager's SIGTERM stops the pipeline as Ctrl-C does, instead of orphaning it."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def wait_healthy(url: str, gateway: subprocess.Popen[bytes], timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and gateway.poll() is None:
@@ -67,6 +76,7 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
 
         return int(run_mesh_pipeline(settings))
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stop_on_sigterm()
     try:
         if redis_answers(settings.redis_url):
             print(f"asyncinfer: using the Redis at {settings.redis_url}")

@@ -16,7 +16,6 @@ worker cannot both reach it through sidecars on one host (consul/services/couchb
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import httpx
 
 from shared.config import Settings
 from shared.errors import MeshUnavailable
-from shared.launcher import spawn_asyncinfer, stop_in_reverse_order, wait_healthy
+from shared.launcher import spawn_asyncinfer, stop_in_reverse_order, stop_on_sigterm, wait_healthy
 from shared.mesh import (
     GATEWAY_SERVICE,
     REDIS_SERVICE,
@@ -247,10 +246,6 @@ def _gateway_ready(url: str) -> bool:
         return False
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_mesh_pipeline(settings: Settings) -> int:
     if settings.store_kind != "sqlite":
         print("asyncinfer up --mesh consul: runs the embedded SQLite store only (Couchbase is not part of the "
@@ -265,8 +260,7 @@ def run_mesh_pipeline(settings: Settings) -> int:
     log_dir = data_dir / "mesh-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     mesh = LocalMesh(consul_binary(settings), http_port, log_dir)
-    # A service manager's SIGTERM stops the mesh as Ctrl-C does, instead of orphaning it.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     try:
         mesh.start_agent()
         print(f"asyncinfer: Consul {CONSUL_VERSION} dev agent at http://{mesh.http_addr} (logs in {log_dir})")

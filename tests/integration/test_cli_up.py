@@ -1,4 +1,4 @@
-"""`asyncinfer up` runs the whole pipeline on embedded defaults and stops it cleanly on Ctrl-C."""
+"""`asyncinfer up` runs the whole pipeline on embedded defaults and stops it cleanly on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from tests.pipeline import ROOT, free_port, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def test_up_serves_jobs_then_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_up_serves_jobs_then_stops_everything(tmp_path: Path, stop_signal: signal.Signals) -> None:
     port, redis_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
     env.update(ASYNCINFER_WEIGHTS="random", ASYNCINFER_PORT=str(port),
@@ -34,7 +35,7 @@ def test_up_serves_jobs_then_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
             assert wait_terminal(client, job["id"])["status"] == "succeeded"
         assert (tmp_path / "asyncinfer-data" / "jobs.db").exists()  # the embedded store
 
-        up.send_signal(signal.SIGINT)
+        up.send_signal(stop_signal)
 
         assert up.wait(60) == 0, log_path.read_text()
     finally:
