@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "gpu"] = "auto"
     max_batch_size: int = Field(default=0, ge=0, le=1024, description="0: chosen by device.")
     max_batch_wait_ms: int = 20
+    # A batch also starts once no job arrived for this long: under load jobs come a Redis round
+    # trip apart and batches fill; a lone job waits this, not the whole batch wait.
+    batch_idle_ms: int = Field(default=2, ge=0, le=1000)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
-from celery_batches import Batches
 
 from shared.config import Settings
 from shared.constants import INFER_QUEUE, INFER_TASK
@@ -16,6 +15,7 @@ from shared.lifecycle import JobLifecycle
 from shared.queue import make_celery
 from shared.store import open_store
 from workers.batch import process_batch
+from workers.batching import IdleFlushBatches
 from workers.model import Classifier, load_classifier
 
 if TYPE_CHECKING:
@@ -27,15 +27,18 @@ log = logging.getLogger(__name__)
 STORE_RETRY_S = 300.0
 
 
-def register_infer_task(app: Celery, classifier: Classifier, lifecycle: JobLifecycle, max_batch_wait_ms: int) -> Any:
-    """The batch task: celery-batches buffers messages until `max_batch_size` arrived or
-    `max_batch_wait_ms` passed, then calls it once with all of them."""
+def register_infer_task(
+    app: Celery, classifier: Classifier, lifecycle: JobLifecycle, max_batch_wait_ms: int, batch_idle_ms: int = 2
+) -> Any:
+    """The batch task: messages are buffered until `max_batch_size` arrived, `max_batch_wait_ms`
+    passed, or none came for `batch_idle_ms` (workers/batching.py), then it runs once with all."""
 
     @app.task(  # type: ignore[untyped-decorator]
         name=INFER_TASK,
-        base=Batches,
+        base=IdleFlushBatches,
         flush_every=classifier.max_batch_size,
         flush_interval=max_batch_wait_ms / 1000,
+        flush_idle_s=batch_idle_ms / 1000,
         acks_late=True,
     )
     def infer(requests: list[Any]) -> None:
@@ -74,7 +77,7 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
         store_retry_s=STORE_RETRY_S,
     )
     app = make_celery(settings)
-    register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms)
+    register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms)
     if registration is not None:
         from workers.consumer_heartbeat import consumer_heartbeat_step
 
