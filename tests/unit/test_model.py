@@ -9,7 +9,12 @@ import pytest
 
 from workers import model
 from workers.model import (
-    CPU_BATCH_SIZE, GPU_BATCH_SIZE, WeightsUnavailable, batch_size_for, build_model, detect_device,
+    CPU_BATCH_SIZE,
+    GPU_BATCH_SIZE,
+    WeightsUnavailable,
+    batch_size_for,
+    build_model,
+    detect_device,
 )
 
 
