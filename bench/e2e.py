@@ -1,0 +1,139 @@
+"""End to end: real gateway + Redis + SQLite store + workers, clients over HTTP that submit and
+wait for the terminal SSE event; and the naive design driven by the same clients."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from bench.client import Connection, HttpError
+from bench.imageset import BenchImage
+from bench.load import LoadResult, closed_loop, open_loop
+from bench.services import cpu_s
+from bench.stats import latency_summary_ms, spread
+from tests.pipeline import Pipeline
+
+_BATCH_LOG = re.compile(r"batch of (\d+): (\d+) inferred in ([\d.]+) ms")
+
+
+@dataclass(frozen=True)
+class Durations:
+    saturation_s: float
+    light_s: float
+    half_s: float
+    warmup_s: float
+
+
+def load_summary(result: LoadResult) -> dict[str, Any]:
+    return {
+        "images_per_s": result.throughput_per_s,
+        "images_per_s_bins": spread(result.throughput_bins_per_s()),
+        "latency_ms": latency_summary_ms(result.latencies_s),
+        "errors": len(result.errors),
+        "first_errors": result.errors[:3],
+    }
+
+
+def batch_sizes_from_logs(pipeline: Pipeline) -> dict[str, float]:
+    """How full the workers' batches were, from their `batch of N` log lines."""
+    sizes, inference_ms = [], []
+    for index in range(len(pipeline.workers)):
+        for match in _BATCH_LOG.finditer(pipeline.logs(f"worker{index}")):
+            sizes.append(int(match.group(1)))
+            inference_ms.append(float(match.group(3)))
+    if not sizes:
+        return {"batches": 0}
+    return {
+        "batches": len(sizes),
+        "mean_batch_size": statistics.fmean(sizes),
+        "median_inference_ms": statistics.median(inference_ms),
+    }
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or 80
+
+
+class CpuMeter:
+    """CPU milliseconds per image of each process (and of this client), over one load phase."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_s(pid) for name, pid in self.pids.items()}
+        now["clients"] = time.process_time()
+        return now
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def per_image_ms(self, images: int) -> dict[str, float]:
+        end = self._now()
+        spent = {name: (end[name] - self._start[name]) * 1000 / max(1, images) for name in end}
+        spent["total"] = sum(spent.values())
+        return spent
+
+
+def pipeline_pids(pipeline: Pipeline, redis_pid: int) -> dict[str, int]:
+    assert pipeline.gateway is not None
+    pids = {"gateway": pipeline.gateway.pid, "redis": redis_pid}
+    pids.update({f"worker{i}": worker.pid for i, worker in enumerate(pipeline.workers)})
+    return pids
+
+
+async def measure_end_to_end(
+    url: str, images: list[BenchImage], durations: Durations, *, saturation_clients: int,
+    pids: dict[str, int] | None = None, light: bool = True, batch_stats: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Saturated throughput (with the CPU each process spent per image), then latency at light
+    load (one client) and at half of the saturated rate (Poisson arrivals)."""
+    host, port = host_port(url)
+    meter = CpuMeter(pids or {})
+    meter.start()
+    saturated = await closed_loop(
+        host, port, images, clients=saturation_clients, duration_s=durations.saturation_s,
+        warmup_s=durations.warmup_s,
+    )
+    report: dict[str, Any] = {
+        "clients": saturation_clients,
+        "saturation": load_summary(saturated),
+        "cpu_ms_per_image": meter.per_image_ms(saturated.total_completed),
+        "batches": batch_stats() if batch_stats else {},  # of the saturated phase only
+    }
+    if not light:
+        return report
+    one = await closed_loop(host, port, images, clients=1, duration_s=durations.light_s, warmup_s=1.0)
+    report["light"] = load_summary(one)
+    rate = saturated.throughput_per_s / 2
+    half = await open_loop(host, port, images, rate_per_s=rate, duration_s=durations.half_s, warmup_s=1.0)
+    report["half"] = {"rate_per_s": rate, **load_summary(half)}
+    return report
+
+
+async def classify_naively(conn: Connection, image: BenchImage) -> float:
+    started = time.time()
+    status, answer = await conn.post("/classify", image.data, image.content_type)
+    if status != 200:
+        raise HttpError(f"POST /classify: {status} {answer}")
+    return time.time() - started
+
+
+async def measure_naive(port: int, images: list[BenchImage], durations: Durations, *, clients: int) -> dict[str, Any]:
+    result = await closed_loop(
+        "127.0.0.1", port, images, clients=clients, duration_s=durations.saturation_s,
+        warmup_s=durations.warmup_s, operation=classify_naively,
+    )
+    return {"clients": clients, "saturation": load_summary(result)}
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)

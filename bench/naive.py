@@ -1,0 +1,33 @@
+"""The naive design, for comparison: a synchronous FastAPI endpoint that decodes the upload and
+calls Keras `model.predict` once per request. No queue, no batching, no store.
+
+    uvicorn bench.naive:app
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Body, FastAPI
+
+from shared.config import Settings
+from workers.labels import imagenet_labels
+from workers.model import build_model
+from workers.preprocess import decode, to_model_input, top_k
+
+model, _ = build_model("random", Settings().random_seed)
+model.predict(np.zeros((1, 224, 224, 3), dtype="float32"), verbose=0)  # builds predict's function once
+app = FastAPI()
+
+
+@app.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.post("/classify")
+def classify(image: Annotated[bytes, Body(media_type="image/*")]) -> dict[str, Any]:
+    """FastAPI runs a plain `def` endpoint in its thread pool: one request, one model call."""
+    scores = model.predict(to_model_input([decode(image)]), verbose=0)[0]
+    return {"predictions": top_k(scores, 5, imagenet_labels())}

@@ -1,0 +1,63 @@
+"""The benchmark's arithmetic and report, on made-up figures (the full run takes minutes)."""
+
+from __future__ import annotations
+
+import math
+
+from bench.load import LoadResult, measured_window
+from bench.report import best_ceiling, light_overhead_ms, render
+from bench.stats import percentile, spread
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5], 99) == 5
+    assert math.isnan(percentile([], 50))
+    assert spread([3, 1, 2]) == {"median": 2, "min": 1, "max": 3, "n": 3}
+
+
+def test_only_completions_inside_the_window_count() -> None:
+    result = LoadResult()
+    for latency_s, done in [(0.1, 0.5), (0.2, 1.5), (0.3, 2.5), (0.4, 9.0)]:
+        result.latencies_s.append(latency_s)
+        result.completed_at.append(done)
+    kept = measured_window(started=0.0, warmup_s=1.0, duration_s=2.0, result=result)
+    assert kept.latencies_s == [0.2, 0.3] and kept.total_completed == 4
+    assert kept.throughput_per_s == 1.0
+
+
+def ceiling(rates: list[float]) -> dict[str, object]:
+    rows = [{"batch_size": size, "images_per_s": {"median": rate, "min": rate, "max": rate, "n": 1},
+             "cpu_ms_per_image": {"median": 20.0}, "inference_only_images_per_s": {"median": 200, "min": 190, "max": 210, "n": 3}}
+            for size, rate in zip((1, 8), rates, strict=True)]
+    one = {"median": 12.0, "min": 10.0, "max": 20.0, "n": 9}
+    return {"rows": rows, "batch1_latency_ms": one, "decode_ms": one}
+
+
+def load(rate: float, p50: float) -> dict[str, object]:
+    return {"images_per_s": rate, "images_per_s_bins": {"median": rate, "min": rate - 1, "max": rate + 1, "n": 3},
+            "latency_ms": {"p50": p50, "p95": p50 * 2, "p99": p50 * 3, "n": 100}, "errors": 0}
+
+
+def test_report_states_every_target() -> None:
+    results = {
+        "started": "t", "images": "8 images", "duration_s": 1.0,
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "python": "3.11", "load_average_at_start": (1, 1, 1)},
+        "ceiling": {"onnxruntime": ceiling([50.0, 60.0])},
+        "e2e": {"onnxruntime": {"saturation": load(57.0, 900), "light": load(30, 22.0),
+                                "half": {"rate_per_s": 28.5, **load(28.5, 40)},
+                                "cpu_ms_per_image": {"gateway": 18.0, "worker0": 13.0, "total": 31.0},
+                                "batches": {"mean_batch_size": 12.0}}},
+        "naive": {"clients": 48, "saturation": load(14.25, 3000)},
+        "fanout": [{"subscribers": 5000, "jobs": 500, "finish_rate_per_s": 100, "delivered": 5000,
+                    "delivery_ms": {"p50": 3, "p95": 10, "p99": 14, "n": 5000}, "max_delivery_ms": 20,
+                    "gateway_rss_mb": {"idle": 98, "connected": 400, "peak": 401},
+                    "cores_busy": {"gateway": 0.3, "subscribers": 0.1}}],
+    }
+    assert best_ceiling(results["ceiling"]["onnxruntime"]) == (60.0, 8)
+    assert light_overhead_ms(results, "onnxruntime") == 10.0
+    markdown = render(results)
+    assert "saturated / ceiling = 0.95 (target ≥ 0.9): met" in markdown
+    assert "saturated / naive = 4.0× (target ≥ 6×): MISSED" in markdown
+    assert "light-load overhead p50 = 10.0 ms (target ≤ 15 ms): met" in markdown
+    assert "5000 SSE subscribers (10 per job): p99 = 14 ms (target ≤ 250 ms): met" in markdown
