@@ -7,23 +7,24 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import Durations, batch_sizes_from_logs, measure_end_to_end, measure_naive, pipeline_pids, run
+from bench.e2e import measure_naive, run
 from bench.fanout import measure_fanout
 from bench.imageset import describe, image_set, load_image_dir, save_image_dir
+from bench.paired import measure_runtime
 from bench.plan import FULL, QUICK, Plan
 from bench.profiling import Profiler
 from bench.report import render
 from bench.services import Services
+from bench.stats import spread
 from bench.submit_rate import measure_submit_rate
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("ceiling", "e2e", "naive", "fanout", "submit")
+SECTIONS = ("pipeline", "naive", "fanout", "submit")
 
 
 def log(message: str) -> None:
@@ -43,30 +44,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_ceiling(runtime: str, image_dir: Path, plan: Plan, workdir: Path) -> dict[str, Any]:
-    out = workdir / f"ceiling-{runtime}.json"
-    command = [sys.executable, "-m", "bench.ceiling", "--runtime", runtime, "--images", str(image_dir),
-               "--batch-sizes", ",".join(map(str, plan.batch_sizes)), "--duration-s", str(plan.ceiling_s),
-               "--out", str(out)]
-    with open(workdir / f"ceiling-{runtime}.log", "wb") as output:
-        subprocess.run(command, check=True, stdout=output, stderr=output)
-    return json.loads(out.read_text())  # type: ignore[no-any-return]
-
-
-def run_end_to_end(services: Services, images: list[Any], plan: Plan, runtime: str, profiler: Profiler,
-                   *, light: bool = True, **env: str) -> dict[str, Any]:
-    durations = Durations(plan.saturation_s, plan.light_s, plan.half_s, plan.warmup_s)
-    pipeline = services.pipeline(workers=1, ASYNCINFER_RUNTIME=runtime, **env)
-    try:
-        pids = pipeline_pids(pipeline, services.redis.pid)
-        tag = "-".join([runtime, *(value for value in env.values())])
-        profiler.start(f"e2e-{tag}", {k: v for k, v in pids.items() if k != "redis"}, plan.saturation_s)
-        report = run(measure_end_to_end(pipeline.url, images, durations, saturation_clients=plan.saturation_clients,
-                                        pids=pids, light=light, batch_stats=lambda: batch_sizes_from_logs(pipeline)))
-        report["env"] = {"ASYNCINFER_RUNTIME": runtime, **env}
-        return report
-    finally:
-        pipeline.stop()
+def fanout_scenario(services: Services, image: Any, plan: Plan, subscribers: int, per_job: int, rate: float,
+                    profiler: Profiler) -> dict[str, Any]:
+    """Repeated runs of one fan-out scenario; the run with the median p99, and the p99 range."""
+    runs = [measure_fanout(services, image, subscribers=subscribers, jobs=max(1, subscribers // per_job),
+                           finish_rate_per_s=rate, profiler=profiler if index == 0 else None)
+            for index in range(plan.fanout_repeats)]
+    runs.sort(key=lambda row: row["delivery_ms"]["p99"])
+    return {**runs[len(runs) // 2], "p99_ms_over_runs": spread([row["delivery_ms"]["p99"] for row in runs])}
 
 
 def main() -> int:
@@ -92,39 +77,31 @@ def main() -> int:
     images = load_image_dir(image_dir)
     results["images"] = describe(images)
 
-    if "ceiling" in sections:
-        results["ceiling"] = {}
-        for runtime in runtimes:
-            log(f"ceiling, {runtime}")
-            results["ceiling"][runtime] = run_ceiling(runtime, image_dir, plan, workdir)
-
     services = Services(workdir / "services")
     try:
-        if "e2e" in sections:
-            results["e2e"] = {}
+        if "pipeline" in sections:
+            results["ceiling"], results["e2e"] = {}, {}
             for runtime in runtimes:
-                log(f"end to end, {runtime}")
-                results["e2e"][runtime] = run_end_to_end(services, images, plan, runtime, profiler)
-            if plan.compare_worker_preprocessing:
-                log("end to end, onnxruntime, decoding in the worker (saturation only)")
-                results["e2e_worker_preprocessing"] = run_end_to_end(
-                    services, images, plan, "onnxruntime", profiler, light=False, ASYNCINFER_PREPROCESS_AT="worker")
+                log(f"ceiling and pipeline in alternating rounds, {runtime}")
+                measured = measure_runtime(
+                    services, runtime, image_dir, images, plan, workdir, profiler,
+                    compare_worker_preprocessing=plan.compare_worker_preprocessing and runtime == "onnxruntime")
+                results["ceiling"][runtime], results["e2e"][runtime] = measured["ceiling"], measured["e2e"]
         if "naive" in sections:
             log("naive design")
             process, port = services.naive_server()
             try:
-                durations = Durations(plan.saturation_s, plan.light_s, plan.half_s, plan.warmup_s)
-                results["naive"] = run(measure_naive(port, images, durations, clients=plan.naive_clients))
+                results["naive"] = run(measure_naive(port, images, clients=plan.naive_clients,
+                                                     duration_s=plan.rounds * plan.round_s, warmup_s=plan.warmup_s))
             finally:
                 process.terminate()
                 process.wait(30)
         if "fanout" in sections:
             results["fanout"] = []
             for subscribers, per_job, finish_rate_per_s in plan.fanout:
-                log(f"SSE fan-out, {subscribers} subscribers, {per_job} per job")
-                results["fanout"].append(measure_fanout(
-                    services, images[0], subscribers=subscribers, jobs=max(1, subscribers // per_job),
-                    finish_rate_per_s=finish_rate_per_s, profiler=profiler))
+                log(f"SSE fan-out, {subscribers} subscribers, {per_job} per job, {plan.fanout_repeats} runs")
+                results["fanout"].append(
+                    fanout_scenario(services, images[0], plan, subscribers, per_job, finish_rate_per_s, profiler))
         if "submit" in sections:
             log("submit rate, no worker")
             results["submit"] = measure_submit_rate(

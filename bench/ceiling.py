@@ -1,7 +1,7 @@
 """The ceiling: one process decodes, preprocesses and runs batched compiled inference in a
 tight loop, nothing else. Run as its own process per runtime:
 
-    python -m bench.ceiling --runtime onnxruntime --images DIR --out FILE.json
+    python -m bench.ceiling --runtime onnxruntime --images DIR --out FILE.json [--serve]
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,72 +32,103 @@ def timed_rounds(
     return rates, cpu_ms
 
 
-def measure(runtime: str, image_dir: Path, batch_sizes: list[int], duration_s: float) -> dict[str, object]:
-    import numpy as np
+class Ceiling:
+    """A loaded model and the image set, measured on request."""
 
-    from shared.config import Settings
-    from workers.model import load_classifier
-    from workers.preprocess import decode, to_model_input
+    def __init__(self, runtime: str, image_dir: Path, batch_sizes: list[int]) -> None:
+        import numpy as np
 
-    images = [image.data for image in load_image_dir(image_dir)]
-    settings = Settings(weights="random", runtime=runtime, max_batch_size=max(batch_sizes), device="cpu")
-    classifier = load_classifier(settings)
-    for size in batch_sizes:  # trace every shape before timing anything
-        classifier.predict(np.zeros((size, 224, 224, 3), dtype="float32"))
+        from shared.config import Settings
+        from workers.model import load_classifier
+        from workers.preprocess import decode, to_model_input
 
-    cursor = 0
+        self.np, self.decode, self.to_model_input = np, decode, to_model_input
+        self.runtime = runtime
+        self.images = [image.data for image in load_image_dir(image_dir)]
+        self.settings = Settings(weights="random", runtime=runtime, max_batch_size=max(batch_sizes), device="cpu")
+        self.classifier = load_classifier(self.settings)
+        for size in batch_sizes:  # trace every shape before timing anything
+            self.classifier.predict(np.zeros((size, 224, 224, 3), dtype="float32"))
+        self.decoded = to_model_input([decode(data) for data in self.images])
+        self._cursor = 0
 
-    def next_images(count: int) -> list[bytes]:
-        nonlocal cursor
-        chosen = [images[(cursor + i) % len(images)] for i in range(count)]
-        cursor += count
+    def _next_images(self, count: int) -> list[bytes]:
+        chosen = [self.images[(self._cursor + i) % len(self.images)] for i in range(count)]
+        self._cursor += count
         return chosen
 
-    rows = []
-    decoded = to_model_input([decode(data) for data in images])
-    for size in batch_sizes:
-        batches_per_round = max(1, 32 // size)
+    def _full_step(self, size: int, batches: int) -> None:
+        for _ in range(batches):
+            self.classifier.predict(self.to_model_input([self.decode(data) for data in self._next_images(size)]))
 
-        def full_step(size: int = size, batches: int = batches_per_round) -> None:
+    def throughput(self, size: int, duration_s: float) -> tuple[list[float], list[float]]:
+        """Images/s and CPU ms per image of rounds of decode + preprocess + inference."""
+        batches = max(1, 32 // size)
+        return timed_rounds(lambda: self._full_step(size, batches), size * batches, duration_s)
+
+    def inference_only(self, size: int, duration_s: float) -> tuple[list[float], list[float]]:
+        batches = max(1, 32 // size)
+        ready = self.np.resize(self.decoded, (size, *self.decoded.shape[1:]))  # repeats the set when smaller
+
+        def step() -> None:
             for _ in range(batches):
-                classifier.predict(to_model_input([decode(data) for data in next_images(size)]))
+                self.classifier.predict(ready)
 
-        ready = np.resize(decoded, (size, *decoded.shape[1:]))  # repeats the set when it is smaller
+        return timed_rounds(step, size * batches, duration_s)
 
-        def inference_step(ready: np.ndarray = ready, batches: int = batches_per_round) -> None:
-            for _ in range(batches):
-                classifier.predict(ready)
+    def batch1_ms(self, passes: int = 1) -> list[float]:
+        """Batch-1 latency image by image over the whole set: the light-load reference."""
+        latencies = []
+        for data in self.images * passes:
+            started = time.perf_counter()
+            self.classifier.predict(self.to_model_input([self.decode(data)]))
+            latencies.append((time.perf_counter() - started) * 1000)
+        return latencies
 
-        per_round = size * batches_per_round
-        rates, cpu_ms = timed_rounds(full_step, per_round, duration_s)
-        inference_rates, inference_cpu_ms = timed_rounds(inference_step, per_round, duration_s / 2)
-        rows.append({
-            "batch_size": size,
-            "images_per_s": spread(rates),
-            "cpu_ms_per_image": spread(cpu_ms),
-            "inference_only_images_per_s": spread(inference_rates),
-            "inference_only_cpu_ms_per_image": spread(inference_cpu_ms),
-        })
+    def decode_ms(self) -> list[float]:
+        latencies = []
+        for data in self.images:
+            started = time.perf_counter()
+            self.decode(data)
+            latencies.append((time.perf_counter() - started) * 1000)
+        return latencies
 
-    # Batch-1 latency image by image, over the whole set: the light-load reference.
-    single_ms = []
-    for data in images * 2:
-        started = time.perf_counter()
-        classifier.predict(to_model_input([decode(data)]))
-        single_ms.append((time.perf_counter() - started) * 1000)
-    decode_ms = []
-    for data in images:
-        started = time.perf_counter()
-        decode(data)
-        decode_ms.append((time.perf_counter() - started) * 1000)
-    return {
-        "runtime": runtime,
-        "backend": classifier.info["backend"],
-        "threads": settings.intra_op_threads or os.cpu_count(),
-        "rows": rows,
-        "batch1_latency_ms": spread(single_ms),
-        "decode_ms": spread(decode_ms),
-    }
+    def table(self, batch_sizes: list[int], duration_s: float) -> dict[str, object]:
+        rows = []
+        for size in batch_sizes:
+            rates, cpu_ms = self.throughput(size, duration_s)
+            inference_rates, inference_cpu_ms = self.inference_only(size, duration_s / 2)
+            rows.append({
+                "batch_size": size,
+                "images_per_s": spread(rates),
+                "cpu_ms_per_image": spread(cpu_ms),
+                "inference_only_images_per_s": spread(inference_rates),
+                "inference_only_cpu_ms_per_image": spread(inference_cpu_ms),
+            })
+        return {
+            "runtime": self.runtime,
+            "backend": self.classifier.info["backend"],
+            "threads": self.settings.intra_op_threads or os.cpu_count(),
+            "rows": rows,
+            "batch1_latency_ms": spread(self.batch1_ms(passes=2)),
+            "decode_ms": spread(self.decode_ms()),
+        }
+
+
+def serve(ceiling: Ceiling) -> None:
+    """Answer measurement requests, one JSON line each, so that the benchmark can alternate
+    ceiling rounds with end-to-end rounds (the machine's noise then hits both alike):
+    `throughput SIZE SECONDS` → {"images_per_s": [...]}; `batch1` → {"latency_ms": [...]}."""
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "throughput":
+            rates, _ = ceiling.throughput(int(args[0]), float(args[1]))
+            answer: dict[str, object] = {"images_per_s": rates}
+        elif command == "batch1":
+            answer = {"latency_ms": ceiling.batch1_ms()}
+        else:
+            return
+        print(json.dumps(answer), flush=True)
 
 
 def main() -> None:
@@ -106,10 +138,15 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,16,32,64")
     parser.add_argument("--duration-s", type=float, default=6.0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--serve", action="store_true", help="after the table, answer requests on stdin")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sizes = [int(size) for size in args.batch_sizes.split(",")]
-    args.out.write_text(json.dumps(measure(args.runtime, args.images, sizes, args.duration_s), indent=2))
+    ceiling = Ceiling(args.runtime, args.images, sizes)
+    args.out.write_text(json.dumps(ceiling.table(sizes, args.duration_s), indent=2))
+    if args.serve:
+        print(json.dumps({"ready": True}), flush=True)
+        serve(ceiling)
 
 
 if __name__ == "__main__":

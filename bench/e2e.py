@@ -1,5 +1,5 @@
-"""End to end: real gateway + Redis + SQLite store + workers, clients over HTTP that submit and
-wait for the terminal SSE event; and the naive design driven by the same clients."""
+"""Helpers for the end-to-end measurements (bench/paired.py runs them): per-process CPU, batch
+sizes from worker logs, load summaries; and the naive design driven by the same clients."""
 
 from __future__ import annotations
 
@@ -7,27 +7,17 @@ import asyncio
 import re
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from bench.client import Connection, HttpError
 from bench.imageset import BenchImage
-from bench.load import LoadResult, closed_loop, open_loop
+from bench.load import LoadResult, closed_loop
 from bench.services import cpu_s
 from bench.stats import latency_summary_ms, spread
 from tests.pipeline import Pipeline
 
 _BATCH_LOG = re.compile(r"batch of (\d+): (\d+) inferred in ([\d.]+) ms")
-
-
-@dataclass(frozen=True)
-class Durations:
-    saturation_s: float
-    light_s: float
-    half_s: float
-    warmup_s: float
 
 
 def load_summary(result: LoadResult) -> dict[str, Any]:
@@ -67,6 +57,8 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self._start: dict[str, float] = {}
+        self._spent_s: dict[str, float] = {}
+        self._images = 0
 
     def _now(self) -> dict[str, float]:
         now = {name: cpu_s(pid) for name, pid in self.pids.items()}
@@ -82,41 +74,27 @@ class CpuMeter:
         spent["total"] = sum(spent.values())
         return spent
 
+    # Accumulating over several phases (the rounds of bench/paired.py).
+    def resume(self) -> None:
+        self._start = self._now()
+
+    def pause(self, images: int) -> None:
+        end = self._now()
+        for name in end:
+            self._spent_s[name] = self._spent_s.get(name, 0.0) + end[name] - self._start[name]
+        self._images += images
+
+    def totals(self) -> dict[str, float]:
+        spent = {name: s * 1000 / max(1, self._images) for name, s in self._spent_s.items()}
+        spent["total"] = sum(spent.values())
+        return spent
+
 
 def pipeline_pids(pipeline: Pipeline, redis_pid: int) -> dict[str, int]:
     assert pipeline.gateway is not None
     pids = {"gateway": pipeline.gateway.pid, "redis": redis_pid}
     pids.update({f"worker{i}": worker.pid for i, worker in enumerate(pipeline.workers)})
     return pids
-
-
-async def measure_end_to_end(
-    url: str, images: list[BenchImage], durations: Durations, *, saturation_clients: int,
-    pids: dict[str, int] | None = None, light: bool = True, batch_stats: Callable[[], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Saturated throughput (with the CPU each process spent per image), then latency at light
-    load (one client) and at half of the saturated rate (Poisson arrivals)."""
-    host, port = host_port(url)
-    meter = CpuMeter(pids or {})
-    meter.start()
-    saturated = await closed_loop(
-        host, port, images, clients=saturation_clients, duration_s=durations.saturation_s,
-        warmup_s=durations.warmup_s,
-    )
-    report: dict[str, Any] = {
-        "clients": saturation_clients,
-        "saturation": load_summary(saturated),
-        "cpu_ms_per_image": meter.per_image_ms(saturated.total_completed),
-        "batches": batch_stats() if batch_stats else {},  # of the saturated phase only
-    }
-    if not light:
-        return report
-    one = await closed_loop(host, port, images, clients=1, duration_s=durations.light_s, warmup_s=1.0)
-    report["light"] = load_summary(one)
-    rate = saturated.throughput_per_s / 2
-    half = await open_loop(host, port, images, rate_per_s=rate, duration_s=durations.half_s, warmup_s=1.0)
-    report["half"] = {"rate_per_s": rate, **load_summary(half)}
-    return report
 
 
 async def classify_naively(conn: Connection, image: BenchImage) -> float:
@@ -127,10 +105,12 @@ async def classify_naively(conn: Connection, image: BenchImage) -> float:
     return time.time() - started
 
 
-async def measure_naive(port: int, images: list[BenchImage], durations: Durations, *, clients: int) -> dict[str, Any]:
+async def measure_naive(
+    port: int, images: list[BenchImage], *, clients: int, duration_s: float, warmup_s: float
+) -> dict[str, Any]:
     result = await closed_loop(
-        "127.0.0.1", port, images, clients=clients, duration_s=durations.saturation_s,
-        warmup_s=durations.warmup_s, operation=classify_naively,
+        "127.0.0.1", port, images, clients=clients, duration_s=duration_s, warmup_s=warmup_s,
+        operation=classify_naively,
     )
     return {"clients": clients, "saturation": load_summary(result)}
 

@@ -1,4 +1,4 @@
-"""How long and how hard each part of the benchmark runs: the full run (about 8 minutes on
+"""How long and how hard each part of the benchmark runs: the full run (about 12 minutes on
 2 cores) and `--quick`, a smoke test of every part (about 2.5 minutes)."""
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ from dataclasses import dataclass
 class Plan:
     images: int
     batch_sizes: tuple[int, ...]
-    ceiling_s: float  # per runtime and batch size
-    saturation_s: float
-    light_s: float
+    ceiling_s: float  # per runtime and batch size, for the table
+    rounds: int  # alternating ceiling / pipeline rounds (bench/paired.py)
+    round_s: float  # each saturated round, ceiling and pipeline alike
+    light_round_s: float
     half_s: float
     warmup_s: float
     saturation_clients: int
     naive_clients: int
     # (subscribers, subscribers per job, jobs finished per second)
     fanout: tuple[tuple[int, int, float], ...]
+    fanout_repeats: int
     submit_s: float
     submit_clients: int
     compare_worker_preprocessing: bool
@@ -27,17 +29,19 @@ class Plan:
 FULL = Plan(
     images=32,
     batch_sizes=(1, 8, 16, 32, 64),
-    ceiling_s=6.0,
-    saturation_s=20.0,
-    light_s=15.0,
-    half_s=20.0,
-    warmup_s=4.0,
+    ceiling_s=5.0,
+    rounds=3,
+    round_s=8.0,
+    light_round_s=5.0,
+    half_s=15.0,
+    warmup_s=2.0,
     # Twice the largest batch in flight keeps the queue from running dry between batches.
     saturation_clients=48,
     naive_clients=48,
     # 10 watchers per job finishing at about twice the pipeline's saturated rate; then hot jobs:
     # 50 watchers each, so that every finish is a burst of 100 sends (running, then succeeded).
     fanout=((1000, 10, 100.0), (5000, 10, 100.0), (5000, 50, 50.0)),
+    fanout_repeats=3,
     submit_s=15.0,
     submit_clients=8,
     compare_worker_preprocessing=True,
@@ -47,13 +51,15 @@ QUICK = Plan(
     images=8,
     batch_sizes=(1, 8),
     ceiling_s=1.0,
-    saturation_s=4.0,
-    light_s=3.0,
+    rounds=1,
+    round_s=3.0,
+    light_round_s=2.0,
     half_s=3.0,
     warmup_s=1.0,
     saturation_clients=16,
     naive_clients=8,
     fanout=((200, 10, 100.0),),
+    fanout_repeats=1,
     submit_s=3.0,
     submit_clients=4,
     compare_worker_preprocessing=False,

@@ -40,17 +40,27 @@ def load(rate: float, p50: float) -> dict[str, object]:
 
 
 def test_report_states_every_target() -> None:
+    spread_of = lambda values: {"median": sorted(values)[len(values) // 2], "min": min(values), "max": max(values), "n": len(values)}  # noqa: E731
     results = {
         "started": "t", "images": "8 images", "duration_s": 1.0,
         "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "python": "3.11", "load_average_at_start": (1, 1, 1)},
         "ceiling": {"onnxruntime": ceiling([50.0, 60.0])},
-        "e2e": {"onnxruntime": {"saturation": load(57.0, 900), "light": load(30, 22.0),
-                                "half": {"rate_per_s": 28.5, **load(28.5, 40)},
-                                "cpu_ms_per_image": {"gateway": 18.0, "worker0": 13.0, "total": 31.0},
-                                "batches": {"mean_batch_size": 12.0}}},
+        "e2e": {"onnxruntime": {
+            "ceiling_batch_size": 8,
+            "rounds": [{"ceiling_images_per_s": 60.0, "images_per_s": 57.0, "ratio": 0.95,
+                        "worker_preprocessing_images_per_s": 40.0}],
+            "ratio": spread_of([0.95]),
+            "saturation": load(57.0, 900), "light": load(30, 22.0), "light_overhead_ms": spread_of([10.0, 9.0, 12.0]),
+            "half": {"rate_per_s": 28.5, **load(28.5, 40)},
+            "cpu_ms_per_image": {"gateway": 18.0, "worker0": 13.0, "total": 31.0},
+            "batches": {"mean_batch_size": 12.0},
+            "worker_preprocessing": {"saturation": load(40.0, 1200), "cpu_ms_per_image": {"total": 45.0},
+                                     "batches": {"mean_batch_size": 9.0}},
+        }},
         "naive": {"clients": 48, "saturation": load(14.25, 3000)},
         "fanout": [{"subscribers": 5000, "jobs": 500, "finish_rate_per_s": 100, "delivered": 5000,
                     "delivery_ms": {"p50": 3, "p95": 10, "p99": 14, "n": 5000}, "max_delivery_ms": 20,
+                    "p99_ms_over_runs": spread_of([14, 12, 30]),
                     "gateway_rss_mb": {"idle": 98, "connected": 400, "peak": 401},
                     "cores_busy": {"gateway": 0.3, "subscribers": 0.1}}],
     }
@@ -60,4 +70,5 @@ def test_report_states_every_target() -> None:
     assert "saturated / ceiling = 0.95 (target ≥ 0.9): met" in markdown
     assert "saturated / naive = 4.0× (target ≥ 6×): MISSED" in markdown
     assert "light-load overhead p50 = 10.0 ms (target ≤ 15 ms): met" in markdown
-    assert "5000 SSE subscribers (10 per job): p99 = 14 ms (target ≤ 250 ms): met" in markdown
+    assert "5000 SSE subscribers (10 per job): p99 = 14 ms, median of 3 runs (target ≤ 250 ms): met" in markdown
+    assert "| worker | 40.0" in markdown
