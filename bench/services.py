@@ -42,16 +42,7 @@ class Services:
             full_env.pop(name, None)
         full_env.update({**BENCH_ENV, **env})
         pipeline = Pipeline(env=full_env, workdir=workdir, port=free_port())
-        try:
-            for _ in range(workers):
-                pipeline.start_worker(wait_ready=False)
-            if gateway:
-                pipeline.start_gateway()
-            for worker in pipeline.workers:
-                pipeline.wait_worker_ready(worker)
-        except BaseException:
-            pipeline.stop()
-            raise
+        pipeline.start(workers=workers, gateway=gateway)
         return pipeline
 
     def naive_server(self, **env: str) -> tuple[subprocess.Popen[bytes], int]:

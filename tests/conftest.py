@@ -31,16 +31,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _start(redis_url: str, workdir: Path, workers: int, gateway: bool, env: dict[str, str]) -> Pipeline:
     redis.Redis.from_url(redis_url).flushdb()
     pipeline = Pipeline(env=pipeline_env(redis_url, workdir, **env), workdir=workdir, port=free_port())
-    try:
-        for _ in range(workers):
-            pipeline.start_worker(wait_ready=False)
-        if gateway:
-            pipeline.start_gateway()
-        for worker in pipeline.workers:
-            pipeline.wait_worker_ready(worker)
-    except BaseException:
-        pipeline.stop()
-        raise
+    pipeline.start(workers=workers, gateway=gateway)
     return pipeline
 
 

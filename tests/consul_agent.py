@@ -24,10 +24,7 @@ from typing import Any, TypeVar
 
 import consul
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-consul"
-AGENT_CONFIG = REPO_ROOT / "consul" / "agent-dev.hcl"
-INTENTIONS_DIR = REPO_ROOT / "consul" / "intentions"
+from shared.mesh_launcher import AGENT_CONFIG, BUILD_SCRIPT, INTENTIONS_DIR
 
 # A cold build compiles ~1,000 packages; generous so a first run on a slow machine still passes.
 BUILD_TIMEOUT_S = 1800.0

@@ -64,6 +64,20 @@ class Pipeline:
 
         wait_until(healthy, 30, "the gateway")
 
+    def start(self, *, workers: int, gateway: bool) -> None:
+        """Start workers and the gateway side by side, then wait for the workers to consume;
+        everything started is stopped again if any part fails."""
+        try:
+            for _ in range(workers):
+                self.start_worker(wait_ready=False)
+            if gateway:
+                self.start_gateway()
+            for worker in self.workers:
+                self.wait_worker_ready(worker)
+        except BaseException:
+            self.stop()
+            raise
+
     def start_worker(self, wait_ready: bool = True) -> subprocess.Popen[bytes]:
         name = f"worker{len(self.workers)}"
         worker = self._spawn(name, "worker", "--hostname", f"{name}@%h")
