@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import consul
 
-from shared.mesh_launcher import AGENT_CONFIG, BUILD_SCRIPT, INTENTIONS_DIR
+from shared.mesh_launcher import AGENT_CONFIG, BUILD_SCRIPT, INTENTIONS_DIR, REPO_ROOT  # noqa: F401 - REPO_ROOT for tests
 
 # A cold build compiles ~1,000 packages; generous so a first run on a slow machine still passes.
 BUILD_TIMEOUT_S = 1800.0
