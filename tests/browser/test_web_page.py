@@ -41,6 +41,11 @@ def open_page(browser: Browser, url: str, width: int = 1100, height: int = 800) 
     page = browser.new_page(viewport={"width": width, "height": height})
     page.uncaught_errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda error: page.uncaught_errors.append(str(error)))  # type: ignore[attr-defined]
+    # Playwright turns on file-chooser interception only while someone listens, and it does so
+    # without waiting: `expect_file_chooser()` followed at once by a key press can open the
+    # chooser before interception is on, and the event never comes. A listener kept for the
+    # page's whole life turns it on here, many round trips before any test opens a chooser.
+    page.on("filechooser", lambda chooser: None)
     page.goto(url)
     expect(page.locator("html")).to_have_attribute("data-ready", "true")
     return page
