@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.constants import INFER_QUEUE
 from shared.errors import AsyncInferError, BacklogFull, DependencyUnavailable, UndecodableImage
 from shared.images import ImageInfo, open_upload
-from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
+from shared.jobs import JobDoc, JobStatus, new_id, new_job, now_rfc3339
 from shared.model_input import pack_pixels, to_model_image
 from shared.queue import enqueue
 from shared.store import Idempotency, JobStore
@@ -70,8 +70,6 @@ class Submitter:
         try:
             enqueue(self.celery, doc["id"])
         except (KombuOperationalError, redis.RedisError, OSError) as e:
-            # Not accepted after all: remove it so that nothing waits for a job never queued.
-            self.store.discard_job(doc["id"])
             raise DependencyUnavailable(f"the queue (Redis) does not answer: {e}") from e
 
     def submit_job(
@@ -81,14 +79,29 @@ class Submitter:
         info, stored = self.inspect(upload)
         self._admit(1)
         doc = new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k)
-        idempotency = None
-        if idempotency_key:
-            fingerprint = hashlib.sha256(f"{info.sha256}:{top_k}".encode()).hexdigest()
-            idempotency = Idempotency(idempotency_key, fingerprint)
+        if not idempotency_key:
+            doc, _ = self.store.create_job(doc, stored)
+            self._enqueue_or_discard(doc)
+            return doc, True
+        fingerprint = hashlib.sha256(f"{info.sha256}:{top_k}".encode()).hexdigest()
+        idempotency = Idempotency(idempotency_key, fingerprint)
         doc, created = self.store.create_job(doc, stored, idempotency)
         if created:
-            self._enqueue(doc)
+            self._enqueue_or_discard(doc, idempotency)
+        elif self.store.needs_enqueue(doc, idempotency):
+            self._enqueue(doc)  # failing here leaves the job for the client's next retry
+        self.store.confirm_enqueued(tenant, idempotency)
         return doc, created
+
+    def _enqueue_or_discard(self, doc: JobDoc, idempotency: Idempotency | None = None) -> None:
+        try:
+            self._enqueue(doc)
+        except DependencyUnavailable:
+            # Not accepted after all: remove it so that nothing waits for a job never queued.
+            self.store.discard_job(doc["id"])
+            if idempotency is not None:
+                self.store.release_claim(doc["tenant"], idempotency)
+            raise
 
     def submit_batch(self, uploads: list[Upload], *, tenant: str, top_k: int) -> dict[str, Any]:
         """All or nothing: every file is checked before any job is created."""
@@ -122,9 +135,22 @@ class Submitter:
             "job_ids": [doc["id"] for doc in jobs],
         }
         self.store.create_batch(batch)
-        for doc in jobs:
-            self._enqueue(doc)
+        for queued, doc in enumerate(jobs):
+            try:
+                self._enqueue(doc)
+            except DependencyUnavailable:
+                self._withdraw_batch(batch_id, jobs, queued)
+                raise
         return batch
+
+    def _withdraw_batch(self, batch_id: str, jobs: list[JobDoc], queued: int) -> None:
+        """All or nothing on enqueue too: the jobs already queued are cancelled (a worker skips
+        them), the others and the batch forgotten."""
+        for doc in jobs[:queued]:
+            self.store.transition(doc["id"], JobStatus.CANCELLED)
+        for doc in jobs[queued:]:
+            self.store.discard_job(doc["id"])
+        self.store.discard_batch(batch_id)
 
 
 class BatchRejected(AsyncInferError):

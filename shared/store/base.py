@@ -135,6 +135,33 @@ class JobStore(ABC):
             )
         return self.get_job(claim["job_id"], tenant=tenant)
 
+    def needs_enqueue(self, doc: JobDoc, idempotency: Idempotency) -> bool:
+        """Whether a job returned for a repeated idempotency key may never have been queued:
+        the request that created it stopped (a gateway crash) between storing and enqueueing.
+        Queuing it again is safe: a worker runs a job only while it is queued or running."""
+        found = self._get(idempotency_key(doc["tenant"], idempotency.key))
+        return status_of(doc) is JobStatus.QUEUED and found is not None and not found[0].get("enqueued")
+
+    def confirm_enqueued(self, tenant: str, idempotency: Idempotency) -> None:
+        """Record on the idempotency claim that its job is on the queue."""
+        key = idempotency_key(tenant, idempotency.key)
+        for _ in range(self.max_cas_retries):
+            found = self._get(key)
+            if found is None or found[0].get("enqueued"):
+                return
+            claim, cas = found
+            try:
+                self._replace(key, {**claim, "enqueued": True}, cas)
+                return
+            except CasMismatch:
+                continue
+            except JobNotFound:
+                return
+
+    def release_claim(self, tenant: str, idempotency: Idempotency) -> None:
+        """Free an idempotency key whose job was never accepted, so that a retry starts afresh."""
+        self._remove(idempotency_key(tenant, idempotency.key))
+
     def discard_job(self, job_id: str) -> None:
         """Forget a job that was never accepted (its enqueue failed)."""
         self._remove(job_key(job_id))
@@ -191,6 +218,9 @@ class JobStore(ABC):
     # ---- batches -------------------------------------------------------------------------
     def create_batch(self, batch: dict[str, Any]) -> None:
         self._insert(batch_key(batch["id"]), batch, self.ttl_s)
+
+    def discard_batch(self, batch_id: str) -> None:
+        self._remove(batch_key(batch_id))
 
     def get_batch(self, batch_id: str, *, tenant: str | None = None) -> dict[str, Any]:
         found = self._get(batch_key(batch_id))

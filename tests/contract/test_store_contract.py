@@ -299,6 +299,36 @@ def test_idempotency_keys_belong_to_their_tenant(store: JobStore) -> None:
     assert theirs_created and theirs["id"] != mine["id"]
 
 
+def test_a_claimed_job_needs_enqueueing_until_its_enqueue_is_confirmed(store: JobStore) -> None:
+    key = Idempotency("key-4", fingerprint="body-a")
+    job, _ = store.create_job(a_job(), IMAGE, key)
+    assert store.needs_enqueue(job, key)
+
+    store.confirm_enqueued(job["tenant"], key)
+    store.confirm_enqueued(job["tenant"], key)  # twice is fine
+
+    replayed, was_created = store.create_job(a_job(), IMAGE, key)
+    assert not was_created and not store.needs_enqueue(replayed, key)
+
+
+def test_a_running_job_never_needs_enqueueing_again(store: JobStore) -> None:
+    key = Idempotency("key-5", fingerprint="body-a")
+    job, _ = store.create_job(a_job(), IMAGE, key)
+    running = store.transition(job["id"], JobStatus.RUNNING)
+    assert not store.needs_enqueue(running, key)
+
+
+def test_a_released_claim_lets_the_key_create_a_new_job(store: JobStore) -> None:
+    key = Idempotency("key-6", fingerprint="body-a")
+    first, _ = store.create_job(a_job(), IMAGE, key)
+    store.discard_job(first["id"])
+    store.release_claim(first["tenant"], key)
+
+    second, was_created = store.create_job(a_job(), IMAGE, key)
+
+    assert was_created and second["id"] != first["id"]
+
+
 # ---- batches -----------------------------------------------------------------------------
 def test_a_batch_lists_its_jobs_in_order(store: JobStore) -> None:
     jobs = [a_job(batch_id="batch-x") for _ in range(3)]

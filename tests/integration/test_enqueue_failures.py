@@ -1,0 +1,118 @@
+"""Between storing a job and queueing it: a queue that fails, or a gateway that dies there,
+never leaves a job that nothing will run. Real Redis, real store, real gateway and worker; the
+broker failure itself is injected at the one call that sends to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from unittest import mock
+
+import httpx
+import pytest
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from shared import submission
+from shared.config import Settings
+from shared.constants import DEFAULT_TENANT, INFER_QUEUE
+from shared.errors import DependencyUnavailable, JobNotFound
+from shared.queue import make_celery
+from shared.store import open_store
+from shared.submission import Submitter, Upload
+from tests import images
+from tests.client import wait_terminal
+from tests.conftest import PipelineFactory
+from tests.pipeline import Pipeline, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+IMAGE = images.jpeg(320, 240, seed=71)
+
+
+@pytest.fixture
+def gateway(make_pipeline: PipelineFactory) -> Pipeline:
+    return make_pipeline(workers=0)
+
+
+@pytest.fixture
+def submitter(gateway: Pipeline) -> Iterator[Submitter]:
+    """What a gateway process runs, in this process, on the same store and Redis database."""
+    settings = Settings(**{key.removeprefix("ASYNCINFER_").lower(): value for key, value in gateway.env.items()
+                           if key.startswith("ASYNCINFER_")})
+    store = open_store(settings)
+    yield Submitter(settings, store, make_celery(settings), redis.Redis.from_url(settings.redis_url))
+    store.close()
+
+
+def queued_messages(pipeline: Pipeline) -> int:
+    return int(redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"]).llen(INFER_QUEUE))
+
+
+def post(client: httpx.Client, key: str) -> httpx.Response:
+    return client.post("/v1/jobs", content=IMAGE, headers={"Content-Type": "image/jpeg", "Idempotency-Key": key})
+
+
+def test_a_gateway_that_died_before_queueing_has_the_job_queued_by_the_clients_retry(
+    gateway: Pipeline, submitter: Submitter
+) -> None:
+    with mock.patch.object(submission, "enqueue", side_effect=SystemExit("killed")), pytest.raises(SystemExit):
+        submitter.submit_job(Upload(IMAGE, "image/jpeg"), tenant=DEFAULT_TENANT, top_k=5, idempotency_key="k-1")
+    assert queued_messages(gateway) == 0  # stored, claimed, never queued
+
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        retried = post(client, "k-1")
+        assert retried.status_code == 202 and retried.headers["idempotent-replayed"] == "true"
+        assert queued_messages(gateway) == 1
+        assert post(client, "k-1").json()["id"] == retried.json()["id"]
+        assert queued_messages(gateway) == 1  # queued once: later retries add nothing
+
+        gateway.start_worker()
+        assert wait_terminal(client, retried.json()["id"])["status"] == "succeeded"
+
+
+def test_a_queue_that_fails_leaves_no_job_and_frees_the_idempotency_key(
+    gateway: Pipeline, submitter: Submitter
+) -> None:
+    down = OperationalError("Error 111 connecting to redis: Connection refused")
+    with mock.patch.object(submission, "enqueue", side_effect=down), pytest.raises(DependencyUnavailable):
+        submitter.submit_job(Upload(IMAGE, "image/jpeg"), tenant=DEFAULT_TENANT, top_k=5, idempotency_key="k-2")
+
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        again = post(client, "k-2")
+        assert again.status_code == 202 and "idempotent-replayed" not in again.headers
+        assert client.get(f"/v1/jobs/{again.json()['id']}").json()["status"] == "queued"
+    assert queued_messages(gateway) == 1
+
+
+def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: Pipeline, submitter: Submitter) -> None:
+    real_enqueue = submission.enqueue
+    sent: list[str] = []
+
+    def fails_on_the_third(app: Celery, job_id: str) -> None:
+        if len(sent) == 2:
+            raise OperationalError("Connection reset by peer")
+        real_enqueue(app, job_id)
+        sent.append(job_id)
+
+    uploads = [Upload(images.jpeg(200, 150, seed=80 + n), "image/jpeg") for n in range(5)]
+    with mock.patch.object(submission, "enqueue", side_effect=fails_on_the_third), \
+            mock.patch.object(submitter.store, "create_job", wraps=submitter.store.create_job) as create, \
+            mock.patch.object(submitter.store, "create_batch", wraps=submitter.store.create_batch) as create_batch, \
+            pytest.raises(DependencyUnavailable):
+        submitter.submit_batch(uploads, tenant=DEFAULT_TENANT, top_k=5)
+
+    stored = [call.args[0]["id"] for call in create.call_args_list]
+    assert len(stored) == 5 and stored[:2] == sent and queued_messages(gateway) == 2
+    for job_id in sent:  # on the queue already: cancelled, so that a worker skips them
+        assert submitter.store.get_job(job_id)["status"] == "cancelled"
+    for job_id in stored[2:]:
+        with pytest.raises(JobNotFound):
+            submitter.store.get_job(job_id)
+    with pytest.raises(JobNotFound):
+        submitter.store.get_batch(create_batch.call_args.args[0]["id"])
+
+    gateway.start_worker()
+    wait_until(lambda: queued_messages(gateway) == 0, 60, "the worker to take the cancelled jobs off the queue")
+    for job_id in sent:
+        assert submitter.store.get_job(job_id)["status"] == "cancelled"
