@@ -30,12 +30,13 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from workers.metrics import MetricsUnavailable
     from workers.model import WeightsUnavailable
     from workers.run import run_worker
 
     try:
         run_worker(get_settings(), loglevel=args.log_level, hostname=args.hostname)
-    except WeightsUnavailable as e:
+    except (WeightsUnavailable, MetricsUnavailable) as e:
         print(f"asyncinfer worker: {e}", file=sys.stderr)
         return 2
     except MeshUnavailable as e:

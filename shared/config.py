@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     # A batch also starts once no job arrived for this long: under load jobs come a Redis round
     # trip apart and batches fill; a lone job waits this, not the whole batch wait.
     batch_idle_ms: int = Field(default=2, ge=0, le=1000)
+    # Prometheus metrics of this worker process (workers/metrics.py) at http://host:port/metrics.
+    # Off by default: several workers on one host would collide on one port.
+    worker_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the worker's /metrics; unset: not served."
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Address the worker's /metrics listens on (0.0.0.0: every interface)."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

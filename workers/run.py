@@ -16,6 +16,7 @@ from shared.queue import make_celery
 from shared.store import open_store
 from workers.batch import process_batch
 from workers.batching import IdleFlushBatches
+from workers.metrics import WorkerMetrics, serve
 from workers.model import Classifier, load_classifier
 
 if TYPE_CHECKING:
@@ -28,10 +29,16 @@ STORE_RETRY_S = 300.0
 
 
 def register_infer_task(
-    app: Celery, classifier: Classifier, lifecycle: JobLifecycle, max_batch_wait_ms: int, batch_idle_ms: int = 2
+    app: Celery,
+    classifier: Classifier,
+    lifecycle: JobLifecycle,
+    max_batch_wait_ms: int,
+    batch_idle_ms: int = 2,
+    metrics: WorkerMetrics | None = None,
 ) -> Any:
     """The batch task: messages are buffered until `max_batch_size` arrived, `max_batch_wait_ms`
-    passed, or none came for `batch_idle_ms` (workers/batching.py), then it runs once with all."""
+    passed, or none came for `batch_idle_ms` (workers/batching.py), then it runs once with all.
+    Each batch's report goes to `metrics`."""
 
     @app.task(  # type: ignore[untyped-decorator]
         name=INFER_TASK,
@@ -44,9 +51,11 @@ def register_infer_task(
     def infer(requests: list[Any]) -> None:
         job_ids = [request.args[0] for request in requests]
         report = process_batch(job_ids, lifecycle, classifier)
+        if metrics is not None:
+            metrics.record(report)
         log.info(
-            "batch of %d: %d inferred in %.1f ms, %d failed",
-            report.delivered, report.inferred, report.inference_ms, report.failed,
+            "batch of %d: %d inferred in %.1f ms, %d failed, %d skipped",
+            report.delivered, report.inferred, report.inference_ms, report.failed, report.skipped,
         )
 
     return infer
@@ -70,6 +79,11 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | No
 
 def _consume(settings: Settings, loglevel: str, hostname: str | None, registration: MeshRegistration | None) -> None:
     classifier = load_classifier(settings)  # before consuming: a worker without a model takes nothing
+    metrics = WorkerMetrics()
+    metrics.set_model(classifier.info)
+    if settings.worker_metrics_port is not None:
+        # Once the model is loaded: a worker that serves metrics has a model to report.
+        serve(settings.worker_metrics_host, settings.worker_metrics_port)
     lifecycle = JobLifecycle(
         open_store(settings),
         EventPublisher(redis.Redis.from_url(settings.redis_url)),
@@ -77,7 +91,7 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
         store_retry_s=STORE_RETRY_S,
     )
     app = make_celery(settings)
-    register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms)
+    register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms, metrics)
     if registration is not None:
         from workers.consumer_heartbeat import consumer_heartbeat_step
 

@@ -1,0 +1,60 @@
+"""A real worker serves its Prometheus metrics on ASYNCINFER_WORKER_METRICS_PORT, and they count
+the jobs sent through the real gateway."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import images
+from tests.client import submit, wait_terminal
+from tests.conftest import PipelineFactory
+from tests.pipeline import free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+JOBS = 3
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the worker's /metrics: (name, sorted labels) → value."""
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_worker_metrics_count_the_jobs_it_ran(make_pipeline: PipelineFactory) -> None:
+    port = free_port()
+    pipeline = make_pipeline(workers=1, ASYNCINFER_WORKER_METRICS_PORT=str(port))
+    before = scrape(port)  # served once the model is loaded, before the first batch
+    assert before[("asyncinfer_worker_batch_size_count", ())] == 0
+    assert before[("asyncinfer_worker_model_info", (
+        ("backend", "tensorflow"), ("device", "cpu"), ("name", "mobilenet_v2"), ("weights", "random"),
+    ))] == 1
+
+    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
+        job_ids = [submit(client, images.jpeg(seed=60 + i))["id"] for i in range(JOBS)]
+        assert [wait_terminal(client, job_id)["status"] for job_id in job_ids] == ["succeeded"] * JOBS
+
+    succeeded = ("asyncinfer_worker_jobs_total", (("error_code", ""), ("outcome", "succeeded")))
+
+    def all_recorded() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        samples = scrape(port)
+        return samples if samples[succeeded] >= JOBS else None
+
+    # A job is written succeeded before its batch's report is recorded: wait for the last one.
+    after = wait_until(all_recorded, 10, "the worker's metrics to count every job")
+    assert after[succeeded] == JOBS
+    batches = after[("asyncinfer_worker_batch_size_count", ())]
+    assert 1 <= batches <= JOBS
+    assert after[("asyncinfer_worker_batch_size_sum", ())] == JOBS
+    assert after[("asyncinfer_worker_inference_seconds_count", ())] == batches
+    assert after[("asyncinfer_worker_inference_seconds_sum", ())] > 0
+    assert after[("asyncinfer_worker_jobs_total", (("error_code", ""), ("outcome", "skipped")))] == 0
+    assert sum(value for (name, labels), value in after.items()
+               if name == "asyncinfer_worker_jobs_total" and ("outcome", "failed") in labels) == 0

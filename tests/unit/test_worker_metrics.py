@@ -1,0 +1,170 @@
+"""The worker's metrics (workers/metrics.py): what a batch report records, and the reports
+process_batch gives for skipped and failed jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shared.config import Settings
+from shared.jobs import ErrorCode
+from shared.model_input import PIXELS_BYTES, PIXELS_HEADER
+from tests.pipeline import free_port
+from workers import batch
+from workers.batch import BatchReport, process_batch
+from workers.metrics import MetricsUnavailable, WorkerMetrics, serve
+
+MODEL_INFO = {"name": "mobilenet_v2", "weights": "random", "backend": "onnxruntime", "device": "cpu"}
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def jobs(registry: CollectorRegistry, outcome: str, error_code: str = "") -> float | None:
+    return registry.get_sample_value("asyncinfer_worker_jobs_total", {"outcome": outcome, "error_code": error_code})
+
+
+def test_a_report_records_batch_size_inference_time_and_outcomes(registry: CollectorRegistry) -> None:
+    metrics = WorkerMetrics(registry)
+
+    metrics.record(BatchReport(delivered=5, inferred=3, skipped=1, failures={ErrorCode.DECODE_ERROR: 1},
+                               inference_ms=40.0))
+    metrics.record(BatchReport(delivered=12, inferred=12, inference_ms=300.0))
+
+    assert registry.get_sample_value("asyncinfer_worker_batch_size_count") == 2
+    assert registry.get_sample_value("asyncinfer_worker_batch_size_sum") == 17
+    assert registry.get_sample_value("asyncinfer_worker_batch_size_bucket", {"le": "4.0"}) == 0
+    assert registry.get_sample_value("asyncinfer_worker_batch_size_bucket", {"le": "8.0"}) == 1
+    assert registry.get_sample_value("asyncinfer_worker_batch_size_bucket", {"le": "16.0"}) == 2
+    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_count") == 2
+    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_sum") == pytest.approx(0.34)
+    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_bucket", {"le": "0.05"}) == 1
+    assert jobs(registry, "succeeded") == 15
+    assert jobs(registry, "skipped") == 1
+    assert jobs(registry, "failed", "decode_error") == 1
+    assert jobs(registry, "failed", "internal") == 0
+
+
+def test_a_batch_without_a_forward_pass_records_no_inference_time(registry: CollectorRegistry) -> None:
+    metrics = WorkerMetrics(registry)
+
+    metrics.record(BatchReport(delivered=2, inferred=0, skipped=2))
+    metrics.record(BatchReport(delivered=3, inferred=0, failures={ErrorCode.INTERNAL: 3}))
+
+    assert registry.get_sample_value("asyncinfer_worker_batch_size_count") == 2
+    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_count") == 0
+    assert jobs(registry, "succeeded") == 0
+    assert jobs(registry, "skipped") == 2
+    assert jobs(registry, "failed", "internal") == 3
+
+
+def test_every_outcome_is_exported_at_zero_before_the_first_batch(registry: CollectorRegistry) -> None:
+    WorkerMetrics(registry)
+
+    assert jobs(registry, "succeeded") == 0 and jobs(registry, "skipped") == 0
+    assert all(jobs(registry, "failed", code.value) == 0 for code in ErrorCode)
+
+
+def test_model_info_is_a_gauge_of_one_labelled_with_the_model(registry: CollectorRegistry) -> None:
+    WorkerMetrics(registry).set_model(MODEL_INFO)
+
+    assert registry.get_sample_value("asyncinfer_worker_model_info", MODEL_INFO) == 1
+
+
+class FakeLifecycle:
+    """begin/image/fail/succeed of JobLifecycle over a dict of job id → (runnable, stored bytes)."""
+
+    def __init__(self, jobs: dict[str, tuple[bool, bytes | None]]) -> None:
+        self.jobs = jobs
+        self.failed: dict[str, ErrorCode] = {}
+        self.succeeded: list[str] = []
+
+    def begin(self, job_id: str) -> dict[str, Any] | None:
+        return {"params": {"top_k": 1}} if self.jobs[job_id][0] else None
+
+    def image(self, job_id: str) -> bytes | None:
+        return self.jobs[job_id][1]
+
+    def fail(self, job_id: str, code: ErrorCode, message: str, **_: Any) -> None:
+        self.failed[job_id] = code
+
+    def succeed(self, job_id: str, **_: Any) -> None:
+        self.succeeded.append(job_id)
+
+
+class FakeClassifier:
+    max_batch_size = 8
+    info = MODEL_INFO
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        if self.fails:
+            raise RuntimeError("out of memory")
+        return np.full((len(inputs), 1000), 1 / 1000, dtype="float32")
+
+
+PIXELS = PIXELS_HEADER + bytes(PIXELS_BYTES)
+
+
+@pytest.fixture(autouse=True)
+def no_keras(monkeypatch: pytest.MonkeyPatch) -> None:
+    """to_model_input imports Keras; stacking is enough for a fake classifier."""
+    monkeypatch.setattr(batch, "to_model_input", lambda images: np.stack(images).astype("float32"))
+
+
+def test_process_batch_reports_skipped_jobs_and_failures_by_code() -> None:
+    lifecycle = FakeLifecycle({
+        "ok1": (True, PIXELS), "done": (False, PIXELS), "gone": (True, None), "bad": (True, b"not an image"),
+        "ok2": (True, PIXELS),
+    })
+
+    report = process_batch(list(lifecycle.jobs), lifecycle, FakeClassifier())  # type: ignore[arg-type]
+
+    assert (report.delivered, report.inferred, report.skipped, report.failed) == (5, 2, 1, 2)
+    assert report.failures == {ErrorCode.INTERNAL: 1, ErrorCode.DECODE_ERROR: 1}
+    assert report.inference_ms > 0
+    assert lifecycle.succeeded == ["ok1", "ok2"]
+    assert lifecycle.failed == {"gone": ErrorCode.INTERNAL, "bad": ErrorCode.DECODE_ERROR}
+
+
+def test_process_batch_reports_a_failed_forward_pass_as_internal_failures() -> None:
+    lifecycle = FakeLifecycle({"a": (True, PIXELS), "b": (True, PIXELS), "done": (False, None)})
+
+    report = process_batch(list(lifecycle.jobs), lifecycle, FakeClassifier(fails=True))  # type: ignore[arg-type]
+
+    assert (report.delivered, report.inferred, report.skipped, report.inference_ms) == (3, 0, 1, 0.0)
+    assert report.failures == {ErrorCode.INTERNAL: 2}
+
+
+def test_serve_answers_metrics_and_a_taken_port_is_one_clear_error(registry: CollectorRegistry) -> None:
+    WorkerMetrics(registry).set_model(MODEL_INFO)
+    port = free_port()
+
+    server = serve("127.0.0.1", port, registry)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'asyncinfer_worker_jobs_total{error_code="",outcome="succeeded"} 0.0' in text
+        assert "asyncinfer_worker_model_info{" in text
+        with pytest.raises(MetricsUnavailable, match=f"ASYNCINFER_WORKER_METRICS_PORT={port}"):
+            serve("127.0.0.1", port, registry)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_metrics_port_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASYNCINFER_WORKER_METRICS_PORT", raising=False)
+    monkeypatch.delenv("ASYNCINFER_WORKER_METRICS_HOST", raising=False)
+    assert Settings().worker_metrics_port is None
+    assert Settings().worker_metrics_host == "127.0.0.1"
+    monkeypatch.setenv("ASYNCINFER_WORKER_METRICS_PORT", "9101")
+    monkeypatch.setenv("ASYNCINFER_WORKER_METRICS_HOST", "0.0.0.0")
+    assert (Settings().worker_metrics_port, Settings().worker_metrics_host) == (9101, "0.0.0.0")
