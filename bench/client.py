@@ -61,14 +61,18 @@ class Connection:
         data = await self.reader.readexactly(size + 2)  # the chunk and its CRLF
         return data[:-2]
 
-    async def post(self, path: str, body: bytes, content_type: str) -> tuple[int, Any]:
+    async def post(self, path: str, body: bytes, content_type: str, expect: int | None = None) -> tuple[int, Any]:
+        """(status, JSON body); HttpError when `expect` is given and the status is another."""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         self.writer.write(head.encode() + body)
         status, headers = await self._head()
-        return status, json.loads(await self._body(headers) or b"null")
+        answer = json.loads(await self._body(headers) or b"null")
+        if expect is not None and status != expect:
+            raise HttpError(f"POST {path}: {status} {answer}")
+        return status, answer
 
     async def follow_until_terminal(self, path: str) -> tuple[str, float]:
         """GET an SSE stream; returns the terminal status and when it arrived (time.time()).
@@ -101,8 +105,6 @@ async def submit_and_wait(conn: Connection, data: bytes, content_type: str) -> t
     """One job end to end: POST /v1/jobs, then its SSE stream to the terminal event.
     Returns (seconds from submit to the terminal event, final status)."""
     started = time.time()
-    status, doc = await conn.post("/v1/jobs", data, content_type)
-    if status != 202:
-        raise HttpError(f"POST /v1/jobs: {status} {doc}")
+    _, doc = await conn.post("/v1/jobs", data, content_type, expect=202)
     final, arrived = await conn.follow_until_terminal(f"/v1/jobs/{doc['id']}/events")
     return arrived - started, final

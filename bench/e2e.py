@@ -10,7 +10,7 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from bench.client import Connection, HttpError
+from bench.client import Connection
 from bench.imageset import BenchImage
 from bench.load import LoadResult, closed_loop
 from bench.services import cpu_s
@@ -99,9 +99,7 @@ def pipeline_pids(pipeline: Pipeline, redis_pid: int) -> dict[str, int]:
 
 async def classify_naively(conn: Connection, image: BenchImage) -> float:
     started = time.time()
-    status, answer = await conn.post("/classify", image.data, image.content_type)
-    if status != 200:
-        raise HttpError(f"POST /classify: {status} {answer}")
+    await conn.post("/classify", image.data, image.content_type, expect=200)
     return time.time() - started
 
 

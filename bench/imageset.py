@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from tests.images import gradients
+
 # From a small camera frame to full HD; JPEG and PNG, so that both decoders are measured.
 SIZES_PX = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
 FORMATS = ("JPEG", "PNG")
@@ -28,12 +30,7 @@ def photo_like(width: int, height: int, seed: int) -> Image.Image:
     """Smooth gradients, shapes, a blur and sensor-like noise: compresses like a photo, not
     like a flat test card (flat images make PNG decoding unrealistically cheap)."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype("float32")
-    channels = [
-        127 + 100 * np.sin(x / rng.uniform(20, 200) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(20, 200))
-        for _ in range(3)
-    ]
-    image = Image.fromarray(np.stack(channels, -1).clip(0, 255).astype("uint8"), "RGB")
+    image = gradients(width, height, rng, amplitude=100, periods_px=(20, 200))
     draw = ImageDraw.Draw(image)
     for _ in range(12):
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))

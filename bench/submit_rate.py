@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.client import Connection, HttpError
+from bench.client import Connection
 from bench.e2e import CpuMeter, host_port, load_summary
 from bench.imageset import BenchImage
 from bench.load import closed_loop
@@ -16,9 +16,7 @@ from bench.services import Services
 
 async def submit_only(conn: Connection, image: BenchImage) -> float:
     started = time.time()
-    status, doc = await conn.post("/v1/jobs", image.data, image.content_type)
-    if status != 202:
-        raise HttpError(f"POST /v1/jobs: {status} {doc}")
+    await conn.post("/v1/jobs", image.data, image.content_type, expect=202)
     return time.time() - started
 
 

@@ -93,7 +93,8 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def _listening(port: int) -> bool:
+def port_accepts(port: int) -> bool:
+    """True once something accepts TCP connections on the loopback port."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -182,7 +183,7 @@ class LocalMesh:
         # links to Redis while it shuts down.
         index = [name for name, _ in self.processes].index(service_id)
         self.processes.insert(index, (f"{service_id} sidecar", proxy))
-        _wait(f"the sidecar of {service_id} to listen", lambda: all(_listening(p) for p in ports),
+        _wait(f"the sidecar of {service_id} to listen", lambda: all(port_accepts(p) for p in ports),
               SIDECAR_START_S, self.processes, self.log_dir)
 
     def start_redis(self, data_dir: Path) -> None:

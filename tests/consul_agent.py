@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,10 +23,10 @@ from typing import Any, TypeVar
 
 import consul
 
-from shared.mesh_launcher import AGENT_CONFIG, BUILD_SCRIPT, INTENTIONS_DIR, REPO_ROOT  # noqa: F401 - REPO_ROOT for tests
+from shared import mesh_launcher
+from shared.config import Settings
+from shared.mesh_launcher import AGENT_CONFIG, INTENTIONS_DIR, REPO_ROOT, free_ports, port_accepts  # noqa: F401 - for tests
 
-# A cold build compiles ~1,000 packages; generous so a first run on a slow machine still passes.
-BUILD_TIMEOUT_S = 1800.0
 AGENT_START_TIMEOUT_S = 30.0
 PROXY_START_TIMEOUT_S = 15.0
 # Health checks registered by tests run every second, so "passing" arrives within a few.
@@ -42,38 +41,8 @@ class ConsulTestError(RuntimeError):
 
 
 def consul_binary() -> Path:
-    """Path of the pinned consul binary, building it via scripts/build-consul if missing."""
-    try:
-        done = subprocess.run(
-            [str(BUILD_SCRIPT)],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        raise ConsulTestError(f"scripts/build-consul failed: {e}") from e
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports free for both TCP and UDP right now (Serf gossips on both).
-
-    All sockets stay bound until every port is chosen, so no port is handed out twice.
-    """
-    with ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < count:
-            tcp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            udp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            ports.append(port)
-        return ports
+    """Path of the pinned consul binary, built by scripts/build-consul if missing."""
+    return mesh_launcher.consul_binary(Settings())
 
 
 def free_port() -> int:
@@ -96,15 +65,6 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interva
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise ConsulTestError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
         time.sleep(interval_s)
-
-
-def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
-    """True once something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:

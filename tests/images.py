@@ -8,15 +8,21 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
+def gradients(width: int, height: int, rng: np.random.Generator, *, amplitude: float,
+              periods_px: tuple[float, float]) -> Image.Image:
+    """Three smooth sine-wave colour channels with random periods: the base of a generated picture."""
+    y, x = np.mgrid[0:height, 0:width].astype("float32")
+    channels = [
+        127 + amplitude * np.sin(x / rng.uniform(*periods_px) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(*periods_px))
+        for _ in range(3)
+    ]
+    return Image.fromarray(np.stack(channels, -1).clip(0, 255).astype("uint8"), "RGB")
+
+
 def picture(width: int = 320, height: int = 240, seed: int = 0, mode: str = "RGB") -> Image.Image:
     """Smooth gradients plus a few shapes: photo-like enough to exercise the decoders."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype("float32")
-    channels = [
-        127 + 120 * np.sin(x / rng.uniform(5, 60) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(5, 60))
-        for _ in range(3)
-    ]
-    image = Image.fromarray(np.stack(channels, -1).clip(0, 255).astype("uint8"), "RGB")
+    image = gradients(width, height, rng, amplitude=120, periods_px=(5, 60))
     draw = ImageDraw.Draw(image)
     for _ in range(6):
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
