@@ -70,9 +70,23 @@ class CouchbaseMock:
         """The mock stops answering but keeps its connections open, like a hung node."""
         self.process.send_signal(signal.SIGSTOP)
         try:
+            # The signal stops the JVM's threads asynchronously: on a busy machine a thread still
+            # running on another core could answer one more request. Go on once all are stopped.
+            deadline = time.monotonic() + 5
+            while not self._all_threads_stopped():
+                if time.monotonic() > deadline:
+                    raise CouchbaseMockError("the mock's JVM did not stop within 5 s of SIGSTOP")
+                time.sleep(0.005)
             yield
         finally:
             self.process.send_signal(signal.SIGCONT)
+
+    def _all_threads_stopped(self) -> bool:
+        states = []
+        for stat in Path(f"/proc/{self.process.pid}/task").glob("*/stat"):
+            with contextlib.suppress(OSError):  # a thread that just exited
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        return bool(states) and all(state in ("T", "t") for state in states)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the mock and wait for the JVM to exit. Safe to call twice."""
