@@ -90,6 +90,8 @@ class Submitter:
             self._enqueue_or_discard(doc, idempotency)
         elif self.store.needs_enqueue(doc, idempotency):
             self._enqueue(doc)  # failing here leaves the job for the client's next retry
+        else:
+            return doc, created  # queued by the request that created it
         self.store.confirm_enqueued(tenant, idempotency)
         return doc, created
 

@@ -144,19 +144,12 @@ class JobStore(ABC):
 
     def confirm_enqueued(self, tenant: str, idempotency: Idempotency) -> None:
         """Record on the idempotency claim that its job is on the queue."""
-        key = idempotency_key(tenant, idempotency.key)
-        for _ in range(self.max_cas_retries):
-            found = self._get(key)
-            if found is None or found[0].get("enqueued"):
-                return
-            claim, cas = found
-            try:
-                self._replace(key, {**claim, "enqueued": True}, cas)
-                return
-            except CasMismatch:
-                continue
-            except JobNotFound:
-                return
+        with contextlib.suppress(JobNotFound):  # an expired claim has nothing left to record
+            self._update_key(
+                idempotency_key(tenant, idempotency.key),
+                lambda claim: None if claim.get("enqueued") else {**claim, "enqueued": True},
+                "the idempotency key has expired",
+            )
 
     def release_claim(self, tenant: str, idempotency: Idempotency) -> None:
         """Free an idempotency key whose job was never accepted, so that a retry starts afresh."""
@@ -183,26 +176,29 @@ class JobStore(ABC):
         `mutate` sees a fresh document on each try and returns the new one, or None to leave
         it unchanged. Returns (document, changed). The image goes once the job is terminal.
         """
-        key = job_key(job_id)
+        doc, changed = self._update_key(job_key(job_id), mutate, f"no job with id {job_id}")
+        if status_of(doc).terminal:
+            # Also when unchanged: an earlier write may have finished the job and then lost its
+            # clean-up.
+            self._drop_image(job_id)
+        return doc, changed
+
+    def _update_key(self, key: str, mutate: Mutation, missing: str) -> tuple[dict[str, Any], bool]:
+        """The CAS retry loop over any document; JobNotFound(`missing`) when it is absent."""
         for _ in range(self.max_cas_retries):
             found = self._get(key)
             if found is None:
-                raise JobNotFound(f"no job with id {job_id}")
+                raise JobNotFound(missing)
             current, cas = found
             new = mutate(current)
             if new is None:
-                if status_of(current).terminal:
-                    # An earlier write may have finished the job and then lost its clean-up.
-                    self._drop_image(job_id)
                 return current, False
             try:
                 self._replace_changes(key, current, new, cas)
             except CasMismatch:
                 continue
-            if status_of(new).terminal:
-                self._drop_image(job_id)
             return new, True
-        raise CasMismatch(f"job {job_id}: gave up after {self.max_cas_retries} CAS conflicts")
+        raise CasMismatch(f"{key}: gave up after {self.max_cas_retries} CAS conflicts")
 
     def _drop_image(self, job_id: str) -> None:
         # Best effort: the transition is already written, and failing here would make its
