@@ -19,9 +19,6 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 # One forward pass: milliseconds for one image on a GPU, seconds for 64 on a slow CPU.
 INFERENCE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-OUTCOMES = ("succeeded", "failed", "skipped")
-
-
 class WorkerMetrics:
     """The worker's metrics in one registry (the process-wide default one in the worker, a fresh
     one in tests)."""

@@ -140,10 +140,6 @@ class Classifier(Protocol):
         """Softmax scores, shape (n, 1000), for a preprocessed batch (n, 224, 224, 3)."""
         ...
 
-    def warm_up(self) -> float:
-        """Prepare for the batch sizes it will see; returns seconds spent."""
-        ...
-
 
 @dataclass
 class KerasClassifier:
@@ -169,12 +165,15 @@ class KerasClassifier:
         function (a tf.function under TensorFlow), never eager per-layer calls."""
         return np.asarray(self.model.predict_on_batch(batch))
 
-    def warm_up(self) -> float:
-        """Trace the compiled function for the sizes it will see; returns seconds spent."""
-        started = time.perf_counter()
-        for size in sorted({1, self.max_batch_size}):
-            self.predict(np.zeros((size, *MODEL_INPUT_SIZE, 3), dtype="float32"))
-        return time.perf_counter() - started
+
+
+def warm_up(classifier: Classifier) -> float:
+    """Run once per batch size it will see (1 and full), so that the first jobs pay neither for
+    tracing the compiled function nor for allocation; returns seconds spent."""
+    started = time.perf_counter()
+    for size in sorted({1, classifier.max_batch_size}):
+        classifier.predict(np.zeros((size, *MODEL_INPUT_SIZE, 3), dtype="float32"))
+    return time.perf_counter() - started
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -218,6 +217,6 @@ def load_classifier(settings: Settings) -> Classifier:
     info = classifier.info
     log.info(
         "model ready: %s runtime on %s, batches up to %d, %.1fs warm-up",
-        info["backend"], info["device"], classifier.max_batch_size, classifier.warm_up(),
+        info["backend"], info["device"], classifier.max_batch_size, warm_up(classifier),
     )
     return classifier

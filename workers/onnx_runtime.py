@@ -118,7 +118,6 @@ class OnnxClassifier:
     weights: str
     device: str
     max_batch_size: int
-    onnx_path: Path
 
     @property
     def info(self) -> dict[str, str]:
@@ -127,13 +126,6 @@ class OnnxClassifier:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Softmax scores, shape (n, 1000)."""
         return np.asarray(self.session.run(None, {INPUT_NAME: batch.astype("float32", copy=False)})[0])
-
-    def warm_up(self) -> float:
-        """Run once per batch size it will see, so the first jobs do not pay for allocation."""
-        started = time.perf_counter()
-        for size in sorted({1, self.max_batch_size}):
-            self.predict(np.zeros((size, *MODEL_INPUT_SIZE, 3), dtype="float32"))
-        return time.perf_counter() - started
 
 
 def load_onnx_classifier(settings: Settings, keras_model: Any, weights: str) -> OnnxClassifier:
@@ -153,5 +145,4 @@ def load_onnx_classifier(settings: Settings, keras_model: Any, weights: str) -> 
         weights=weights,
         device=device,
         max_batch_size=batch_size_for(device, settings.max_batch_size),
-        onnx_path=path,
     )

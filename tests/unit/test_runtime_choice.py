@@ -56,12 +56,11 @@ def test_the_worker_loads_the_runtime_its_settings_name(monkeypatch: pytest.Monk
 
     def fake_onnx(settings: Settings, keras_model: object, weights: str) -> OnnxClassifier:
         chosen.append("onnxruntime")
-        return OnnxClassifier(session=None, weights=weights, device="cpu", max_batch_size=4, onnx_path=None)  # type: ignore[arg-type]
+        return OnnxClassifier(session=None, weights=weights, device="cpu", max_batch_size=4)
 
     monkeypatch.setattr(onnx_runtime, "load_onnx_classifier", fake_onnx)
     monkeypatch.setattr(model, "build_model", lambda weights, seed: (object(), weights))
-    monkeypatch.setattr(OnnxClassifier, "warm_up", lambda self: 0.0)
-    monkeypatch.setattr(KerasClassifier, "warm_up", lambda self: 0.0)
+    monkeypatch.setattr(model, "warm_up", lambda classifier: 0.0)
 
     onnx = load_classifier(Settings(runtime="onnxruntime", weights="random"))
     assert chosen == ["onnxruntime"] and onnx.info["backend"] == "onnxruntime"
