@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.e2e import measure_naive, run
 from bench.fanout import measure_fanout
-from bench.imageset import describe, image_set, load_image_dir, save_image_dir
+from bench.imageset import describe, image_set, save_image_dir
 from bench.paired import measure_runtime
 from bench.plan import FULL, QUICK, Plan
 from bench.profiling import Profiler
@@ -73,8 +73,8 @@ def main() -> int:
 
     log("generating the image set")
     image_dir = workdir / "images"
-    save_image_dir(image_set(plan.images), image_dir)
-    images = load_image_dir(image_dir)
+    images = image_set(plan.images)
+    save_image_dir(images, image_dir)  # the ceiling processes read the set from here
     results["images"] = describe(images)
 
     services = Services(workdir / "services")

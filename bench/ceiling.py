@@ -39,6 +39,7 @@ class Ceiling:
         import numpy as np
 
         from shared.config import Settings
+        from shared.constants import MODEL_INPUT_SIZE
         from workers.model import load_classifier
         from workers.preprocess import decode, to_model_input
 
@@ -48,7 +49,7 @@ class Ceiling:
         self.settings = Settings(weights="random", runtime=runtime, max_batch_size=max(batch_sizes), device="cpu")
         self.classifier = load_classifier(self.settings)
         for size in batch_sizes:  # trace every shape before timing anything
-            self.classifier.predict(np.zeros((size, 224, 224, 3), dtype="float32"))
+            self.classifier.predict(np.zeros((size, *MODEL_INPUT_SIZE, 3), dtype="float32"))
         self.decoded = to_model_input([decode(data) for data in self.images])
         self._cursor = 0
 
@@ -94,6 +95,8 @@ class Ceiling:
         return latencies
 
     def table(self, batch_sizes: list[int], duration_s: float) -> dict[str, object]:
+        from workers.onnx_runtime import intra_op_threads
+
         rows = []
         for size in batch_sizes:
             rates, cpu_ms = self.throughput(size, duration_s)
@@ -108,7 +111,7 @@ class Ceiling:
         return {
             "runtime": self.runtime,
             "backend": self.classifier.info["backend"],
-            "threads": self.settings.intra_op_threads or os.cpu_count(),
+            "threads": intra_op_threads(self.settings.intra_op_threads),
             "rows": rows,
             "batch1_latency_ms": spread(self.batch1_ms(passes=2)),
             "decode_ms": spread(self.decode_ms()),

@@ -8,7 +8,6 @@ import re
 import statistics
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 from bench.client import Connection
 from bench.imageset import BenchImage
@@ -46,13 +45,9 @@ def batch_sizes_from_logs(pipeline: Pipeline) -> dict[str, float]:
     }
 
 
-def host_port(url: str) -> tuple[str, int]:
-    parsed = urlparse(url)
-    return parsed.hostname or "127.0.0.1", parsed.port or 80
-
-
 class CpuMeter:
-    """CPU milliseconds per image of each process (and of this client), over one load phase."""
+    """CPU milliseconds per image of each process (and of this client), summed over one or
+    more load phases (the rounds of bench/paired.py), each between resume() and pause()."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
@@ -65,16 +60,6 @@ class CpuMeter:
         now["clients"] = time.process_time()
         return now
 
-    def start(self) -> None:
-        self._start = self._now()
-
-    def per_image_ms(self, images: int) -> dict[str, float]:
-        end = self._now()
-        spent = {name: (end[name] - self._start[name]) * 1000 / max(1, images) for name in end}
-        spent["total"] = sum(spent.values())
-        return spent
-
-    # Accumulating over several phases (the rounds of bench/paired.py).
     def resume(self) -> None:
         self._start = self._now()
 

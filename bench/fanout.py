@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import Connection
-from bench.e2e import host_port
 from bench.imageset import BenchImage
 from bench.profiling import Profiler
 from bench.services import Services, cpu_s, rss_mb
@@ -93,8 +92,7 @@ async def submit_jobs(host: str, port: int, image: BenchImage, count: int) -> li
     try:
         ids = []
         for _ in range(count):
-            status, doc = await conn.post("/v1/jobs", image.data, image.content_type)
-            assert status == 202, doc
+            _, doc = await conn.post("/v1/jobs", image.data, image.content_type, expect=202)
             ids.append(doc["id"])
         return ids
     finally:
@@ -108,7 +106,7 @@ def measure_fanout(
     pipeline = services.pipeline(workers=0)
     try:
         assert pipeline.gateway is not None
-        host, port = host_port(pipeline.url)
+        host, port = "127.0.0.1", pipeline.port
         job_ids = asyncio.run(submit_jobs(host, port, image, jobs))
         rss_idle_mb, _ = rss_mb(pipeline.gateway.pid)
         finished_file = pipeline.workdir / "finished.json"
@@ -157,14 +155,15 @@ def finish_main(args: argparse.Namespace) -> None:
     import redis
 
     from shared.config import Settings
+    from shared.constants import MODEL_NAME
     from shared.events import EventPublisher
     from shared.lifecycle import JobLifecycle
     from shared.store import open_store
 
     settings = Settings()
     publisher = EventPublisher(redis.Redis.from_url(settings.redis_url))
-    lifecycle = JobLifecycle(open_store(settings), publisher, max_attempts=3)
-    model = {"name": "mobilenet_v2", "weights": "random", "backend": "bench", "device": "cpu"}
+    lifecycle = JobLifecycle(open_store(settings), publisher, max_attempts=settings.max_attempts)
+    model = {"name": MODEL_NAME, "weights": "random", "backend": "bench", "device": "cpu"}
     result = {"predictions": [], "batch_size": 1, "inference_ms": 0.0}
     finished: dict[str, float] = {}
     next_at = time.monotonic()

@@ -12,12 +12,13 @@ import numpy as np
 from fastapi import Body, FastAPI
 
 from shared.config import Settings
+from shared.constants import MODEL_INPUT_SIZE
 from workers.labels import imagenet_labels
 from workers.model import build_model
 from workers.preprocess import decode, to_model_input, top_k
 
 model, _ = build_model("random", Settings().random_seed)
-model.predict(np.zeros((1, 224, 224, 3), dtype="float32"), verbose=0)  # builds predict's function once
+model.predict(np.zeros((1, *MODEL_INPUT_SIZE, 3), dtype="float32"), verbose=0)  # builds predict's function once
 app = FastAPI()
 
 

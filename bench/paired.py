@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import CpuMeter, batch_sizes_from_logs, host_port, load_summary, pipeline_pids
+from bench.e2e import CpuMeter, batch_sizes_from_logs, load_summary, pipeline_pids
 from bench.imageset import BenchImage
 from bench.load import LoadResult, closed_loop, open_loop
 from bench.plan import Plan
@@ -67,10 +67,9 @@ class CeilingProcess:
 
 
 async def saturate(pipeline: Pipeline, images: list[BenchImage], plan: Plan, meter: CpuMeter) -> LoadResult:
-    host, port = host_port(pipeline.url)
     meter.resume()
-    result = await closed_loop(host, port, images, clients=plan.saturation_clients, duration_s=plan.round_s,
-                               warmup_s=plan.warmup_s)
+    result = await closed_loop("127.0.0.1", pipeline.port, images, clients=plan.saturation_clients,
+                               duration_s=plan.round_s, warmup_s=plan.warmup_s)
     meter.pause(result.total_completed)
     return result
 
@@ -138,7 +137,7 @@ def measure_runtime(
             }
             other.stop()
 
-        host, port = host_port(main.url)
+        host, port = "127.0.0.1", main.port
         light: list[LoadResult] = []
         overheads_ms = []
         for _ in range(plan.rounds):

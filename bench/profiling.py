@@ -21,10 +21,6 @@ class Profiler:
         self.rate_hz = rate_hz
         self._running: list[tuple[Path, subprocess.Popen[bytes]]] = []
 
-    @property
-    def enabled(self) -> bool:
-        return self.out_dir is not None
-
     def start(self, phase: str, pids: dict[str, int], duration_s: float) -> None:
         if self.out_dir is None:
             return

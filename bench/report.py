@@ -19,19 +19,12 @@ def best_ceiling(ceiling: dict[str, Any]) -> tuple[float, int]:
     return row["images_per_s"]["median"], row["batch_size"]
 
 
-def light_overhead_ms(results: dict[str, Any], runtime: str) -> float | None:
-    """Median over the light-load rounds of (pipeline p50 − ceiling batch-1 p50), each pair
-    measured back to back."""
+def paired_median(results: dict[str, Any], runtime: str, key: str) -> float | None:
+    """The median over rounds of a paired figure of `runtime`'s end-to-end results, each round a
+    ceiling and a pipeline measurement back to back: `ratio` (pipeline / ceiling throughput) or
+    `light_overhead_ms` (pipeline p50 − ceiling batch-1 p50 at light load). None when not measured."""
     e2e = results.get("e2e", {}).get(runtime)
-    if not e2e or "light_overhead_ms" not in e2e:
-        return None
-    return float(e2e["light_overhead_ms"]["median"])
-
-
-def ceiling_ratio(results: dict[str, Any], runtime: str) -> float | None:
-    """Median over rounds of pipeline / ceiling throughput, each pair measured back to back."""
-    e2e = results.get("e2e", {}).get(runtime)
-    return None if not e2e or "ratio" not in e2e else float(e2e["ratio"]["median"])
+    return None if not e2e or key not in e2e else float(e2e[key]["median"])
 
 
 def _range(bins: dict[str, Any]) -> str:
@@ -152,7 +145,7 @@ def target_lines(results: dict[str, Any]) -> list[str]:
     lines = []
     for runtime, e2e in results.get("e2e", {}).items():
         rate = e2e["saturation"]["images_per_s"]
-        ratio = ceiling_ratio(results, runtime)
+        ratio = paired_median(results, runtime, "ratio")
         if ratio is not None:
             lines.append(f"- {runtime}: saturated / ceiling = {ratio:.2f} (target ≥ {TARGET_CEILING_RATIO}): "
                          f"{mark(ratio >= TARGET_CEILING_RATIO)}")
@@ -160,7 +153,7 @@ def target_lines(results: dict[str, Any]) -> list[str]:
             times = rate / results["naive"]["saturation"]["images_per_s"]
             lines.append(f"- {runtime}: saturated / naive = {times:.1f}× (target ≥ {TARGET_NAIVE_RATIO:.0f}×): "
                          f"{mark(times >= TARGET_NAIVE_RATIO)}")
-        overhead = light_overhead_ms(results, runtime)
+        overhead = paired_median(results, runtime, "light_overhead_ms")
         if overhead is not None:
             lines.append(f"- {runtime}: light-load overhead p50 = {overhead:.1f} ms "
                          f"(target ≤ {TARGET_OVERHEAD_MS:.0f} ms): {mark(overhead <= TARGET_OVERHEAD_MS)}")

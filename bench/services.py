@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import redis
 
+from shared.launcher import wait_healthy
 from shared.redis_server import start_redis
-from tests.pipeline import ROOT, Pipeline, free_port, pipeline_env, wait_until
+from tests.pipeline import ROOT, Pipeline, free_port, pipeline_env
 
 # The integration tests shorten the visibility timeout to test redelivery; a benchmark keeps the
 # production default, and lifts the backlog limit so that a paused worker never turns submits
@@ -55,15 +55,8 @@ class Services:
             env=full_env, cwd=ROOT, stdout=log, stderr=log,
         )
         log.close()
-
-        def ready() -> bool:
-            assert process.poll() is None, (self.workdir / "naive.log").read_text()
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 180, "the naive server", interval_s=0.25)
+        if not wait_healthy(f"http://127.0.0.1:{port}", process, timeout_s=180):
+            raise RuntimeError(f"the naive server did not answer:\n{(self.workdir / 'naive.log').read_text()}")
         return process, port
 
     def stop(self) -> None:

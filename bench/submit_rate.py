@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from bench.client import Connection
-from bench.e2e import CpuMeter, host_port, load_summary
+from bench.e2e import CpuMeter, load_summary
 from bench.imageset import BenchImage
 from bench.load import closed_loop
 from bench.services import Services
@@ -26,16 +26,17 @@ def measure_submit_rate(
     pipeline = services.pipeline(workers=0)
     try:
         assert pipeline.gateway is not None
-        host, port = host_port(pipeline.url)
         meter = CpuMeter({"gateway": pipeline.gateway.pid, "redis": services.redis.pid})
-        meter.start()
+        meter.resume()
         result = asyncio.run(closed_loop(
-            host, port, images, clients=clients, duration_s=duration_s, warmup_s=warmup_s, operation=submit_only,
+            "127.0.0.1", pipeline.port, images, clients=clients, duration_s=duration_s, warmup_s=warmup_s,
+            operation=submit_only,
         ))
+        meter.pause(result.total_completed)
         return {
             "clients": clients,
             **load_summary(result),
-            "cpu_ms_per_job": meter.per_image_ms(result.total_completed),
+            "cpu_ms_per_job": meter.totals(),
         }
     finally:
         pipeline.stop()

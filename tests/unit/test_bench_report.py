@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from bench.load import LoadResult, measured_window
-from bench.report import best_ceiling, light_overhead_ms, render
+from bench.report import best_ceiling, paired_median, render
 from bench.stats import percentile, spread
 
 
@@ -65,7 +65,7 @@ def test_report_states_every_target() -> None:
                     "cores_busy": {"gateway": 0.3, "subscribers": 0.1}}],
     }
     assert best_ceiling(results["ceiling"]["onnxruntime"]) == (60.0, 8)
-    assert light_overhead_ms(results, "onnxruntime") == 10.0
+    assert paired_median(results, "onnxruntime", "light_overhead_ms") == 10.0
     markdown = render(results)
     assert "saturated / ceiling = 0.95 (target ≥ 0.9): met" in markdown
     assert "saturated / naive = 4.0× (target ≥ 6×): MISSED" in markdown
