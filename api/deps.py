@@ -43,12 +43,19 @@ def tenant_of_key(settings: Settings, key: str | None) -> str:
     raise Unauthorized("send a valid key in the X-API-Key header (or Authorization: Bearer)")
 
 
-async def get_tenant(
-    settings: SettingsDep,
+async def get_header_key(
     x_api_key: Annotated[str | None, Header(description="API key, when keys are configured")] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> str:
-    return tenant_of_key(settings, x_api_key or (authorization or "").removeprefix("Bearer ").strip())
+    """The API key sent in X-API-Key or as Authorization: Bearer; empty when none."""
+    return x_api_key or (authorization or "").removeprefix("Bearer ").strip()
+
+
+HeaderKeyDep = Annotated[str, Depends(get_header_key)]
+
+
+async def get_tenant(settings: SettingsDep, header_key: HeaderKeyDep) -> str:
+    return tenant_of_key(settings, header_key)
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
@@ -56,14 +63,12 @@ TenantDep = Annotated[str, Depends(get_tenant)]
 
 async def get_stream_tenant(
     settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header(description="API key, when keys are configured")] = None,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    header_key: HeaderKeyDep,
     api_key: Annotated[
         str | None,
         Query(description="API key for browsers' EventSource, which cannot send headers (event streams only)"),
     ] = None,
 ) -> str:
-    header_key = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
     return tenant_of_key(settings, header_key or api_key)
 
 

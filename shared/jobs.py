@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -114,3 +115,8 @@ def error_info(code: ErrorCode, message: str, *, retryable: bool = False) -> dic
 def public_view(doc: JobDoc) -> JobDoc:
     """The document as clients see it (internal bookkeeping removed)."""
     return {key: value for key, value in doc.items() if not key.startswith("_")}
+
+
+def canonical_json(doc: dict[str, Any]) -> str:
+    """One spelling of a document, for telling whether two are the same."""
+    return json.dumps(doc, sort_keys=True)

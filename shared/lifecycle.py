@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,7 +9,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from shared.errors import StoreUnavailable
 from shared.events import EventPublisher
-from shared.jobs import ErrorCode, JobDoc, JobStatus, error_info, status_of, transition
+from shared.jobs import ErrorCode, JobDoc, JobStatus, canonical_json, error_info, status_of, transition
 from shared.store import JobStore
 from shared.store.base import Mutation
 
@@ -31,16 +30,12 @@ class _AppliedOnce:
         self.landed_earlier = False
 
     def __call__(self, doc: JobDoc) -> JobDoc | None:
-        if self._produced is not None and _canonical(doc) == self._produced:
+        if self._produced is not None and canonical_json(doc) == self._produced:
             self.landed_earlier = True
             return None
         new = self._mutate(doc)
-        self._produced = None if new is None else _canonical(new)
+        self._produced = None if new is None else canonical_json(new)
         return new
-
-
-def _canonical(doc: JobDoc) -> str:
-    return json.dumps(doc, sort_keys=True)
 
 
 class JobLifecycle:

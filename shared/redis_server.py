@@ -9,15 +9,29 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class RedisUnavailable(RuntimeError):
     pass
 
 
+def ping_on_a_new_connection(url: str, timeout_s: float) -> None:
+    """PING Redis over a connection opened for this alone, one attempt; raises RedisError."""
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout_s).ping())
+        ping_on_a_new_connection(url, timeout_s)
+        return True
     except redis.RedisError:
         return False
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep
 from api.metrics import refresh_gauges
 from api.problems import problem
 from api.services import Services
+from shared.redis_server import ping_on_a_new_connection
 
 router = APIRouter(tags=["health"])
 
@@ -25,25 +23,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def ping_redis_on_a_new_connection(url: str) -> None:
-    """PING Redis over a connection opened for this check alone, one attempt, short timeouts.
-
-    Not the pooled client: a pooled connection that is already open keeps working when the
-    mesh starts denying this gateway (Consul's sidecar authorizes only at the TLS handshake),
-    so only a new connection tells whether the gateway can still reach Redis.
-    """
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0))
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
 def check_dependencies(services: Services) -> dict[str, str]:
     """`ok` or the error, for each dependency this gateway needs."""
     checks: dict[str, str] = {}
     probes: dict[str, Any] = {
-        "redis": lambda: ping_redis_on_a_new_connection(services.settings.redis_url),
+        # Not the pooled client: a pooled connection that is already open keeps working when the
+        # mesh starts denying this gateway (Consul's sidecar authorizes only at the TLS
+        # handshake), so only a new connection tells whether the gateway can still reach Redis.
+        "redis": lambda: ping_on_a_new_connection(services.settings.redis_url, timeout_s=2),
         "store": services.store.ping,
     }
     probes.update(services.extra_readiness_probes)

@@ -20,8 +20,8 @@ from httpx_sse import SSEError, aconnect_sse
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 
 from shared.client.retry import RETRYABLE_STATUSES, RetryableResponse, WaitRetryAfter, is_retryable, parse_retry_after
+from shared.jobs import TERMINAL
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 PREFLIGHT_RETRY_S = 10.0
 LONG_POLL_S = 30
 # Consecutive stream failures before falling back to long polling: enough to ride out one

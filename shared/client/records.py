@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shared.jobs import JobStatus
+
 # Job statuses, as the gateway reports them.
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
+SUCCEEDED = JobStatus.SUCCEEDED.value
+FAILED = JobStatus.FAILED.value
+CANCELLED = JobStatus.CANCELLED.value
 # The gateway refused the file itself (413, 415, 422, 400): sending it again changes nothing.
 REJECTED = "rejected"
 # Nothing final is known (unreadable file, retries exhausted, timed out): worth another run.

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.client.records import CANCELLED, FAILED, REJECTED, SUCCEEDED, FileResult
+from shared.client.records import REJECTED, FileResult
 from shared.client.results_file import result_key
+from shared.jobs import TERMINAL
 
 # Outcomes that another submission would only repeat: the idempotency key returns the same
 # finished job, and a refused file is refused again. `error` (retries exhausted, timed out,
 # unreadable) is not among them: the next run tries that file again.
-SETTLED = frozenset({SUCCEEDED, FAILED, CANCELLED, REJECTED})
+SETTLED = frozenset({*TERMINAL, REJECTED})
 
 
 def is_settled(result: FileResult | None) -> bool:

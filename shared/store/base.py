@@ -139,8 +139,10 @@ class JobStore(ABC):
         """Whether a job returned for a repeated idempotency key may never have been queued:
         the request that created it stopped (a gateway crash) between storing and enqueueing.
         Queuing it again is safe: a worker runs a job only while it is queued or running."""
+        if status_of(doc) is not JobStatus.QUEUED:
+            return False
         found = self._get(idempotency_key(doc["tenant"], idempotency.key))
-        return status_of(doc) is JobStatus.QUEUED and found is not None and not found[0].get("enqueued")
+        return found is not None and not found[0].get("enqueued")
 
     def confirm_enqueued(self, tenant: str, idempotency: Idempotency) -> None:
         """Record on the idempotency claim that its job is on the queue."""

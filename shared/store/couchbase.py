@@ -11,7 +11,6 @@ therefore never extends a job's life.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -53,6 +52,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 
 from shared.config import Settings
 from shared.errors import CasMismatch, DocumentExists, JobNotFound, StoreMisconfigured, StoreUnavailable
+from shared.jobs import canonical_json
 from shared.store.base import Cas, JobStore
 from shared.store.subdoc import changes_as_specs
 
@@ -157,7 +157,7 @@ class CouchbaseStore(JobStore):
             key,
             lambda: self.collection.insert(key, stored, options),
             read_back=lambda: self._stored_json(key),
-            expected=_canonical(stored),
+            expected=canonical_json(stored),
         )
 
     def _get(self, key: str) -> tuple[dict[str, Any], Cas] | None:
@@ -233,7 +233,7 @@ class CouchbaseStore(JobStore):
 
     def _stored_json(self, key: str) -> str | None:
         found = self._get(key)
-        return None if found is None else _canonical(found[0])
+        return None if found is None else canonical_json(found[0])
 
     def _insert_settled(
         self, key: str, insert: Callable[[], object], *, read_back: Callable[[], T | None], expected: T
@@ -280,7 +280,3 @@ class CouchbaseStore(JobStore):
             # After an ambiguous write the caller re-reads before deciding again (see
             # JobLifecycle), so a write that did land is not applied twice.
             raise StoreUnavailable(f"Couchbase {operation} {key}: {type(e).__name__}") from e
-
-
-def _canonical(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, sort_keys=True)

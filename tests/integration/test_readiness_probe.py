@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from api.routes.health import ping_redis_on_a_new_connection
+from shared.redis_server import ping_on_a_new_connection
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_each_probe_opens_its_own_connection_and_closes_it(redis_url: str) -> No
         clients_before = observer.info("clients")["connected_clients"]
 
         for _ in range(3):
-            ping_redis_on_a_new_connection(f"{redis_url}/0")
+            ping_on_a_new_connection(f"{redis_url}/0", timeout_s=2)
 
         assert observer.info("stats")["total_connections_received"] - before == 3
         assert observer.info("clients")["connected_clients"] == clients_before
@@ -70,5 +70,5 @@ def test_a_refused_or_silent_link_fails_the_probe_quickly(behaviour: str, within
     with listener(behaviour) as port:
         started = time.monotonic()
         with pytest.raises(redis.RedisError):  # ConnectionError or TimeoutError
-            ping_redis_on_a_new_connection(f"redis://127.0.0.1:{port}/0")
+            ping_on_a_new_connection(f"redis://127.0.0.1:{port}/0", timeout_s=2)
         assert time.monotonic() - started < within_s
