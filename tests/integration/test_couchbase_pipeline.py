@@ -43,9 +43,7 @@ def pipeline(mock: CouchbaseMock, redis_db: str, tmp_path_factory: pytest.TempPa
     workdir = tmp_path_factory.mktemp("couchbase-pipeline")
     started = Pipeline(env=pipeline_env(redis_db, workdir, **mock.app_env()), workdir=workdir, port=free_port())
     try:
-        worker = started.start_worker(wait_ready=False)
-        started.start_gateway()
-        started.wait_worker_ready(worker)
+        started.start(workers=1, gateway=True)
         yield started
     finally:
         started.stop()
