@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -56,3 +57,10 @@ def make_pipeline(redis_url: str, tmp_path: Path) -> Iterator[PipelineFactory]:
     yield factory
     for item in started:
         item.stop()
+
+
+@pytest.fixture
+def client(pipeline: Pipeline) -> Iterator[httpx.Client]:
+    """An HTTP client for the gateway of `pipeline` (a module's own `pipeline` fixture applies)."""
+    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
+        yield client

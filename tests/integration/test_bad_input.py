@@ -10,7 +10,6 @@ import pytest
 
 from tests import images
 from tests.client import submit, wait_terminal
-from tests.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -49,12 +48,6 @@ CASES = {
     "unknown batch": (lambda c: c.get("/v1/batches/nope"), 404, "no batch"),
     "wait out of range": (lambda c: c.get("/v1/jobs/x", params={"wait": 31}), 400, "wait"),
 }
-
-
-@pytest.fixture(scope="module")
-def client(pipeline: Pipeline) -> httpx.Client:
-    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
-        yield client
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -50,12 +50,6 @@ def pipeline(mock: CouchbaseMock, redis_db: str, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture
-def client(pipeline: Pipeline) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture
 def couchbase(mock: CouchbaseMock) -> Iterator[CouchbaseStore]:
     from tests.contract.conftest import couchbase_settings
 

@@ -7,15 +7,8 @@ import pytest
 
 from tests import images
 from tests.client import stream_events, submit, wait_terminal
-from tests.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def client(pipeline: Pipeline) -> httpx.Client:
-    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
-        yield client
 
 
 def test_single_job_streams_every_status_to_the_result(client: httpx.Client) -> None:
