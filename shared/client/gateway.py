@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 
+from shared.client.records import one_line
 from shared.client.retry import RETRYABLE_STATUSES, RetryableResponse, WaitRetryAfter, is_retryable, parse_retry_after
 from shared.jobs import TERMINAL
 
@@ -61,7 +60,7 @@ def problem_detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return " ".join(response.text.split())[:300] or response.reason_phrase
+        return one_line(response.text)[:300] or response.reason_phrase
     if isinstance(body, dict) and body.get("detail"):
         return str(body["detail"])
     return response.reason_phrase
@@ -86,10 +85,10 @@ class Gateway:
         self.client = client
         self.retry_for_s = retry_for_s
 
-    @asynccontextmanager
-    async def _retrying(self, retry_for_s: float | None = None) -> AsyncIterator[AsyncRetrying]:
-        """Retries of 429/502/503/504 and connection errors, honouring Retry-After, for at most
-        `retry_for_s`; past that, GatewayUnavailable."""
+    async def _request(self, method: str, url: str, *, retry_for_s: float | None = None,
+                       **kwargs: Any) -> httpx.Response:
+        """One request, retried on 429/502/503/504 and connection errors, honouring Retry-After,
+        for at most `retry_for_s`; past that, GatewayUnavailable. Other problems raise at once."""
         budget_s = self.retry_for_s if retry_for_s is None else retry_for_s
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
@@ -97,45 +96,37 @@ class Gateway:
             stop=stop_after_delay(budget_s),
             reraise=True,
         )
+
+        async def once() -> httpx.Response:
+            response = await self.client.request(method, url, **kwargs)
+            raise_for_problem(response)
+            return response
+
         try:
-            yield retrying
+            return await retrying(once)
         except (RetryableResponse, httpx.TransportError) as e:
             raise GatewayUnavailable(f"gave up after {budget_s:.0f} s of retries: {describe(e)}") from e
 
     async def check_reachable(self) -> None:
         """A wrong URL fails in seconds; a gateway that goes away later gets the full budget."""
-        async with self._retrying(min(self.retry_for_s, PREFLIGHT_RETRY_S)) as retrying:
-            async for attempt in retrying:
-                with attempt:
-                    raise_for_problem(await self.client.get("/healthz", timeout=5))
+        await self._request("GET", "/healthz", retry_for_s=min(self.retry_for_s, PREFLIGHT_RETRY_S), timeout=5)
 
     async def submit(self, filename: str, data: bytes, content_type: str, *, top_k: int, key: str) -> dict[str, Any]:
         """The accepted job (a replay of the first one when the key was seen before)."""
-        async with self._retrying() as retrying:
-            async for attempt in retrying:
-                with attempt:
-                    response = await self.client.post(
-                        "/v1/jobs",
-                        params={"top_k": top_k},
-                        files={"file": (filename, data, content_type)},
-                        headers={"Idempotency-Key": key},
-                    )
-                    raise_for_problem(response)
-                    job: dict[str, Any] = response.json()
-                    return job
-        raise AssertionError("unreachable")  # AsyncRetrying either returns or raises
+        response = await self._request(
+            "POST",
+            "/v1/jobs",
+            params={"top_k": top_k},
+            files={"file": (filename, data, content_type)},
+            headers={"Idempotency-Key": key},
+        )
+        job: dict[str, Any] = response.json()
+        return job
 
     async def get_job(self, job_id: str, wait_s: float = 0) -> dict[str, Any]:
-        async with self._retrying() as retrying:
-            async for attempt in retrying:
-                with attempt:
-                    response = await self.client.get(
-                        f"/v1/jobs/{job_id}", params={"wait": wait_s}, timeout=wait_s + 15
-                    )
-                    raise_for_problem(response)
-                    doc: dict[str, Any] = response.json()
-                    return doc
-        raise AssertionError("unreachable")
+        response = await self._request("GET", f"/v1/jobs/{job_id}", params={"wait": wait_s}, timeout=wait_s + 15)
+        doc: dict[str, Any] = response.json()
+        return doc
 
     async def wait(self, job: dict[str, Any]) -> dict[str, Any]:
         """The job's terminal document."""

@@ -20,14 +20,14 @@ from shared.client.results_file import ResultsWriter
 class SubmitOptions:
     paths: list[str]
     url: str
-    api_key: str | None = None
-    top_k: int = 5
-    concurrency: int = 8
-    out: Path | None = None
-    resume: bool = False
-    recursive: bool = False
-    timeout_s: float = 600.0
-    retry_for_s: float = 120.0
+    api_key: str | None
+    top_k: int
+    concurrency: int
+    out: Path | None
+    resume: bool
+    recursive: bool
+    timeout_s: float
+    retry_for_s: float
 
 
 class FatalError(Exception):
