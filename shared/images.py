@@ -1,6 +1,6 @@
 """Cheap, strict checks of an uploaded image, and the one way images are opened.
 
-The gateway runs `inspect_image` (or `open_upload`) before accepting a job; the worker opens the
+The gateway runs `open_upload` before accepting a job; the worker opens the
 same bytes with `open_image`, so what the gateway accepts is what the worker can decode.
 """
 
@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from shared.constants import MODEL_INPUT_SIZE, SUPPORTED_IMAGE_TYPES
 from shared.errors import BadRequest, ImageTooLarge, UndecodableImage, UnsupportedImageType
 
-# We check pixel counts ourselves before decoding (see inspect_image), with a clearer error.
+# We check pixel counts ourselves before decoding (see open_upload), with a clearer error.
 Image.MAX_IMAGE_PIXELS = None
 
 _FORMAT_TO_TYPE = {
@@ -80,19 +80,6 @@ def use_draft_mode(image: Image.Image) -> None:
         image.draft("RGB", MODEL_INPUT_SIZE)
 
 
-def inspect_image(
-    data: bytes,
-    declared_type: str | None,
-    *,
-    max_bytes: int,
-    max_pixels: int,
-    min_side_px: int,
-) -> ImageInfo:
-    """Validate an upload; raise the error the API reports, or return what it is."""
-    info, _ = open_upload(data, declared_type, max_bytes=max_bytes, max_pixels=max_pixels, min_side_px=min_side_px)
-    return info
-
-
 def open_upload(
     data: bytes,
     declared_type: str | None,
@@ -101,8 +88,9 @@ def open_upload(
     max_pixels: int,
     min_side_px: int,
 ) -> tuple[ImageInfo, Image.Image]:
-    """`inspect_image`, also returning the image it decoded (in JPEG draft mode), so that the
-    caller can go on from there without decoding the upload a second time."""
+    """Validate an upload and raise the error the API reports; or return what it is and the
+    image it decoded (in JPEG draft mode), so that the caller goes on from there without
+    decoding the upload a second time."""
     if not data:
         raise BadRequest("the request carries no image: the body is empty")
     if len(data) > max_bytes:

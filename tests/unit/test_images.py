@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import BadRequest, ImageTooLarge, UndecodableImage, UnsupportedImageType
-from shared.images import inspect_image, normalise_declared_type, sniff_type
+from shared.images import normalise_declared_type, open_upload, sniff_type
 from tests import images
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000, "min_side_px": 8}
@@ -26,13 +26,13 @@ def test_declared_types_are_normalised() -> None:
 
 
 def test_a_good_image_is_described() -> None:
-    info = inspect_image(images.jpeg(320, 240), "image/jpeg", **LIMITS)
+    info, _ = open_upload(images.jpeg(320, 240), "image/jpeg", **LIMITS)
     assert (info.content_type, info.width, info.height) == ("image/jpeg", 320, 240)
     assert len(info.sha256) == 64
 
 
 def test_the_stored_size_is_reported_even_with_draft_decoding() -> None:
-    info = inspect_image(images.jpeg(1600, 1200), None, **{**LIMITS, "max_bytes": 10_000_000})
+    info, _ = open_upload(images.jpeg(1600, 1200), None, **{**LIMITS, "max_bytes": 10_000_000})
     assert (info.width, info.height) == (1600, 1200)
 
 
@@ -48,4 +48,4 @@ def test_the_stored_size_is_reported_even_with_draft_decoding() -> None:
 ])
 def test_bad_uploads_raise_the_error_the_api_reports(data: bytes, declared: str | None, error: type) -> None:
     with pytest.raises(error):
-        inspect_image(data, declared, **LIMITS)
+        open_upload(data, declared, **LIMITS)
