@@ -29,6 +29,10 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Where a broadcast event keeps its SSE encoding, shared by all the streams it goes to.
+_ENCODED_KEY = "_sse_bytes"
+
+
 def status_event(data: dict[str, Any], seq: int) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(data), event="status", id=str(seq))
 
@@ -43,8 +47,6 @@ def live_status_event(message: dict[str, Any]) -> bytes:
         encoded = message[_ENCODED_KEY] = status_event(message["doc"], message["seq"]).encode()
     return encoded
 
-
-_ENCODED_KEY = "_sse_bytes"
 
 
 def replay(doc: JobDoc, after_seq: int) -> Iterator[ServerSentEvent]:
