@@ -12,6 +12,8 @@ const AUTO_RETRIES = 3;
 // itself in between, sending Last-Event-ID so nothing is missed).
 const STREAM_ERRORS_BEFORE_POLLING = 3;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+// A card is finished once its job is, or once the server refused the file ("rejected").
+const FINISHED = new Set([...TERMINAL, "rejected"]);
 
 const STATE_LABELS = {
   uploading: "Uploading",
@@ -361,14 +363,13 @@ function addFiles(fileList) {
   const files = Array.from(fileList || []);
   if (files.length === 0) return;
   for (const file of files) upload(createItem(file));
-  page.empty.hidden = true;
   updateSummary();
 }
 
 function updateSummary() {
   const count = (predicate) => items.filter(predicate).length;
   const done = count((item) => item.state === "succeeded");
-  const failed = count((item) => ["failed", "rejected", "cancelled"].includes(item.state));
+  const failed = count((item) => FINISHED.has(item.state) && item.state !== "succeeded");
   const active = items.length - done - failed;
   const parts = [`${items.length} ${items.length === 1 ? "image" : "images"}`, `${done} done`];
   if (failed) parts.push(`${failed} failed`);
@@ -380,7 +381,7 @@ function updateSummary() {
 
 function clearFinished() {
   for (const item of [...items]) {
-    if (!["succeeded", "failed", "rejected", "cancelled"].includes(item.state)) continue;
+    if (!FINISHED.has(item.state)) continue;
     if (item.thumbnailUrl) URL.revokeObjectURL(item.thumbnailUrl);
     item.node.remove();
     items.splice(items.indexOf(item), 1);
