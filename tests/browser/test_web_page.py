@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,8 +37,7 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def open_page(browser: Browser, url: str, width: int = 1100, height: int = 800) -> Page:
-    page = browser.new_page(viewport={"width": width, "height": height})
+def open_page(page: Page, url: str) -> Page:
     page.uncaught_errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda error: page.uncaught_errors.append(str(error)))  # type: ignore[attr-defined]
     # Playwright turns on file-chooser interception only while someone listens, and it does so
@@ -51,12 +50,28 @@ def open_page(browser: Browser, url: str, width: int = 1100, height: int = 800) 
     return page
 
 
+PageFactory = Callable[..., Page]
+
+
 @pytest.fixture
-def page(browser: Browser, pipeline: Pipeline) -> Iterator[Page]:
-    page = open_page(browser, pipeline.url)
-    yield page
-    assert page.uncaught_errors == []  # type: ignore[attr-defined]
-    page.close()
+def pages(browser: Browser) -> Iterator[PageFactory]:
+    """Opens pages of the web page; at teardown each is closed, and none may have had an uncaught error."""
+    opened: list[Page] = []
+
+    def factory(url: str, width: int = 1100, height: int = 800) -> Page:
+        opened.append(browser.new_page(viewport={"width": width, "height": height}))
+        return open_page(opened[-1], url)
+
+    yield factory
+    errors = [getattr(page, "uncaught_errors", []) for page in opened]
+    for page in opened:
+        page.close()
+    assert errors == [[] for _ in opened]
+
+
+@pytest.fixture
+def page(pages: PageFactory, pipeline: Pipeline) -> Page:
+    return pages(pipeline.url)
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +161,8 @@ def test_keyboard_pick_and_drop_then_live_results_and_a_readable_error(page: Pag
     shutil.copyfile(save_screenshot(page, "web-page.png"), ROOT / "docs" / "web-page.png")
 
 
-def test_a_narrow_screen_has_no_horizontal_overflow(browser: Browser, pipeline: Pipeline, files: dict[str, Path]) -> None:
-    page = open_page(browser, pipeline.url, width=375, height=800)
+def test_a_narrow_screen_has_no_horizontal_overflow(pages: PageFactory, pipeline: Pipeline, files: dict[str, Path]) -> None:
+    page = pages(pipeline.url, width=375, height=800)
     long_name = next(name for name in files if name.startswith("a-photo-with"))
     page.set_input_files("#file-input", [files[long_name]])
     drop_text_file(page, "shopping-list.txt", "eggs")
@@ -160,8 +175,6 @@ def test_a_narrow_screen_has_no_horizontal_overflow(browser: Browser, pipeline: 
         for box in page.locator(selector).evaluate_all("els => els.map(e => e.getBoundingClientRect().right)"):
             assert box <= 375
     save_screenshot(page, "web-page-narrow.png")
-    assert page.uncaught_errors == []  # type: ignore[attr-defined]
-    page.close()
 
 
 def test_a_busy_server_is_retried_after_retry_after(page: Page, files: dict[str, Path]) -> None:
@@ -199,10 +212,11 @@ def test_a_failing_event_stream_falls_back_to_long_polling(page: Page, files: di
     assert len(streams) == 1
 
 
-def test_with_api_keys_the_page_sends_the_key(browser: Browser, make_pipeline: PipelineFactory,
+def test_with_api_keys_the_page_sends_the_key(make_pipeline: PipelineFactory, pages: PageFactory,
                                               files: dict[str, Path]) -> None:
+    # `pages` after `make_pipeline`: the page is checked and closed before the gateway stops.
     gateway = make_pipeline(workers=0, ASYNCINFER_API_KEYS="page-key:team-a")
-    page = open_page(browser, gateway.url)
+    page = pages(gateway.url)
     streams: list[tuple[str, int]] = []
     page.on("response", lambda r: streams.append((r.url, r.status)) if "/events" in r.url else None)
 
@@ -218,5 +232,3 @@ def test_with_api_keys_the_page_sends_the_key(browser: Browser, make_pipeline: P
     page.wait_for_timeout(1500)
     expect(card(page, "keyed.jpg").locator(".problem")).to_be_hidden()
     assert [(url.split("?")[-1], status) for url, status in streams] == [("api_key=page-key", 200)]
-    assert page.uncaught_errors == []  # type: ignore[attr-defined]
-    page.close()
