@@ -22,6 +22,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def clean_env(*keep: str) -> dict[str, str]:
+    """This process's environment without the project's settings (ASYNCINFER_*), except `keep`."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_") or key in keep}
+
+
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -116,7 +121,7 @@ class Pipeline:
 
 
 def pipeline_env(redis_url: str, workdir: Path, **overrides: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env = clean_env()
     env.update(
         {
             "ASYNCINFER_REDIS_URL": redis_url,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from shared.redis_server import redis_answers
 from tests import images
 from tests.client import submit, wait_terminal
-from tests.pipeline import ROOT, free_port, wait_until
+from tests.pipeline import ROOT, clean_env, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -22,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_up_serves_jobs_then_stops_everything(tmp_path: Path, stop_signal: signal.Signals) -> None:
     port, redis_port = free_port(), free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env = clean_env()
     env.update(ASYNCINFER_WEIGHTS="random", ASYNCINFER_PORT=str(port),
                ASYNCINFER_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "up.log"
@@ -49,7 +48,7 @@ def test_up_serves_jobs_then_stops_everything(tmp_path: Path, stop_signal: signa
 
 
 def test_up_without_imagenet_weights_says_how_to_provide_them(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env = clean_env()
     env["KERAS_HOME"] = str(tmp_path)
 
     result = subprocess.run([sys.executable, "-m", "shared", "up"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -62,7 +61,7 @@ def test_up_without_imagenet_weights_says_how_to_provide_them(tmp_path: Path) ->
 
 
 def test_a_worker_without_imagenet_weights_refuses_to_start(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env = clean_env()
     env["KERAS_HOME"] = str(tmp_path)
 
     result = subprocess.run([sys.executable, "-m", "shared", "worker"], cwd=ROOT, env=env, capture_output=True,

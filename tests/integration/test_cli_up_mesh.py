@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from shared.mesh_launcher import CONSUL_VERSION
 from tests import images
 from tests.client import submit, wait_terminal
 from tests.consul_agent import consul_binary, free_ports
-from tests.pipeline import wait_until
+from tests.pipeline import clean_env, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -38,8 +37,7 @@ def processes_mentioning(*needles: str) -> list[str]:
 def test_up_with_the_mesh_serves_a_job_through_sidecars_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     consul_binary()  # built before the clock starts (a cold build takes minutes)
     port, consul_port = free_ports(2)
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("ASYNCINFER_") or key == "ASYNCINFER_CACHE_DIR"}
+    env = clean_env("ASYNCINFER_CACHE_DIR")
     env.update(ASYNCINFER_WEIGHTS="random", ASYNCINFER_PORT=str(port), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2",
                ASYNCINFER_CONSUL_URL=f"http://127.0.0.1:{consul_port}")
     log_path = tmp_path / "up.log"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 from shared.client.results_file import iter_results
 from tests import images
 from tests.conftest import PipelineFactory
-from tests.pipeline import ROOT, Pipeline, free_port, wait_until
+from tests.pipeline import ROOT, Pipeline, clean_env, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -27,7 +26,7 @@ def cli(pipeline: Pipeline, *args: str) -> list[str]:
 
 
 def cli_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env = clean_env()
     return {**env, "COLUMNS": "160", "PYTHONUNBUFFERED": "1"}
 
 
