@@ -9,8 +9,15 @@ import httpx
 from httpx_sse import connect_sse
 
 
+def post_job(client: httpx.Client, data: bytes, content_type: str = "image/jpeg",
+             headers: dict[str, str] | None = None, **params: Any) -> httpx.Response:
+    """`POST /v1/jobs` with the image as the raw body; the answer is not checked."""
+    return client.post("/v1/jobs", content=data, headers={"Content-Type": content_type, **(headers or {})},
+                       params=params)
+
+
 def submit(client: httpx.Client, data: bytes, content_type: str = "image/jpeg", **params: Any) -> dict[str, Any]:
-    response = client.post("/v1/jobs", content=data, headers={"Content-Type": content_type}, params=params)
+    response = post_job(client, data, content_type, **params)
     assert response.status_code == 202, response.text
     return response.json()  # type: ignore[no-any-return]
 

@@ -16,6 +16,7 @@ from shared.errors import DocumentExists, StoreMisconfigured, StoreUnavailable
 from shared.jobs import new_job
 from shared.store.base import image_key, job_key
 from shared.store.couchbase import CouchbaseStore
+from tests.client import post_job
 from tests.contract.conftest import couchbase_settings
 from tests.couchbase_mock import CouchbaseMock, couchbase_mock
 from tests.pipeline import Pipeline, free_port, pipeline_env
@@ -100,13 +101,13 @@ def gateway(own_mock: CouchbaseMock, redis_url: str, tmp_path: Path) -> Iterator
 
 def test_the_gateway_answers_503_with_retry_after(own_mock: CouchbaseMock, gateway: Pipeline) -> None:
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        submitted = client.post("/v1/jobs", content=_png(), headers={"Content-Type": "image/png"})
+        submitted = post_job(client, _png(), "image/png")
         assert submitted.status_code == 202, submitted.text
         assert client.get("/readyz").status_code == 200
 
         with own_mock.frozen():
             read = client.get(f"/v1/jobs/{submitted.json()['id']}")
-            submit = client.post("/v1/jobs", content=_png(), headers={"Content-Type": "image/png"})
+            submit = post_job(client, _png(), "image/png")
             ready = client.get("/readyz")
 
     for response in (read, submit):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests import images
-from tests.client import submit, wait_terminal
+from tests.client import post_job, submit, wait_terminal
 from tests.conftest import PipelineFactory
 from tests.pipeline import Pipeline
 
@@ -38,7 +38,7 @@ def test_backlog_over_its_limit_is_refused_with_retry_after(make_pipeline: Pipel
         submit(client, images.jpeg(seed=1))
         submit(client, images.jpeg(seed=2))
 
-        third = client.post("/v1/jobs", content=images.jpeg(seed=3), headers={"Content-Type": "image/jpeg"})
+        third = post_job(client, images.jpeg(seed=3))
 
         assert third.status_code == 429
         assert int(third.headers["retry-after"]) > 0
@@ -48,12 +48,11 @@ def test_backlog_over_its_limit_is_refused_with_retry_after(make_pipeline: Pipel
 def test_api_keys_separate_tenants(make_pipeline: PipelineFactory) -> None:
     pipeline = make_pipeline(workers=0, ASYNCINFER_API_KEYS="key-a:alice,key-b:bob")
     with httpx.Client(base_url=pipeline.url, timeout=30) as client:
-        missing = client.post("/v1/jobs", content=images.jpeg(), headers={"Content-Type": "image/jpeg"})
+        missing = post_job(client, images.jpeg())
         assert missing.status_code == 401
         wrong = client.get("/v1/jobs/x", headers={"X-API-Key": "nope"})
         assert wrong.status_code == 401
-        job = client.post("/v1/jobs", content=images.jpeg(),
-                          headers={"Content-Type": "image/jpeg", "X-API-Key": "key-a"}).json()
+        job = post_job(client, images.jpeg(), headers={"X-API-Key": "key-a"}).json()
         assert job["tenant"] == "alice"
         assert client.get(f"/v1/jobs/{job['id']}", headers={"Authorization": "Bearer key-a"}).status_code == 200
         for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/events"):
@@ -83,5 +82,5 @@ def test_readiness_names_the_dependency_that_is_down(make_pipeline: PipelineFact
         assert ready.status_code == 503 and ready.headers["retry-after"]
         assert ready.headers["x-failing-dependencies"] == "redis"
         assert "redis unreachable" in ready.json()["detail"]
-        refused = client.post("/v1/jobs", content=images.jpeg(), headers={"Content-Type": "image/jpeg"})
+        refused = post_job(client, images.jpeg())
         assert refused.status_code == 503 and refused.headers["retry-after"]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests import images
-from tests.client import submit, wait_terminal
+from tests.client import post_job, submit, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -23,23 +23,19 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
 
 
-def raw(client: httpx.Client, data: bytes, content_type: str = "image/jpeg", **params: object) -> httpx.Response:
-    return client.post("/v1/jobs", content=data, headers={"Content-Type": content_type}, params=params)
-
-
 CASES = {
-    "empty body": (lambda c: raw(c, b""), 400, "empty"),
+    "empty body": (lambda c: post_job(c, b""), 400, "empty"),
     "text named .jpg": (
         lambda c: c.post("/v1/jobs", files={"file": ("cat.jpg", b"hello, I am text", "image/jpeg")}), 415, "not a JPEG"),
-    "text as raw body": (lambda c: raw(c, b"plain text", "text/plain"), 415, "Content-Type text/plain"),
-    "unsupported declared type": (lambda c: raw(c, images.jpeg(), "image/tiff"), 415, "image/tiff"),
-    "declared png, bytes jpeg": (lambda c: raw(c, images.jpeg(), "image/png"), 422, "declared as image/png"),
-    "truncated JPEG": (lambda c: raw(c, images.jpeg(640, 480)[:3000]), 422, "truncated"),
-    "1x1 image": (lambda c: raw(c, images.encode(images.picture(1, 1), "PNG"), "image/png"), 422, "1×1"),
-    "decompression bomb": (lambda c: raw(c, png_header_only(50_000, 50_000), "image/png"), 413, "decompression bomb"),
-    "over-size": (lambda c: raw(c, b"\xff\xd8\xff" + b"\0" * (10 * 1024 * 1024 + 1)), 413, "limit"),
-    "top_k=0": (lambda c: raw(c, images.jpeg(), top_k=0), 400, "top_k"),
-    "top_k=1000": (lambda c: raw(c, images.jpeg(), top_k=1000), 400, "top_k"),
+    "text as raw body": (lambda c: post_job(c, b"plain text", "text/plain"), 415, "Content-Type text/plain"),
+    "unsupported declared type": (lambda c: post_job(c, images.jpeg(), "image/tiff"), 415, "image/tiff"),
+    "declared png, bytes jpeg": (lambda c: post_job(c, images.jpeg(), "image/png"), 422, "declared as image/png"),
+    "truncated JPEG": (lambda c: post_job(c, images.jpeg(640, 480)[:3000]), 422, "truncated"),
+    "1x1 image": (lambda c: post_job(c, images.encode(images.picture(1, 1), "PNG"), "image/png"), 422, "1×1"),
+    "decompression bomb": (lambda c: post_job(c, png_header_only(50_000, 50_000), "image/png"), 413, "decompression bomb"),
+    "over-size": (lambda c: post_job(c, b"\xff\xd8\xff" + b"\0" * (10 * 1024 * 1024 + 1)), 413, "limit"),
+    "top_k=0": (lambda c: post_job(c, images.jpeg(), top_k=0), 400, "top_k"),
+    "top_k=1000": (lambda c: post_job(c, images.jpeg(), top_k=1000), 400, "top_k"),
     "form top_k=1000": (
         lambda c: c.post("/v1/jobs", files={"file": ("a.jpg", images.jpeg(), "image/jpeg")}, data={"top_k": "1000"}), 400, "top_k"),
     "multipart without file": (lambda c: c.post("/v1/jobs", files={"other": ("a.jpg", b"x", "image/jpeg")}), 400, "`file`"),

@@ -16,7 +16,7 @@ import redis
 from shared.constants import EVENTS_CHANNEL
 from shared.store.couchbase import EXPIRES_AT_FIELD, CouchbaseStore
 from tests import images
-from tests.client import stream_events, submit, wait_terminal
+from tests.client import post_job, stream_events, submit, wait_terminal
 from tests.couchbase_mock import CouchbaseMock, couchbase_mock
 from tests.pipeline import Pipeline, free_port, pipeline_env
 
@@ -79,9 +79,9 @@ def test_a_job_from_upload_to_the_terminal_event(
 def test_a_batch_and_an_idempotent_resubmission(client: httpx.Client) -> None:
     files = [("files", (f"{i}.jpg", images.jpeg(seed=40 + i), "image/jpeg")) for i in range(4)]
     batch = client.post("/v1/batches", files=files).json()
-    headers = {"Content-Type": "image/png", "Idempotency-Key": "couchbase-key"}
-    first = client.post("/v1/jobs", content=images.png_with_alpha(), headers=headers)
-    again = client.post("/v1/jobs", content=images.png_with_alpha(), headers=headers)
+    headers = {"Idempotency-Key": "couchbase-key"}
+    first = post_job(client, images.png_with_alpha(), "image/png", headers)
+    again = post_job(client, images.png_with_alpha(), "image/png", headers)
 
     progress = [data for name, _, data in stream_events(client, f"/v1/batches/{batch['id']}/events")
                 if name == "progress"]

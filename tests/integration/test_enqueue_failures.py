@@ -21,7 +21,7 @@ from shared.queue import make_celery
 from shared.store import open_store
 from shared.submission import Submitter, Upload
 from tests import images
-from tests.client import wait_terminal
+from tests.client import post_job, wait_terminal
 from tests.conftest import PipelineFactory
 from tests.pipeline import Pipeline, wait_until
 
@@ -50,7 +50,7 @@ def queued_messages(pipeline: Pipeline) -> int:
 
 
 def post(client: httpx.Client, key: str) -> httpx.Response:
-    return client.post("/v1/jobs", content=IMAGE, headers={"Content-Type": "image/jpeg", "Idempotency-Key": key})
+    return post_job(client, IMAGE, headers={"Idempotency-Key": key})
 
 
 def test_a_gateway_that_died_before_queueing_has_the_job_queued_by_the_clients_retry(

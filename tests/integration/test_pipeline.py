@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests import images
-from tests.client import stream_events, submit, wait_terminal
+from tests.client import post_job, stream_events, submit, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -100,11 +100,11 @@ def test_a_batch_of_twenty_images(client: httpx.Client) -> None:
 
 def test_idempotent_resubmission_returns_the_same_job(client: httpx.Client) -> None:
     data = images.jpeg(seed=25)
-    headers = {"Content-Type": "image/jpeg", "Idempotency-Key": "same-key-1"}
+    headers = {"Idempotency-Key": "same-key-1"}
 
-    first = client.post("/v1/jobs", content=data, headers=headers)
-    second = client.post("/v1/jobs", content=data, headers=headers)
-    other_body = client.post("/v1/jobs", content=images.jpeg(seed=26), headers=headers)
+    first = post_job(client, data, headers=headers)
+    second = post_job(client, data, headers=headers)
+    other_body = post_job(client, images.jpeg(seed=26), headers=headers)
 
     assert first.status_code == second.status_code == 202
     assert first.json()["id"] == second.json()["id"]
