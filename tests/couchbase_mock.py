@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from shared.config import Settings
 
 VERSION = "1.5.27"
 BUCKET = "default"
@@ -109,8 +110,7 @@ class CouchbaseMock:
 
 
 def cache_dir() -> Path:
-    default = Path.home() / ".cache" / "asyncinfer"
-    return Path(os.environ.get("ASYNCINFER_CACHE_DIR", default))
+    return Path(Settings().cache_dir).expanduser()
 
 
 def jar_path() -> Path:
