@@ -102,6 +102,20 @@ def port_accepts(port: int) -> bool:
         return False
 
 
+def intention_files(directory: Path = INTENTIONS_DIR) -> list[Path]:
+    """The service-intentions files in the order to apply them: the default deny first, then by name."""
+    return sorted(directory.glob("*.hcl"), key=lambda path: (path.name != "default-deny.hcl", path.name))
+
+
+def connect_ca_ready(client: consul.Consul) -> bool:
+    """Whether the agent has a leader and its Connect CA an active root, so leaf certificates
+    (which every sidecar needs) can be issued. The agent's errors propagate."""
+    if not client.status.leader():
+        return False
+    roots = client.connect.ca.roots()
+    return bool(roots.get("ActiveRootID")) and bool(roots.get("Roots"))
+
+
 def _wait(what: str, done: Callable[[], bool], timeout_s: float, watched: Processes, log_dir: Path) -> None:
     """Poll `done` until true; MeshStartFailed after the deadline or as soon as a watched process exits."""
     deadline = time.monotonic() + timeout_s
@@ -149,9 +163,8 @@ class LocalMesh:
         client = self.client
 
         def ca_ready() -> bool:
-            # Sidecars need leaf certificates, so the built-in CA must have its root.
             try:
-                return bool(client.status.leader()) and bool(client.connect.ca.roots().get("Roots"))
+                return connect_ca_ready(client)
             except (consul.ConsulException, OSError):  # requests' errors are OSErrors
                 return False
 
@@ -159,8 +172,7 @@ class LocalMesh:
 
     def apply_intentions(self) -> None:
         """`consul config write` each file, the default deny first, exactly as an operator would."""
-        files = sorted(INTENTIONS_DIR.glob("*.hcl"), key=lambda path: (path.name != "default-deny.hcl", path.name))
-        for path in files:
+        for path in intention_files():
             done = subprocess.run(
                 [str(self.binary), "config", "write", f"-http-addr={self.http_addr}", str(path)],
                 capture_output=True, text=True, timeout=30, check=False,

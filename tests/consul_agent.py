@@ -126,7 +126,7 @@ class ConsulAgent:
 
     def apply_intentions(self, directory: Path = INTENTIONS_DIR) -> None:
         """Apply every service-intentions file of the repository (default deny first)."""
-        for path in sorted(directory.glob("*.hcl"), key=lambda p: p.name != "default-deny.hcl"):
+        for path in mesh_launcher.intention_files(directory):
             self.write_config_entry(path)
 
     def set_intention(self, source: str, destination: str, action: str) -> None:
@@ -159,13 +159,6 @@ class ConsulAgent:
             timeout_s,
             interval_s=0.2,
         )
-
-
-def _ca_ready(agent: ConsulAgent) -> bool:
-    if not agent.client.status.leader():
-        return False
-    roots = agent.client.connect.ca.roots()
-    return bool(roots.get("ActiveRootID")) and bool(roots.get("Roots"))
 
 
 @contextmanager
@@ -207,7 +200,7 @@ def consul_agent(workdir: Path | None = None) -> Iterator[ConsulAgent]:
         def ready() -> bool:
             if process.poll() is not None:
                 raise ConsulTestError(f"consul agent exited ({process.returncode})")
-            return _ca_ready(agent)
+            return mesh_launcher.connect_ca_ready(agent.client)
 
         try:
             wait_for("the consul agent's Connect CA", ready, AGENT_START_TIMEOUT_S, interval_s=0.1)
