@@ -25,7 +25,8 @@ import consul
 
 from shared import mesh_launcher
 from shared.config import Settings
-from shared.mesh_launcher import AGENT_CONFIG, INTENTIONS_DIR, REPO_ROOT, free_ports, port_accepts  # noqa: F401 - for tests
+from shared.mesh_launcher import AGENT_CONFIG, INTENTIONS_DIR, free_ports, port_accepts
+from tests.pipeline import free_port
 
 AGENT_START_TIMEOUT_S = 30.0
 PROXY_START_TIMEOUT_S = 15.0
@@ -43,11 +44,6 @@ class ConsulTestError(RuntimeError):
 def consul_binary() -> Path:
     """Path of the pinned consul binary, built by scripts/build-consul if missing."""
     return mesh_launcher.consul_binary(Settings())
-
-
-def free_port() -> int:
-    """One port free for TCP and UDP right now."""
-    return free_ports(1)[0]
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 0.05) -> T:
@@ -93,7 +89,6 @@ class ConsulAgent:
     binary: Path
     http_port: int
     workdir: Path
-    log_path: Path
 
     @property
     def http_addr(self) -> str:
@@ -195,7 +190,7 @@ def consul_agent(workdir: Path | None = None) -> Iterator[ConsulAgent]:
         log = stack.enter_context(log_path.open("wb"))
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
         stack.callback(_stop, process)
-        agent = ConsulAgent(binary=binary, http_port=http_port, workdir=workdir, log_path=log_path)
+        agent = ConsulAgent(binary=binary, http_port=http_port, workdir=workdir)
 
         def ready() -> bool:
             if process.poll() is not None:

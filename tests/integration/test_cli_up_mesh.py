@@ -12,10 +12,10 @@ import consul
 import httpx
 import pytest
 
-from shared.mesh_launcher import CONSUL_VERSION
+from shared.mesh_launcher import CONSUL_VERSION, free_ports
 from tests import images
 from tests.client import submit, wait_terminal
-from tests.consul_agent import consul_binary, free_ports
+from tests.consul_agent import consul_binary
 from tests.pipeline import clean_env, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -19,14 +19,11 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
+from shared.mesh_launcher import AGENT_CONFIG, INTENTIONS_DIR, REPO_ROOT, free_ports
 from tests.consul_agent import (
-    AGENT_CONFIG,
-    INTENTIONS_DIR,
-    REPO_ROOT,
     ConsulAgent,
     SidecarProxy,
     consul_agent,
-    free_ports,
     register_with_sidecar,
     sidecar_proxy,
     wait_for,

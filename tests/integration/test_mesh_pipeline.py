@@ -20,15 +20,14 @@ import httpx
 import pytest
 import redis
 
+from shared.mesh_launcher import INTENTIONS_DIR, free_ports
 from shared.redis_server import start_redis
 from tests import images
 from tests.client import stream_events, submit
 from tests.consul_agent import (
-    INTENTIONS_DIR,
     ConsulAgent,
     SidecarProxy,
     consul_agent,
-    free_ports,
     register_with_sidecar,
     sidecar_proxy,
     wait_for,
