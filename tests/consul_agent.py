@@ -46,6 +46,18 @@ def consul_binary() -> Path:
     return mesh_launcher.consul_binary(Settings())
 
 
+def consul_validate(workdir: Path, *paths: Path, dev: bool = False) -> subprocess.CompletedProcess[str]:
+    """`consul validate` the config files and directories `paths`.
+
+    The command wants a complete agent config: a file in `workdir` adds the data_dir that the
+    agent gets from -data-dir, and with `dev` also the server mode that -dev implies.
+    """
+    flags = workdir / "validate-flags.hcl"
+    flags.write_text(f'data_dir = "{workdir / "data"}"\n' + ("server = true\n" if dev else ""))
+    return subprocess.run([str(consul_binary()), "validate", *map(str, paths), str(flags)],
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 0.05) -> T:
     """Call `probe` until it returns something other than None or False; raise after the deadline."""
     deadline = time.monotonic() + timeout_s

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shared.mesh_launcher import CONSUL_VERSION
-from tests.consul_agent import consul_binary
+from tests.consul_agent import consul_validate
 from tests.integration.test_compose import compose_command
 from tests.pipeline import ROOT
 
@@ -96,9 +96,5 @@ def test_couchbase_advertises_the_upstream_port_as_its_alternate_address(service
 
 
 def test_the_compose_agent_config_and_service_definitions_validate(tmp_path: Path) -> None:
-    # `consul validate` wants a data_dir; the image's entrypoint passes -data-dir.
-    data_dir = tmp_path / "data.hcl"
-    data_dir.write_text(f'data_dir = "{tmp_path / "data"}"\n')
-    done = subprocess.run([str(consul_binary()), "validate", str(ROOT / "deploy" / "consul"), str(data_dir)],
-                          capture_output=True, text=True, check=False, timeout=60)
+    done = consul_validate(tmp_path, ROOT / "deploy" / "consul")  # the image's entrypoint passes -data-dir
     assert done.returncode == 0, done.stdout + done.stderr

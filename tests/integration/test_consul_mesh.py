@@ -24,6 +24,7 @@ from tests.consul_agent import (
     ConsulAgent,
     SidecarProxy,
     consul_agent,
+    consul_validate,
     register_with_sidecar,
     sidecar_proxy,
     wait_for,
@@ -217,8 +218,6 @@ def test_repository_intentions_allow_exactly_the_four_links(
     assert agent.client.connect.intentions.check(source, destination) is allowed
 
 
-def test_repository_agent_config_and_service_definitions_validate(agent: ConsulAgent, tmp_path: Path) -> None:
-    # `consul validate` wants a complete agent config; -dev supplies data_dir and server mode.
-    dev_flags = tmp_path / "dev.hcl"
-    dev_flags.write_text(f'data_dir = "{tmp_path / "data"}"\nserver = true\n')
-    agent.cli("validate", str(AGENT_CONFIG), str(REPO_ROOT / "consul" / "services"), str(dev_flags))
+def test_repository_agent_config_and_service_definitions_validate(tmp_path: Path) -> None:
+    done = consul_validate(tmp_path, AGENT_CONFIG, REPO_ROOT / "consul" / "services", dev=True)  # run with -dev
+    assert done.returncode == 0, done.stdout + done.stderr
