@@ -20,6 +20,8 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY README.md ./
 COPY api ./api
 COPY shared ./shared
+COPY cli ./cli
+COPY client ./client
 COPY workers ./workers
 COPY web ./web
 RUN uv sync --frozen --no-dev

@@ -14,8 +14,8 @@ from fastapi import Depends, Header, Query, Request
 
 from api.services import Services
 from shared.config import Settings
-from shared.constants import DEFAULT_TENANT
-from shared.errors import Unauthorized
+from shared.constants import DEFAULT_TENANT, MAX_TOP_K
+from shared.errors import InvalidApiKey
 
 
 async def get_services(request: Request) -> Services:
@@ -40,7 +40,7 @@ def tenant_of_key(settings: Settings, key: str | None) -> str:
     for known, tenant in settings.api_keys.items():
         if key and secrets.compare_digest(key, known):
             return tenant
-    raise Unauthorized("send a valid key in the X-API-Key header (or Authorization: Bearer)")
+    raise InvalidApiKey("send a valid key in the X-API-Key header (or Authorization: Bearer)")
 
 
 async def get_header_key(
@@ -73,3 +73,5 @@ async def get_stream_tenant(
 
 
 StreamTenantDep = Annotated[str, Depends(get_stream_tenant)]
+
+TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many classes to return")]

@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from shared.constants import MAX_TOP_K
+from shared.jobs import ErrorCode, JobStatus
 
 
-class Prediction(BaseModel):
+class Public(BaseModel):
+    """What the API sends, field for field: an answer with a field the schema lacks fails the
+    schema check (tests/integration/test_openapi_conformance.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Prediction(Public):
     label: str
     class_id: int = Field(ge=0, lt=1000)
     score: float
 
 
-class JobResult(BaseModel):
+class JobResult(Public):
     predictions: list[Prediction]
     batch_size: int
     inference_ms: float
 
 
-class JobError(BaseModel):
-    code: Literal["decode_error", "timeout", "worker_lost", "internal"]
+class JobError(Public):
+    code: ErrorCode
     message: str
     retryable: bool
 
 
-class JobInput(BaseModel):
+class JobInput(Public):
     content_type: str
     bytes: int
     sha256: str
@@ -33,47 +44,48 @@ class JobInput(BaseModel):
     height: int
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(Public):
     name: str
     weights: str
     backend: str
     device: str
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(Public):
     seq: int
-    status: str
+    status: JobStatus
     at: str
 
 
-JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+class JobParams(Public):
+    top_k: int = Field(ge=1, le=MAX_TOP_K)
 
 
-class JobPublic(BaseModel):
+class JobPublic(Public):
     id: str
     type: Literal["job"] = "job"
     tenant: str
     batch_id: str | None
-    status: JobStatusName
+    status: JobStatus
     created_at: str
     updated_at: str
     started_at: str | None
     finished_at: str | None
     attempts: int
     input: JobInput
-    params: dict[str, int]
+    params: JobParams
     model: ModelInfo | None
     result: JobResult | None
     error: JobError | None
     history: list[HistoryEntry]
 
 
-class BatchMember(BaseModel):
+class BatchMember(Public):
     id: str
-    status: JobStatusName
+    status: JobStatus
 
 
-class BatchPublic(BaseModel):
+class BatchPublic(Public):
     id: str
     type: Literal["batch"] = "batch"
     created_at: str
@@ -82,7 +94,7 @@ class BatchPublic(BaseModel):
     jobs: list[BatchMember]
 
 
-class Problem(BaseModel):
+class Problem(Public):
     type: str
     title: str
     status: int
@@ -90,8 +102,49 @@ class Problem(BaseModel):
     errors: list[dict[str, object]] | None = None
 
 
+class JobChange(Public):
+    """A replayed step of a job's history (a stream resumed with Last-Event-ID); the newest step
+    is sent as the whole document instead."""
+
+    id: str
+    batch_id: str | None
+    seq: int
+    status: JobStatus
+    at: str
+
+
+class BatchProgress(Public):
+    """The data of a batch stream's `progress` event."""
+
+    batch_id: str
+    counts: dict[str, int]
+    done: bool
+
+
+class StatusEvent(BaseModel):
+    """The data of a `status` event: the job document, or a replayed step of its history."""
+
+    data: JobPublic | JobChange
+
+
+# The data of each server-sent event, by event name, as components of the OpenAPI document.
+EVENT_DATA_SCHEMAS = {"status": "StatusEventData", "progress": "BatchProgress"}
+
+
+def extra_components() -> dict[str, Any]:
+    """Component schemas that no route's return type brings in: the events' data (OpenAPI has no
+    way to say it per event) and problems (sent as application/problem+json, which FastAPI's
+    `model=` would document as application/json)."""
+    models: list[type[BaseModel]] = [StatusEvent, BatchProgress, Problem]
+    _, top = models_json_schema([(model, "serialization") for model in models],
+                                ref_template="#/components/schemas/{model}")
+    components: dict[str, Any] = top["$defs"]
+    components["StatusEventData"] = components.pop("StatusEvent")["properties"]["data"]
+    return components
+
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}}
+    status: {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for status in (400, 401, 404, 409, 413, 415, 422, 429, 503)
 }
 
@@ -109,7 +162,7 @@ def upload_body(field: str, *, many: bool, raw_image: bool) -> dict[str, object]
                 "required": [field],
                 "properties": {
                     field: {"type": "array", "items": _BINARY} if many else _BINARY,
-                    "top_k": {"type": "integer", "minimum": 1, "maximum": 20},
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
                 },
             }
         }

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 
-from api.broadcaster import Broadcaster
+from api.admission.submitter import Submitter
+from api.following.broadcaster import Broadcaster
 from shared.config import Settings
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
 from shared.queue import make_celery
 from shared.store import JobStore, open_store
-from shared.submission import Submitter
 
 
 @dataclass
@@ -37,14 +37,15 @@ class Services:
             settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
         )
         celery = make_celery(settings)
+        lifecycle = JobLifecycle(store, EventPublisher(client), max_attempts=settings.max_attempts)
         return cls(
             settings=settings,
             store=store,
             redis=client,
             celery=celery,
             broadcaster=Broadcaster(settings.redis_url),
-            submitter=Submitter(settings, store, celery, client),
-            lifecycle=JobLifecycle(store, EventPublisher(client), max_attempts=settings.max_attempts),
+            submitter=Submitter(settings, lifecycle, celery, client),
+            lifecycle=lifecycle,
         )
 
     def close(self) -> None:

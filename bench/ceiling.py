@@ -40,8 +40,9 @@ class Ceiling:
 
         from shared.config import Settings
         from shared.constants import MODEL_INPUT_SIZE
-        from workers.model import load_classifier
-        from workers.preprocess import decode, to_model_input
+        from shared.preprocessing import decode
+        from workers.model.classifier import to_model_input
+        from workers.model.loading import load_classifier
 
         self.np, self.decode, self.to_model_input = np, decode, to_model_input
         self.runtime = runtime
@@ -95,7 +96,7 @@ class Ceiling:
         return latencies
 
     def table(self, batch_sizes: list[int], duration_s: float) -> dict[str, object]:
-        from workers.onnx_runtime import intra_op_threads
+        from workers.model.onnx_runtime import intra_op_threads
 
         rows = []
         for size in batch_sizes:

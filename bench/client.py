@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from shared.jobs import TERMINAL
 
 
 class HttpError(RuntimeError):

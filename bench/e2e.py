@@ -14,7 +14,7 @@ from bench.imageset import BenchImage
 from bench.load import LoadResult, closed_loop
 from bench.services import cpu_s
 from bench.stats import latency_summary_ms, spread
-from tests.pipeline import Pipeline
+from cli.up import LocalPipeline
 
 _BATCH_LOG = re.compile(r"batch of (\d+): (\d+) inferred in ([\d.]+) ms")
 
@@ -29,7 +29,7 @@ def load_summary(result: LoadResult) -> dict[str, Any]:
     }
 
 
-def batch_sizes_from_logs(pipeline: Pipeline) -> dict[str, float]:
+def batch_sizes_from_logs(pipeline: LocalPipeline) -> dict[str, float]:
     """How full the workers' batches were, from their `batch of N` log lines."""
     sizes, inference_ms = [], []
     for index in range(len(pipeline.workers)):
@@ -75,7 +75,7 @@ class CpuMeter:
         return spent
 
 
-def pipeline_pids(pipeline: Pipeline, redis_pid: int) -> dict[str, int]:
+def pipeline_pids(pipeline: LocalPipeline, redis_pid: int) -> dict[str, int]:
     assert pipeline.gateway is not None
     pids = {"gateway": pipeline.gateway.pid, "redis": redis_pid}
     pids.update({f"worker{i}": worker.pid for i, worker in enumerate(pipeline.workers)})

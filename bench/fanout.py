@@ -22,7 +22,8 @@ from bench.imageset import BenchImage
 from bench.profiling import Profiler
 from bench.services import Services, cpu_s, rss_mb
 from bench.stats import latency_summary_ms
-from tests.pipeline import ROOT
+from cli.processes import REPO_ROOT
+from shared.jobs import TERMINAL
 
 CONNECT_CONCURRENCY = 200  # connections opened at once: stays under the listen backlog
 
@@ -39,7 +40,7 @@ async def subscribe(host: str, port: int, job_id: str, ready: asyncio.Event, arr
 # Only a terminal event's document has this status anywhere in it (its history included), so
 # the subscriber looks for these bytes instead of parsing every event: with thousands of streams
 # on two cores, a parsing client would be measuring itself.
-TERMINAL_MARKERS = (b'"succeeded"', b'"failed"', b'"cancelled"')
+TERMINAL_MARKERS = tuple(f'"{status.value}"'.encode() for status in TERMINAL)
 
 
 async def _subscribe(host: str, port: int, job_id: str, ready: asyncio.Event, arrivals: list[float]) -> None:
@@ -124,7 +125,7 @@ def measure_fanout(
             return subprocess.Popen(
                 [sys.executable, "-m", "bench.fanout", "finish", "--jobs", str(pipeline.workdir / "jobs.json"),
                  "--rate", str(finish_rate_per_s), "--out", str(finished_file)],
-                env=pipeline.env, cwd=ROOT,
+                env=pipeline.env, cwd=REPO_ROOT,
             )
 
         arrivals = asyncio.run(run_subscribers(host, port, job_ids, subscribers, start_finisher))

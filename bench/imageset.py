@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.images import gradients
+from tests.support.images import gradients
 
 # From a small camera frame to full HD; JPEG and PNG, so that both decoders are measured.
 SIZES_PX = ((320, 240), (640, 480), (1280, 720), (1920, 1080))

@@ -13,9 +13,11 @@ from fastapi import Body, FastAPI
 
 from shared.config import Settings
 from shared.constants import MODEL_INPUT_SIZE
+from shared.preprocessing import decode
 from workers.labels import imagenet_labels
-from workers.model import build_model
-from workers.preprocess import decode, to_model_input, top_k
+from workers.model.classifier import to_model_input
+from workers.model.weights import build_model
+from workers.scores import top_k
 
 model, _ = build_model("random", Settings().random_seed)
 model.predict(np.zeros((1, *MODEL_INPUT_SIZE, 3), dtype="float32"), verbose=0)  # builds predict's function once

@@ -24,7 +24,8 @@ from bench.profiling import Profiler
 from bench.report import best_ceiling
 from bench.services import Services
 from bench.stats import latency_summary_ms, percentile, spread
-from tests.pipeline import ROOT, Pipeline
+from cli.processes import REPO_ROOT
+from cli.up import LocalPipeline
 
 
 class CeilingProcess:
@@ -36,7 +37,7 @@ class CeilingProcess:
                    "--batch-sizes", ",".join(map(str, plan.batch_sizes)), "--duration-s", str(plan.ceiling_s),
                    "--out", str(out), "--serve"]
         with open(workdir / f"ceiling-{runtime}.log", "wb") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=log, text=True)
         self._answer()  # {"ready": true} once the table is written
         self.table: dict[str, Any] = json.loads(out.read_text())
@@ -66,7 +67,7 @@ class CeilingProcess:
         self.process.wait(30)
 
 
-async def saturate(pipeline: Pipeline, images: list[BenchImage], plan: Plan, meter: CpuMeter) -> LoadResult:
+async def saturate(pipeline: LocalPipeline, images: list[BenchImage], plan: Plan, meter: CpuMeter) -> LoadResult:
     meter.resume()
     result = await closed_loop("127.0.0.1", pipeline.port, images, clients=plan.saturation_clients,
                                duration_s=plan.round_s, warmup_s=plan.warmup_s)
@@ -95,7 +96,7 @@ def measure_runtime(
     import asyncio
 
     ceiling = CeilingProcess(runtime, image_dir, plan, workdir)
-    pipelines: list[Pipeline] = []
+    pipelines: list[LocalPipeline] = []
     try:
         _, best_size = best_ceiling(ceiling.table)
         main = services.pipeline(workers=1, ASYNCINFER_RUNTIME=runtime)

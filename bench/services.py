@@ -1,6 +1,6 @@
-"""Real processes for the benchmark: one Redis for the run, then gateways and workers started
-the way the integration tests start them (tests/pipeline.py), each configuration on a clean
-Redis database and its own SQLite store."""
+"""Real processes for the benchmark: one Redis for the run, then gateways and workers started by
+the product's own LocalPipeline (cli/up.py) with production defaults, each configuration on a
+clean Redis database and its own SQLite store."""
 
 from __future__ import annotations
 
@@ -11,16 +11,21 @@ from pathlib import Path
 
 import redis
 
-from shared.launcher import wait_healthy
-from shared.redis_server import start_redis
-from tests.pipeline import ROOT, Pipeline, free_port, pipeline_env
+from cli.processes import REPO_ROOT, Supervisor, free_port, http_ok
+from cli.redis_server import start_redis
+from cli.up import LocalPipeline
 
-# The integration tests shorten the visibility timeout to test redelivery; a benchmark keeps the
-# production default, and lifts the backlog limit so that a paused worker never turns submits
-# into 429s.
-BENCH_ENV = {"ASYNCINFER_VISIBILITY_TIMEOUT_S": "60", "ASYNCINFER_BACKLOG_LIMIT": "1000000"}
-# The tests' small batches and long batch wait are theirs; the benchmark runs the defaults.
-TEST_ONLY_ENV = ("ASYNCINFER_MAX_BATCH_SIZE", "ASYNCINFER_MAX_BATCH_WAIT_MS")
+# Production defaults but two: random weights (the same compute as ImageNet's, which cannot be
+# downloaded here), and no backlog limit, so that a paused worker never turns submits into 429s.
+BENCH_ENV = {"ASYNCINFER_WEIGHTS": "random", "ASYNCINFER_BACKLOG_LIMIT": "1000000", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def bench_env(redis_url: str, workdir: Path, **overrides: str) -> dict[str, str]:
+    """This environment without any ASYNCINFER_* setting of its own, plus the run's Redis and store."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_")}
+    env.update(BENCH_ENV, ASYNCINFER_REDIS_URL=redis_url, ASYNCINFER_STORE=f"sqlite:///{workdir / 'jobs.db'}")
+    env.update(overrides)
+    return env
 
 
 class Services:
@@ -30,33 +35,24 @@ class Services:
         self.redis = start_redis(f"{self.redis_base}/0", workdir / "redis")
         self._runs = 0
 
-    def pipeline(self, *, workers: int, gateway: bool = True, **env: str) -> Pipeline:
+    def pipeline(self, *, workers: int, gateway: bool = True, **env: str) -> LocalPipeline:
         """A fresh store and Redis database; the gateway and `workers` workers, all ready."""
         self._runs += 1
         url = f"{self.redis_base}/{self._runs % 15 + 1}"
         redis.Redis.from_url(url).flushdb()
         workdir = self.workdir / f"run{self._runs}"
         workdir.mkdir(parents=True)
-        full_env = pipeline_env(url, workdir)
-        for name in TEST_ONLY_ENV:
-            full_env.pop(name, None)
-        full_env.update({**BENCH_ENV, **env})
-        pipeline = Pipeline(env=full_env, workdir=workdir, port=free_port())
+        pipeline = LocalPipeline(env=bench_env(url, workdir, **env), workdir=workdir, port=free_port())
         pipeline.start(workers=workers, gateway=gateway)
         return pipeline
 
     def naive_server(self, **env: str) -> tuple[subprocess.Popen[bytes], int]:
         """The naive design (bench/naive.py) under uvicorn, ready to answer."""
         port = free_port()
-        full_env = {**os.environ, "ASYNCINFER_WEIGHTS": "random", "TF_CPP_MIN_LOG_LEVEL": "2", **env}
-        log = open(self.workdir / "naive.log", "ab")  # noqa: SIM115 - the child keeps its own copy
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.naive:app", "--port", str(port), "--log-level", "warning"],
-            env=full_env, cwd=ROOT, stdout=log, stderr=log,
-        )
-        log.close()
-        if not wait_healthy(f"http://127.0.0.1:{port}", process, timeout_s=180):
-            raise RuntimeError(f"the naive server did not answer:\n{(self.workdir / 'naive.log').read_text()}")
+        supervisor = Supervisor(self.workdir, cwd=REPO_ROOT)
+        command = [sys.executable, "-m", "uvicorn", "bench.naive:app", "--port", str(port), "--log-level", "warning"]
+        process = supervisor.start("naive", command, env={**os.environ, **BENCH_ENV, **env})
+        supervisor.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 180, "the naive server")
         return process, port
 
     def stop(self) -> None:

@@ -4,10 +4,10 @@
 #   consul config write consul/intentions/default-deny.hcl   (then redis.hcl, couchbase.hcl)
 #   consul connect proxy -sidecar-for redis                   (one built-in proxy per service)
 #
-# `asyncinfer up --mesh consul` does all of this (shared/mesh_launcher.py).
+# `asyncinfer up --mesh consul` does all of this (cli/up_mesh.py).
 #
 # -dev gives a single in-memory server with the built-in Connect CA; this file only pins what
-# we rely on. Tests (tests/consul_agent.py) load it too and override every port with -*-port
+# we rely on. Tests (tests/support/consul_agent.py) load it too and override every port with -*-port
 # flags so they never collide with an agent started by hand.
 #
 # Default deny: with ACLs disabled (as in -dev) Consul's default intention action is *allow*,

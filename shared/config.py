@@ -6,8 +6,10 @@ import json
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import SettingsInvalid
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "password", "secret"}
 
@@ -22,6 +24,9 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         description="Redis itself, or with ASYNCINFER_MESH=consul the local sidecar's upstream listener "
         "(e.g. redis://127.0.0.1:16379/0): its port becomes the redis upstream's local bind port.",
+    )
+    redis_wait_s: float = Field(
+        default=30.0, ge=0, description="How long a worker waits at start-up for Redis to answer before it gives up."
     )
     store: str = Field(
         default="sqlite:///./asyncinfer-data/jobs.db",
@@ -92,14 +97,13 @@ class Settings(BaseSettings):
     random_seed: int = 1234
     runtime: Literal["keras", "onnxruntime"] = Field(
         default="keras",
-        description="`keras` (the Keras backend below) or `onnxruntime` (the same weights exported to ONNX).",
+        description="`keras` (Keras on TensorFlow) or `onnxruntime` (the same weights exported to ONNX).",
     )
-    # Exported ONNX models live here, one file per weights hash (workers/onnx_runtime.py).
+    # Exported ONNX models live here, one file per weights hash (workers/model/onnx_runtime.py).
     cache_dir: str = "~/.cache/asyncinfer"
     intra_op_threads: int = Field(
         default=0, ge=0, le=256, description="Threads inside one inference call; 0: one per core."
     )
-    keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
     device: Literal["auto", "cpu", "gpu"] = "auto"
     max_batch_size: int = Field(default=0, ge=0, le=1024, description="0: chosen by device.")
     max_batch_wait_ms: int = 20
@@ -128,33 +132,51 @@ class Settings(BaseSettings):
             raise ValueError("ASYNCINFER_API_KEYS: use key:tenant,key2:tenant2")
         return {key.strip(): tenant.strip() for key, tenant in pairs}
 
+    @field_validator("store")
+    @classmethod
+    def _check_store_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "couchbase://", "couchbases://")):
+            raise ValueError(f"{value!r}: use sqlite:///path or couchbase://host (couchbases:// with TLS)")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        """Outside development, a placeholder password is a configuration mistake, not a default."""
+        if (
+            self.environment == "production"
+            and self.store_kind == "couchbase"
+            and self.couchbase_password.get_secret_value() in _PLACEHOLDER_SECRETS
+        ):
+            raise ValueError("ASYNCINFER_COUCHBASE_PASSWORD is a placeholder; set a real one")
+        return self
+
     @property
     def store_kind(self) -> Literal["sqlite", "couchbase"]:
-        if self.store.startswith("sqlite:///"):
-            return "sqlite"
-        if self.store.startswith(("couchbase://", "couchbases://")):
-            return "couchbase"
-        raise ValueError(
-            f"ASYNCINFER_STORE={self.store!r}: use sqlite:///path or couchbase://host"
-        )
+        return "sqlite" if self.store.startswith("sqlite:///") else "couchbase"
 
     @property
     def sqlite_path(self) -> str:
         return self.store.removeprefix("sqlite:///")
 
-    def check_production_secrets(self) -> None:
-        """Refuse placeholder secrets outside development."""
-        if self.environment != "production":
-            return
-        if self.store_kind == "couchbase" and (
-            self.couchbase_password.get_secret_value() in _PLACEHOLDER_SECRETS
-        ):
-            raise ValueError("ASYNCINFER_COUCHBASE_PASSWORD is a placeholder; set a real one")
+    def with_overrides(self, **overrides: object) -> Settings:
+        """A copy with some fields changed, validated like the original (model_copy would not be)."""
+        return type(self).model_validate({**self.model_dump(), **overrides})
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each setting that is wrong, by its environment variable."""
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        name = f"ASYNCINFER_{field.upper()}" if field else "settings"
+        problems.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
 
 
 @lru_cache
 def get_settings() -> Settings:
-    settings = Settings()
-    _ = settings.store_kind  # validates the store URL at start-up
-    settings.check_production_secrets()
-    return settings
+    """The process's settings from its environment; SettingsInvalid names what is wrong."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise SettingsInvalid(describe_validation_error(e)) from None

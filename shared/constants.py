@@ -2,7 +2,7 @@
 
 from typing import Final
 
-# Key prefixes follow the contract's `job::{id}` so a Couchbase bucket can hold jobs, images
+# Key prefixes follow docs/contract.md's `job::{id}` so a Couchbase bucket can hold jobs, images
 # and batches side by side and be told apart by key alone (no query service needed).
 JOB_KEY_PREFIX: Final = "job::"
 IMAGE_KEY_PREFIX: Final = "image::"
@@ -26,3 +26,8 @@ SUPPORTED_IMAGE_TYPES: Final = ("image/jpeg", "image/png", "image/webp", "image/
 
 MODEL_NAME: Final = "mobilenet_v2"
 MODEL_INPUT_SIZE: Final = (224, 224)
+
+# Predictions per job: the model ranks all 1,000 classes, but a client rarely reads past the first
+# few, and each one is stored in the job document and sent with every event.
+DEFAULT_TOP_K: Final = 5
+MAX_TOP_K: Final = 20

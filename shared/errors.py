@@ -19,12 +19,26 @@ class BadRequest(AsyncInferError):
     status, title = 400, "Malformed request"
 
 
-class Unauthorized(AsyncInferError):
+class InvalidApiKey(AsyncInferError):
     status, title = 401, "Missing or wrong API key"
 
 
-class JobNotFound(AsyncInferError):
+class NotFound(AsyncInferError):
+    """An id that names nothing this tenant may see (also another tenant's: never reveal it exists)."""
+
     status, title = 404, "Not found"
+
+
+class JobNotFound(NotFound):
+    pass
+
+
+class BatchNotFound(NotFound):
+    pass
+
+
+class ClaimExpired(NotFound):
+    """An Idempotency-Key whose claim, or the job it named, has expired."""
 
 
 class IdempotencyConflict(AsyncInferError):
@@ -66,8 +80,21 @@ class StoreUnavailable(DependencyUnavailable):
     """The job store did not answer (timeout, unreachable)."""
 
 
-class StoreMisconfigured(ValueError):
+class StartupError(Exception):
+    """A process cannot start as configured. The `asyncinfer` command prints the message as one
+    line on stderr and exits with code 2, so each subclass's message names what to change."""
+
+
+class SettingsInvalid(StartupError):
+    """The ASYNCINFER_* settings do not validate."""
+
+
+class StoreMisconfigured(StartupError):
     """The job store refused our settings (credentials, bucket); the message names the one to fix."""
+
+
+class RedisUnreachable(StartupError):
+    """No Redis answered at ASYNCINFER_REDIS_URL within the start-up wait."""
 
 
 class CasMismatch(Exception):
@@ -78,5 +105,9 @@ class DocumentExists(Exception):
     """An insert found the key already there."""
 
 
-class MeshUnavailable(RuntimeError):
+class DocumentMissing(Exception):
+    """A replace found the key gone; the store turns it into the NotFound of what the key holds."""
+
+
+class MeshUnavailable(StartupError):
     """ASYNCINFER_MESH=consul and the local Consul agent did not answer in time, or refused a registration."""

@@ -173,7 +173,7 @@ def register(
     service_id: str,
     address: str,
     port: int,
-    check: dict[str, Any],
+    check: dict[str, Any] | None,
     upstreams: list[Upstream],
     sidecar_port: int,
     check_interval_s: float,
@@ -241,7 +241,7 @@ def join_as_worker(settings: Settings) -> MeshRegistration:
 
     A worker listens on no port (0; no intention lets anyone connect to it), so there is
     nothing to probe from outside; the check starts critical and turns passing once the
-    consumer loop reports in (workers/consumer_heartbeat.py).
+    consumer loop reports in (workers/heartbeat.py).
     """
     check = {"Name": "worker consumes", "TTL": _duration(settings.consul_worker_ttl_s)}
     return _join(settings, WORKER_SERVICE, _own_address(settings, "127.0.0.1"), 0, check)

@@ -1,11 +1,18 @@
-"""The Celery application on Redis, configured so that an accepted job is never lost."""
+"""The queue: the Celery application on Redis, configured so that an accepted job is never lost,
+and the probes that tell whether Redis answers."""
 
 from __future__ import annotations
 
+import time
+
+import redis
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shared.config import Settings
 from shared.constants import INFER_QUEUE, INFER_TASK
+from shared.errors import RedisUnreachable
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -17,7 +24,7 @@ def make_celery(settings: Settings) -> Celery:
         # Celery otherwise acknowledges a task whose pool child was killed (OOM, SIGKILL).
         task_reject_on_worker_lost=True,
         # Each prefetched message waits a whole visibility timeout after a crash, so a worker
-        # holds no more than it is working on: one slot per batch member (see workers/run.py).
+        # holds no more than it is working on: one slot per batch member (see workers/worker.py).
         worker_prefetch_multiplier=1,
         broker_transport_options={
             # Longer than the slowest batch, short enough that a crashed worker's jobs come
@@ -39,3 +46,38 @@ def make_celery(settings: Settings) -> Celery:
 def enqueue(app: Celery, job_id: str) -> None:
     """Queue one job: the message carries only the id, the image stays in the store."""
     app.send_task(INFER_TASK, args=[job_id], queue=INFER_QUEUE)
+
+
+def ping_on_a_new_connection(url: str, timeout_s: float) -> None:
+    """PING Redis over a connection opened for this alone, one attempt; raises RedisError."""
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
+    try:
+        ping_on_a_new_connection(url, timeout_s)
+        return True
+    except redis.RedisError:
+        return False
+
+
+def wait_for_redis(url: str, wait_s: float) -> None:
+    """Return once Redis answers; RedisUnreachable (a start-up error) after `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            ping_on_a_new_connection(url, timeout_s=1.0)
+            return
+        except redis.RedisError as e:
+            if time.monotonic() >= deadline:
+                raise RedisUnreachable(
+                    f"no Redis answered at ASYNCINFER_REDIS_URL={url} within {wait_s:g} s ({type(e).__name__}); "
+                    "start it (asyncinfer up starts one) or fix the URL"
+                ) from e
+        time.sleep(0.5)

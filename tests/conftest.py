@@ -10,13 +10,15 @@ import httpx
 import pytest
 import redis
 
-from shared.redis_server import start_redis
-from tests.pipeline import Pipeline, free_port, pipeline_env
+from cli.processes import free_port
+from cli.redis_server import start_redis
+from cli.up import LocalPipeline
+from tests.support.pipeline import pipeline_env
 
 # Database 0 is the session's shared pipeline; each other test gets the next one.
 _databases = itertools.count(1)
 
-PipelineFactory = Callable[..., Pipeline]
+PipelineFactory = Callable[..., LocalPipeline]
 
 
 @pytest.fixture(scope="session")
@@ -29,15 +31,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(10)
 
 
-def _start(redis_url: str, workdir: Path, workers: int, gateway: bool, env: dict[str, str]) -> Pipeline:
+def _start(redis_url: str, workdir: Path, workers: int, gateway: bool, env: dict[str, str]) -> LocalPipeline:
     redis.Redis.from_url(redis_url).flushdb()
-    pipeline = Pipeline(env=pipeline_env(redis_url, workdir, **env), workdir=workdir, port=free_port())
+    pipeline = LocalPipeline(env=pipeline_env(redis_url, workdir, **env), workdir=workdir, port=free_port())
     pipeline.start(workers=workers, gateway=gateway)
     return pipeline
 
 
 @pytest.fixture(scope="session")
-def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPipeline]:
     """One gateway and one worker shared by the tests that do not disturb them."""
     started = _start(f"{redis_url}/0", tmp_path_factory.mktemp("pipeline"), 1, True, {})
     yield started
@@ -47,9 +49,9 @@ def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture
 def make_pipeline(redis_url: str, tmp_path: Path) -> Iterator[PipelineFactory]:
     """A pipeline of this test's own (own store, own Redis database), stopped at teardown."""
-    started: list[Pipeline] = []
+    started: list[LocalPipeline] = []
 
-    def factory(*, workers: int = 1, gateway: bool = True, **env: str) -> Pipeline:
+    def factory(*, workers: int = 1, gateway: bool = True, **env: str) -> LocalPipeline:
         url = f"{redis_url}/{next(_databases) % 15 + 1}"
         started.append(_start(url, tmp_path, workers, gateway, env))
         return started[-1]
@@ -60,7 +62,7 @@ def make_pipeline(redis_url: str, tmp_path: Path) -> Iterator[PipelineFactory]:
 
 
 @pytest.fixture
-def client(pipeline: Pipeline) -> Iterator[httpx.Client]:
+def client(pipeline: LocalPipeline) -> Iterator[httpx.Client]:
     """An HTTP client for the gateway of `pipeline` (a module's own `pipeline` fixture applies)."""
     with httpx.Client(base_url=pipeline.url, timeout=60) as client:
         yield client

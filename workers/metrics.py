@@ -1,4 +1,4 @@
-"""Prometheus metrics of one worker process, recorded from each batch's report (workers/batch.py)
+"""Prometheus metrics of one worker process, recorded from each batch's report (workers/inference.py)
 and served at http://ASYNCINFER_WORKER_METRICS_HOST:ASYNCINFER_WORKER_METRICS_PORT/metrics."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from shared.errors import StartupError
 from shared.jobs import ErrorCode
-from workers.batch import BatchReport
+from workers.inference import BatchReport
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class WorkerMetrics:
             self.jobs.labels("failed", code.value).inc(count)
 
 
-class MetricsUnavailable(RuntimeError):
+class MetricsUnavailable(StartupError):
     """The metrics port cannot be listened on (in use, or a bad address)."""
 
 

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServicesDep, TenantDep
+from api.admission.uploads import form_top_k, is_multipart, read_form, to_upload
+from api.deps import ServicesDep, TenantDep, TopK
+from api.following.batch_progress import batch_view
 from api.metrics import JOBS_SUBMITTED
-from api.routes.events import batch_counts, batch_is_done
-from api.routes.jobs import TopK
 from api.schemas import PROBLEM_RESPONSES, BatchPublic, upload_body
-from api.uploads import form_top_k, is_multipart, read_form, to_upload
+from shared.constants import DEFAULT_TOP_K
 from shared.errors import BadRequest
-from shared.jobs import JobDoc
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
-
-
-def batch_view(batch: dict[str, Any], docs: list[JobDoc]) -> dict[str, Any]:
-    statuses = {doc["id"]: doc["status"] for doc in docs}
-    return {
-        "id": batch["id"],
-        "type": "batch",
-        "created_at": batch["created_at"],
-        "status": "done" if batch_is_done(statuses) else "running",
-        "counts": batch_counts(statuses),
-        "jobs": [{"id": doc["id"], "status": doc["status"]} for doc in docs],
-    }
 
 
 @router.post(
@@ -39,7 +24,9 @@ def batch_view(batch: dict[str, Any], docs: list[JobDoc]) -> dict[str, Any]:
     responses={202: {"model": BatchPublic}, **PROBLEM_RESPONSES},
     openapi_extra=upload_body("files", many=True, raw_image=False),
 )
-async def submit_batch(request: Request, services: ServicesDep, tenant: TenantDep, top_k: TopK = 5) -> JSONResponse:
+async def submit_batch(
+    request: Request, services: ServicesDep, tenant: TenantDep, top_k: TopK = DEFAULT_TOP_K
+) -> JSONResponse:
     settings = services.settings
     if not is_multipart(request):
         raise BadRequest("send multipart/form-data with one `files` field per image")

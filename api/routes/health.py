@@ -13,7 +13,7 @@ from api.deps import ServicesDep
 from api.metrics import refresh_gauges
 from api.problems import problem
 from api.services import Services
-from shared.redis_server import ping_on_a_new_connection
+from shared.queue import ping_on_a_new_connection
 
 router = APIRouter(tags=["health"])
 

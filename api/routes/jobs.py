@@ -8,16 +8,15 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServicesDep, TenantDep
+from api.admission.uploads import form_top_k, read_single_upload
+from api.deps import ServicesDep, TenantDep, TopK
+from api.following.long_poll import wait_for_terminal
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, JobPublic, upload_body
-from api.uploads import form_top_k, read_single_upload
-from api.waiting import wait_for_terminal
+from shared.constants import DEFAULT_TOP_K
 from shared.jobs import public_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-TopK = Annotated[int, Query(ge=1, le=20, description="How many classes to return")]
 
 @router.post(
     "",
@@ -33,7 +32,7 @@ async def submit_job(
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
-    top_k: TopK = 5,
+    top_k: TopK = DEFAULT_TOP_K,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=255, description="Repeat a submission safely: the same key and "

@@ -20,7 +20,7 @@ service {
 
   check {
     # A TTL, because there is no port to probe: the worker's consumer loop marks it passing
-    # every ttl/3 (workers/consumer_heartbeat.py), so it turns critical when the worker stops
+    # every ttl/3 (workers/heartbeat.py), so it turns critical when the worker stops
     # consuming (frozen, stuck in a batch, lost its broker), not only when the process is gone.
     # Same as ASYNCINFER_CONSUL_WORKER_TTL_S; the check id is "service:worker".
     name = "worker consumes"

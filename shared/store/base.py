@@ -16,10 +16,14 @@ from typing import Any
 
 from shared import constants
 from shared.errors import (
+    BatchNotFound,
     CasMismatch,
+    ClaimExpired,
     DocumentExists,
+    DocumentMissing,
     IdempotencyConflict,
     JobNotFound,
+    NotFound,
     StoreUnavailable,
 )
 from shared.jobs import JobDoc, JobStatus, status_of
@@ -73,7 +77,7 @@ class JobStore(ABC):
     def _replace(self, key: str, value: dict[str, Any], cas: Cas) -> None:
         """Replace `key` if its CAS is still `cas`, keeping its expiry; else raise CasMismatch.
 
-        Raise JobNotFound if the key is gone.
+        Raise DocumentMissing if the key is gone.
         """
 
     def _replace_changes(self, key: str, current: dict[str, Any], new: dict[str, Any], cas: Cas) -> None:
@@ -127,7 +131,7 @@ class JobStore(ABC):
     def _claimed_job(self, tenant: str, idempotency: Idempotency) -> JobDoc:
         found = self._get(idempotency_key(tenant, idempotency.key))
         if found is None:
-            raise JobNotFound("the job of this idempotency key has expired")
+            raise ClaimExpired("the job of this idempotency key has expired")
         claim, _ = found
         if claim["fingerprint"] != idempotency.fingerprint:
             raise IdempotencyConflict(
@@ -146,11 +150,11 @@ class JobStore(ABC):
 
     def confirm_enqueued(self, tenant: str, idempotency: Idempotency) -> None:
         """Record on the idempotency claim that its job is on the queue."""
-        with contextlib.suppress(JobNotFound):  # an expired claim has nothing left to record
+        with contextlib.suppress(ClaimExpired):  # an expired claim has nothing left to record
             self._update_key(
                 idempotency_key(tenant, idempotency.key),
                 lambda claim: None if claim.get("enqueued") else {**claim, "enqueued": True},
-                "the idempotency key has expired",
+                ClaimExpired("the idempotency key has expired"),
             )
 
     def release_claim(self, tenant: str, idempotency: Idempotency) -> None:
@@ -178,19 +182,19 @@ class JobStore(ABC):
         `mutate` sees a fresh document on each try and returns the new one, or None to leave
         it unchanged. Returns (document, changed). The image goes once the job is terminal.
         """
-        doc, changed = self._update_key(job_key(job_id), mutate, f"no job with id {job_id}")
+        doc, changed = self._update_key(job_key(job_id), mutate, JobNotFound(f"no job with id {job_id}"))
         if status_of(doc).terminal:
             # Also when unchanged: an earlier write may have finished the job and then lost its
             # clean-up.
             self._drop_image(job_id)
         return doc, changed
 
-    def _update_key(self, key: str, mutate: Mutation, missing: str) -> tuple[dict[str, Any], bool]:
-        """The CAS retry loop over any document; JobNotFound(`missing`) when it is absent."""
+    def _update_key(self, key: str, mutate: Mutation, missing: NotFound) -> tuple[dict[str, Any], bool]:
+        """The CAS retry loop over any document; raises `missing` when it is absent."""
         for _ in range(self.max_cas_retries):
             found = self._get(key)
             if found is None:
-                raise JobNotFound(missing)
+                raise missing
             current, cas = found
             new = mutate(current)
             if new is None:
@@ -199,6 +203,8 @@ class JobStore(ABC):
                 self._replace_changes(key, current, new, cas)
             except CasMismatch:
                 continue
+            except DocumentMissing:
+                raise missing from None
             return new, True
         raise CasMismatch(f"{key}: gave up after {self.max_cas_retries} CAS conflicts")
 
@@ -223,7 +229,7 @@ class JobStore(ABC):
     def get_batch(self, batch_id: str, *, tenant: str | None = None) -> dict[str, Any]:
         found = self._get(batch_key(batch_id))
         if found is None or (tenant is not None and found[0].get("tenant") != tenant):
-            raise JobNotFound(f"no batch with id {batch_id}")
+            raise BatchNotFound(f"no batch with id {batch_id}")
         return found[0]
 
     def get_jobs(self, job_ids: list[str]) -> list[JobDoc]:

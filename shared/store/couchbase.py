@@ -51,7 +51,7 @@ from couchbase.transcoder import RawBinaryTranscoder
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from shared.config import Settings
-from shared.errors import CasMismatch, DocumentExists, JobNotFound, StoreMisconfigured, StoreUnavailable
+from shared.errors import CasMismatch, DocumentExists, DocumentMissing, StoreMisconfigured, StoreUnavailable
 from shared.jobs import canonical_json
 from shared.store.base import Cas, JobStore
 from shared.store.subdoc import changes_as_specs
@@ -270,7 +270,7 @@ class CouchbaseStore(JobStore):
             except CasMismatchException as e:
                 raise CasMismatch(key) from e
             except DocumentNotFoundException as e:
-                raise JobNotFound(key) from e
+                raise DocumentMissing(key) from e
 
     @contextmanager
     def _unavailable_as_store_error(self, operation: str, key: str) -> Iterator[None]:

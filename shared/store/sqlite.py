@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.errors import CasMismatch, DocumentExists, JobNotFound, StoreUnavailable
+from shared.errors import CasMismatch, DocumentExists, DocumentMissing, StoreUnavailable
 from shared.store.base import Cas, JobStore
 
 _SCHEMA = """
@@ -93,7 +93,7 @@ class SqliteStore(JobStore):
         if cursor.rowcount == 1:
             return
         if self._get_raw(key) is None:
-            raise JobNotFound(key)
+            raise DocumentMissing(key)
         raise CasMismatch(key)
 
     def _remove(self, key: str) -> None:

@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
 
-from tests import images
+from cli.processes import REPO_ROOT
+from cli.up import LocalPipeline
 from tests.conftest import PipelineFactory
-from tests.pipeline import ROOT, Pipeline
+from tests.support import images
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -23,7 +24,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 # Headless and quiet: no GPU, no sandbox (containers), and none of the browser's own traffic.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-ARTIFACTS = ROOT / "test-artifacts"
+ARTIFACTS = REPO_ROOT / "test-artifacts"
 RESULT_TIMEOUT_MS = 90_000
 
 
@@ -70,7 +71,7 @@ def pages(browser: Browser) -> Iterator[PageFactory]:
 
 
 @pytest.fixture
-def page(pages: PageFactory, pipeline: Pipeline) -> Page:
+def page(pages: PageFactory, pipeline: LocalPipeline) -> Page:
     return pages(pipeline.url)
 
 
@@ -158,10 +159,10 @@ def test_keyboard_pick_and_drop_then_live_results_and_a_readable_error(page: Pag
 
     page.evaluate("document.activeElement.blur()")
     page.mouse.move(0, 0)
-    shutil.copyfile(save_screenshot(page, "web-page.png"), ROOT / "docs" / "web-page.png")
+    shutil.copyfile(save_screenshot(page, "web-page.png"), REPO_ROOT / "docs" / "web-page.png")
 
 
-def test_a_narrow_screen_has_no_horizontal_overflow(pages: PageFactory, pipeline: Pipeline, files: dict[str, Path]) -> None:
+def test_a_narrow_screen_has_no_horizontal_overflow(pages: PageFactory, pipeline: LocalPipeline, files: dict[str, Path]) -> None:
     page = pages(pipeline.url, width=375, height=800)
     long_name = next(name for name in files if name.startswith("a-photo-with"))
     page.set_input_files("#file-input", [files[long_name]])

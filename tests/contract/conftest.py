@@ -12,7 +12,7 @@ from shared.config import Settings
 from shared.store import JobStore
 from shared.store.couchbase import CouchbaseStore
 from shared.store.sqlite import SqliteStore
-from tests.couchbase_mock import BUCKET, PASSWORD, USERNAME, CouchbaseMock, couchbase_mock
+from tests.support.couchbase_mock import BUCKET, PASSWORD, USERNAME, CouchbaseMock, couchbase_mock
 
 StoreFactory = Callable[..., JobStore]
 

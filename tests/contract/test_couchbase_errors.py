@@ -12,14 +12,16 @@ import httpx
 import pytest
 from couchbase.exceptions import AmbiguousTimeoutException, AuthenticationException
 
-from shared.errors import DocumentExists, StoreMisconfigured, StoreUnavailable
+from cli.processes import free_port
+from cli.up import LocalPipeline
+from shared.errors import DocumentExists, StartupError, StoreMisconfigured, StoreUnavailable
 from shared.jobs import new_job
 from shared.store.base import image_key, job_key
 from shared.store.couchbase import CouchbaseStore
-from tests.client import post_job
 from tests.contract.conftest import couchbase_settings
-from tests.couchbase_mock import CouchbaseMock, couchbase_mock
-from tests.pipeline import Pipeline, free_port, pipeline_env
+from tests.support.couchbase_mock import CouchbaseMock, couchbase_mock
+from tests.support.http import post_job
+from tests.support.pipeline import pipeline_env
 
 pytestmark = pytest.mark.integration
 
@@ -89,9 +91,9 @@ def test_a_stopped_cluster_is_unavailable(own_mock: CouchbaseMock, store: Couchb
 
 
 @pytest.fixture
-def gateway(own_mock: CouchbaseMock, redis_url: str, tmp_path: Path) -> Iterator[Pipeline]:
+def gateway(own_mock: CouchbaseMock, redis_url: str, tmp_path: Path) -> Iterator[LocalPipeline]:
     env = own_mock.app_env() | {"ASYNCINFER_COUCHBASE_KV_TIMEOUT_S": str(KV_TIMEOUT_S)}
-    pipeline = Pipeline(env=pipeline_env(f"{redis_url}/13", tmp_path, **env), workdir=tmp_path, port=free_port())
+    pipeline = LocalPipeline(env=pipeline_env(f"{redis_url}/13", tmp_path, **env), workdir=tmp_path, port=free_port())
     try:
         pipeline.start_gateway()
         yield pipeline
@@ -99,7 +101,7 @@ def gateway(own_mock: CouchbaseMock, redis_url: str, tmp_path: Path) -> Iterator
         pipeline.stop()
 
 
-def test_the_gateway_answers_503_with_retry_after(own_mock: CouchbaseMock, gateway: Pipeline) -> None:
+def test_the_gateway_answers_503_with_retry_after(own_mock: CouchbaseMock, gateway: LocalPipeline) -> None:
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
         submitted = post_job(client, _png(), "image/png")
         assert submitted.status_code == 202, submitted.text
@@ -149,7 +151,7 @@ def test_refused_credentials_name_their_settings(
 
     assert "ASYNCINFER_COUCHBASE_USERNAME" in str(refused.value)
     assert "ASYNCINFER_COUCHBASE_PASSWORD" in str(refused.value)
-    assert isinstance(refused.value, ValueError)  # the CLI reports it and exits with status 2
+    assert isinstance(refused.value, StartupError)  # the CLI reports it in one line and exits with status 2
 
 
 # ---- ambiguous inserts -------------------------------------------------------------------
@@ -222,6 +224,6 @@ def test_an_ambiguous_insert_that_lost_to_another_writer_is_a_conflict(
 
 
 def _png() -> bytes:
-    from tests import images
+    from tests.support import images
 
     return images.png_with_alpha()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import IdempotencyConflict, IllegalTransition, JobNotFound, StoreUnavailable
+from shared.errors import BatchNotFound, IdempotencyConflict, IllegalTransition, JobNotFound, StoreUnavailable
 from shared.jobs import JobDoc, JobStatus, new_job, public_view, transition
 from shared.lifecycle import JobLifecycle
 from shared.store import Idempotency, JobStore
@@ -229,7 +229,7 @@ def test_documents_expire_after_their_ttl(make_store: StoreFactory) -> None:
     wait_until_expired(store, batch_job["id"], timeout_s=4)
 
     assert store.get_image(batch_job["id"]) is None
-    with pytest.raises(JobNotFound):
+    with pytest.raises(BatchNotFound):
         store.get_batch("b-ttl-" + batch_job["id"])
 
 
@@ -342,7 +342,7 @@ def test_a_batch_lists_its_jobs_in_order(store: JobStore) -> None:
 
     assert public_view(store.get_batch(batch_id, tenant="tenant-a")) == batch
     assert [doc["id"] for doc in store.get_jobs(batch["job_ids"])] == [jobs[0]["id"], jobs[2]["id"]]
-    with pytest.raises(JobNotFound):
+    with pytest.raises(BatchNotFound):
         store.get_batch(batch_id, tenant="tenant-b")
 
 

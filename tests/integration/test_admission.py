@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import images
-from tests.client import post_job, submit, wait_terminal
+from cli.up import LocalPipeline
 from tests.conftest import PipelineFactory
-from tests.pipeline import Pipeline
+from tests.support import images
+from tests.support.http import post_job, submit, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -61,7 +61,7 @@ def test_api_keys_separate_tenants(make_pipeline: PipelineFactory) -> None:
         assert client.delete(f"/v1/jobs/{job['id']}", headers={"X-API-Key": "key-b"}).status_code == 404
 
 
-def test_a_ten_mebibyte_image_goes_through(pipeline: Pipeline) -> None:
+def test_a_ten_mebibyte_image_goes_through(pipeline: LocalPipeline) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (1800, 1900, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(noise).save(buffer, "PNG", compress_level=0)
@@ -73,7 +73,7 @@ def test_a_ten_mebibyte_image_goes_through(pipeline: Pipeline) -> None:
 
 
 def test_readiness_names_the_dependency_that_is_down(make_pipeline: PipelineFactory) -> None:
-    from tests.pipeline import free_port
+    from cli.processes import free_port
 
     pipeline = make_pipeline(workers=0, ASYNCINFER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     with httpx.Client(base_url=pipeline.url, timeout=30) as client:

@@ -1,4 +1,4 @@
-"""Bad input gets the contract's status code and a clear problem+json; the service stays healthy."""
+"""Bad input gets the status code of docs/contract.md and a clear problem+json; the service stays healthy."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import zlib
 import httpx
 import pytest
 
-from tests import images
-from tests.client import post_job, submit, wait_terminal
+from tests.support import images
+from tests.support.http import post_job, submit, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

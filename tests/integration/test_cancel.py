@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests import images
-from tests.client import stream_events, submit, wait_terminal
 from tests.conftest import PipelineFactory
+from tests.support import images
+from tests.support.http import stream_events, submit, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

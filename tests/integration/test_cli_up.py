@@ -10,10 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.redis_server import redis_answers
-from tests import images
-from tests.client import submit, wait_terminal
-from tests.pipeline import ROOT, clean_env, free_port, wait_until
+from cli.processes import REPO_ROOT, free_port, wait_until
+from shared.queue import redis_answers
+from tests.support import images
+from tests.support.http import submit, wait_terminal
+from tests.support.pipeline import clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -26,7 +27,7 @@ def test_up_serves_jobs_then_stops_everything(tmp_path: Path, stop_signal: signa
                ASYNCINFER_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
-        up = subprocess.Popen([sys.executable, "-m", "shared", "up"], cwd=tmp_path, env=env, stdout=log, stderr=log)
+        up = subprocess.Popen([sys.executable, "-m", "cli", "up"], cwd=tmp_path, env=env, stdout=log, stderr=log)
     try:
         wait_until(lambda: "ready at" in log_path.read_text(), 120, "asyncinfer up")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -51,23 +52,10 @@ def test_up_without_imagenet_weights_says_how_to_provide_them(tmp_path: Path) ->
     env = clean_env()
     env["KERAS_HOME"] = str(tmp_path)
 
-    result = subprocess.run([sys.executable, "-m", "shared", "up"], cwd=ROOT, env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "cli", "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                             timeout=60)
 
     assert result.returncode == 2
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1
     assert "ImageNet weights not found" in message and "ASYNCINFER_WEIGHTS" in message
-
-
-def test_a_worker_without_imagenet_weights_refuses_to_start(tmp_path: Path) -> None:
-    env = clean_env()
-    env["KERAS_HOME"] = str(tmp_path)
-
-    result = subprocess.run([sys.executable, "-m", "shared", "worker"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
-
-    assert result.returncode == 2
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("asyncinfer worker: ImageNet weights not found at ")
-    assert "ASYNCINFER_WEIGHTS" in last_line

@@ -12,11 +12,12 @@ import consul
 import httpx
 import pytest
 
-from shared.mesh_launcher import CONSUL_VERSION, free_ports
-from tests import images
-from tests.client import submit, wait_terminal
-from tests.consul_agent import consul_binary
-from tests.pipeline import clean_env, wait_until
+from cli.consul_dev import CONSUL_VERSION
+from cli.processes import free_ports, wait_until
+from tests.support import images
+from tests.support.consul_agent import consul_binary
+from tests.support.http import submit, wait_terminal
+from tests.support.pipeline import clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -42,7 +43,7 @@ def test_up_with_the_mesh_serves_a_job_through_sidecars_and_stops_everything_on_
                ASYNCINFER_CONSUL_URL=f"http://127.0.0.1:{consul_port}")
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
-        up = subprocess.Popen([sys.executable, "-m", "shared", "up", "--mesh", "consul"], cwd=tmp_path, env=env,
+        up = subprocess.Popen([sys.executable, "-m", "cli", "up", "--mesh", "consul"], cwd=tmp_path, env=env,
                               stdout=log, stderr=log)
     try:
         wait_until(lambda: "ready at" in log_path.read_text() or up.poll() is not None, 150, "asyncinfer up")

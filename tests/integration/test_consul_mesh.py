@@ -19,8 +19,9 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from shared.mesh_launcher import AGENT_CONFIG, INTENTIONS_DIR, REPO_ROOT, free_ports
-from tests.consul_agent import (
+from cli.consul_dev import AGENT_CONFIG, INTENTIONS_DIR
+from cli.processes import REPO_ROOT, free_ports
+from tests.support.consul_agent import (
     ConsulAgent,
     SidecarProxy,
     consul_agent,

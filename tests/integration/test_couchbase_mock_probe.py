@@ -14,7 +14,7 @@ from couchbase.exceptions import (
 )
 from couchbase.options import ClusterOptions, ClusterTimeoutOptions, InsertOptions, ReplaceOptions
 
-from tests.couchbase_mock import BUCKET, PASSWORD, USERNAME, CouchbaseMock, couchbase_mock
+from tests.support.couchbase_mock import BUCKET, PASSWORD, USERNAME, CouchbaseMock, couchbase_mock
 
 pytestmark = pytest.mark.integration
 

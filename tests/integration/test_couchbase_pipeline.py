@@ -13,12 +13,14 @@ import httpx
 import pytest
 import redis
 
+from cli.processes import free_port
+from cli.up import LocalPipeline
 from shared.constants import EVENTS_CHANNEL
 from shared.store.couchbase import EXPIRES_AT_FIELD, CouchbaseStore
-from tests import images
-from tests.client import post_job, stream_events, submit, wait_terminal
-from tests.couchbase_mock import CouchbaseMock, couchbase_mock
-from tests.pipeline import Pipeline, free_port, pipeline_env
+from tests.support import images
+from tests.support.couchbase_mock import CouchbaseMock, couchbase_mock
+from tests.support.http import post_job, stream_events, submit, wait_terminal
+from tests.support.pipeline import pipeline_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -39,9 +41,9 @@ def redis_db(redis_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def pipeline(mock: CouchbaseMock, redis_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(mock: CouchbaseMock, redis_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPipeline]:
     workdir = tmp_path_factory.mktemp("couchbase-pipeline")
-    started = Pipeline(env=pipeline_env(redis_db, workdir, **mock.app_env()), workdir=workdir, port=free_port())
+    started = LocalPipeline(env=pipeline_env(redis_db, workdir, **mock.app_env()), workdir=workdir, port=free_port())
     try:
         started.start(workers=1, gateway=True)
         yield started
@@ -59,7 +61,7 @@ def couchbase(mock: CouchbaseMock) -> Iterator[CouchbaseStore]:
 
 
 def test_a_job_from_upload_to_the_terminal_event(
-    client: httpx.Client, pipeline: Pipeline, couchbase: CouchbaseStore
+    client: httpx.Client, pipeline: LocalPipeline, couchbase: CouchbaseStore
 ) -> None:
     job = submit(client, images.jpeg(seed=31), top_k=3)
 

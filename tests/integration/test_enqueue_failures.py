@@ -4,6 +4,7 @@ broker failure itself is injected at the one call that sends to it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from unittest import mock
 
@@ -13,17 +14,17 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from shared import submission
+from api.admission import submitter as submission
+from api.admission.submitter import Submitter, Upload
+from api.services import Services
+from cli.processes import wait_until
+from cli.up import LocalPipeline
 from shared.config import Settings
-from shared.constants import DEFAULT_TENANT, INFER_QUEUE
-from shared.errors import DependencyUnavailable, JobNotFound
-from shared.queue import make_celery
-from shared.store import open_store
-from shared.submission import Submitter, Upload
-from tests import images
-from tests.client import post_job, wait_terminal
+from shared.constants import DEFAULT_TENANT, EVENTS_CHANNEL, INFER_QUEUE
+from shared.errors import BatchNotFound, DependencyUnavailable, JobNotFound
 from tests.conftest import PipelineFactory
-from tests.pipeline import Pipeline, wait_until
+from tests.support import images
+from tests.support.http import post_job, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -31,21 +32,21 @@ IMAGE = images.jpeg(320, 240, seed=71)
 
 
 @pytest.fixture
-def gateway(make_pipeline: PipelineFactory) -> Pipeline:
+def gateway(make_pipeline: PipelineFactory) -> LocalPipeline:
     return make_pipeline(workers=0)
 
 
 @pytest.fixture
-def submitter(gateway: Pipeline) -> Iterator[Submitter]:
+def submitter(gateway: LocalPipeline) -> Iterator[Submitter]:
     """What a gateway process runs, in this process, on the same store and Redis database."""
     settings = Settings(**{key.removeprefix("ASYNCINFER_").lower(): value for key, value in gateway.env.items()
                            if key.startswith("ASYNCINFER_")})
-    store = open_store(settings)
-    yield Submitter(settings, store, make_celery(settings), redis.Redis.from_url(settings.redis_url))
-    store.close()
+    services = Services.create(settings)
+    yield services.submitter
+    services.close()
 
 
-def queued_messages(pipeline: Pipeline) -> int:
+def queued_messages(pipeline: LocalPipeline) -> int:
     return int(redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"]).llen(INFER_QUEUE))
 
 
@@ -54,7 +55,7 @@ def post(client: httpx.Client, key: str) -> httpx.Response:
 
 
 def test_a_gateway_that_died_before_queueing_has_the_job_queued_by_the_clients_retry(
-    gateway: Pipeline, submitter: Submitter
+    gateway: LocalPipeline, submitter: Submitter
 ) -> None:
     with mock.patch.object(submission, "enqueue", side_effect=SystemExit("killed")), pytest.raises(SystemExit):
         submitter.submit_job(Upload(IMAGE, "image/jpeg"), tenant=DEFAULT_TENANT, top_k=5, idempotency_key="k-1")
@@ -72,7 +73,7 @@ def test_a_gateway_that_died_before_queueing_has_the_job_queued_by_the_clients_r
 
 
 def test_a_queue_that_fails_leaves_no_job_and_frees_the_idempotency_key(
-    gateway: Pipeline, submitter: Submitter
+    gateway: LocalPipeline, submitter: Submitter
 ) -> None:
     down = OperationalError("Error 111 connecting to redis: Connection refused")
     with mock.patch.object(submission, "enqueue", side_effect=down), pytest.raises(DependencyUnavailable):
@@ -85,7 +86,7 @@ def test_a_queue_that_fails_leaves_no_job_and_frees_the_idempotency_key(
     assert queued_messages(gateway) == 1
 
 
-def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: Pipeline, submitter: Submitter) -> None:
+def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: LocalPipeline, submitter: Submitter) -> None:
     real_enqueue = submission.enqueue
     sent: list[str] = []
 
@@ -96,6 +97,8 @@ def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: Pipel
         sent.append(job_id)
 
     uploads = [Upload(images.jpeg(200, 150, seed=80 + n), "image/jpeg") for n in range(5)]
+    events = redis.Redis.from_url(gateway.env["ASYNCINFER_REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
+    events.subscribe(EVENTS_CHANNEL)
     with mock.patch.object(submission, "enqueue", side_effect=fails_on_the_third), \
             mock.patch.object(submitter.store, "create_job", wraps=submitter.store.create_job) as create, \
             mock.patch.object(submitter.store, "create_batch", wraps=submitter.store.create_batch) as create_batch, \
@@ -106,10 +109,17 @@ def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: Pipel
     assert len(stored) == 5 and stored[:2] == sent and queued_messages(gateway) == 2
     for job_id in sent:  # on the queue already: cancelled, so that a worker skips them
         assert submitter.store.get_job(job_id)["status"] == "cancelled"
+    announced = []  # through JobLifecycle, so each cancel has its event, as every status change does
+    while (message := events.get_message(timeout=2)) is not None:
+        event = json.loads(message["data"])
+        if event["job_id"] in stored:  # the channel is the whole server's, not this test's database's
+            announced.append((event["job_id"], event["status"]))
+    events.close()
+    assert sorted(announced) == sorted((job_id, "cancelled") for job_id in sent)
     for job_id in stored[2:]:
         with pytest.raises(JobNotFound):
             submitter.store.get_job(job_id)
-    with pytest.raises(JobNotFound):
+    with pytest.raises(BatchNotFound):
         submitter.store.get_batch(create_batch.call_args.args[0]["id"])
 
     gateway.start_worker()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests import images
-from tests.client import stream_events, submit
 from tests.conftest import PipelineFactory
+from tests.support import images
+from tests.support.http import stream_events, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

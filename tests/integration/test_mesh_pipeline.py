@@ -20,11 +20,12 @@ import httpx
 import pytest
 import redis
 
-from shared.mesh_launcher import INTENTIONS_DIR, free_ports
-from shared.redis_server import start_redis
-from tests import images
-from tests.client import stream_events, submit
-from tests.consul_agent import (
+from cli.consul_dev import INTENTIONS_DIR
+from cli.processes import free_ports
+from cli.redis_server import start_redis
+from cli.up import LocalPipeline
+from tests.support import images
+from tests.support.consul_agent import (
     ConsulAgent,
     SidecarProxy,
     consul_agent,
@@ -32,7 +33,8 @@ from tests.consul_agent import (
     sidecar_proxy,
     wait_for,
 )
-from tests.pipeline import Pipeline, pipeline_env
+from tests.support.http import stream_events, submit
+from tests.support.pipeline import pipeline_env
 
 # func_only: the module fixture starts an agent, Redis, TensorFlow and three proxies (a minute).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120, func_only=True)]
@@ -49,9 +51,9 @@ class MeshPipeline:
     agent: ConsulAgent
     redis_port: int
     redis_sidecar: SidecarProxy
-    gateway: Pipeline
+    gateway: LocalPipeline
     gateway_sidecar: SidecarProxy
-    worker: Pipeline
+    worker: LocalPipeline
     worker_sidecar: SidecarProxy
 
     @property
@@ -98,8 +100,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshPipeline]:
                 ASYNCINFER_CONSUL_WORKER_TTL_S=str(WORKER_TTL_S),
             )
 
-        gateway = Pipeline(env=mesh_env(gateway_upstream, gateway_sidecar), workdir=workdir, port=http_port)
-        worker = Pipeline(env=mesh_env(worker_upstream, worker_sidecar), workdir=workdir, port=0)
+        gateway = LocalPipeline(env=mesh_env(gateway_upstream, gateway_sidecar), workdir=workdir, port=http_port)
+        worker = LocalPipeline(env=mesh_env(worker_upstream, worker_sidecar), workdir=workdir, port=0)
         stack.callback(gateway.stop)
         stack.callback(worker.stop)
 

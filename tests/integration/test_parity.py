@@ -8,13 +8,15 @@ import httpx
 import numpy as np
 import pytest
 
+from cli.up import LocalPipeline
 from shared.config import Settings
-from tests import images
-from tests.client import stream_events
+from shared.constants import MAX_TOP_K
+from shared.preprocessing import decode
 from tests.conftest import PipelineFactory
-from tests.pipeline import Pipeline
-from workers.model import build_model
-from workers.preprocess import decode, to_model_input
+from tests.support import images
+from tests.support.http import stream_events
+from workers.model.classifier import to_model_input
+from workers.model.weights import build_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -36,7 +38,7 @@ def assert_pipeline_matches_direct_calls(url: str, direct_model, backend: str) -
     cases = images.parity_set()
     files = [("files", (f"{name}", data, content_type)) for name, (data, content_type) in cases.items()]
     with httpx.Client(base_url=url, timeout=60) as client:
-        batch = client.post("/v1/batches", files=files, params={"top_k": 20}).json()
+        batch = client.post("/v1/batches", files=files, params={"top_k": MAX_TOP_K}).json()
         stream_events(client, f"/v1/batches/{batch['id']}/events")
         docs = [client.get(f"/v1/jobs/{job['id']}").json() for job in batch["jobs"]]
 
@@ -57,7 +59,7 @@ def assert_pipeline_matches_direct_calls(url: str, direct_model, backend: str) -
     assert len(top_classes) >= 3
 
 
-def test_pipeline_predictions_equal_a_direct_model_call(pipeline: Pipeline, direct_model) -> None:  # type: ignore[no-untyped-def]
+def test_pipeline_predictions_equal_a_direct_model_call(pipeline: LocalPipeline, direct_model) -> None:  # type: ignore[no-untyped-def]
     assert_pipeline_matches_direct_calls(pipeline.url, direct_model, "tensorflow")
 
 

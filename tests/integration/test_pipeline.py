@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests import images
-from tests.client import post_job, stream_events, submit, wait_terminal
+from tests.support import images
+from tests.support.http import post_job, stream_events, submit, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

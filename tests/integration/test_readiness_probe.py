@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from shared.redis_server import ping_on_a_new_connection
+from shared.queue import ping_on_a_new_connection
 
 pytestmark = pytest.mark.integration
 

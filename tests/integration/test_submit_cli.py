@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from shared.client.results_file import iter_results
-from tests import images
+from cli.processes import REPO_ROOT, free_port, wait_until
+from cli.up import LocalPipeline
+from client.results_file import iter_results
 from tests.conftest import PipelineFactory
-from tests.pipeline import ROOT, Pipeline, clean_env, free_port, wait_until
+from tests.support import images
+from tests.support.pipeline import clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def cli(pipeline: Pipeline, *args: str) -> list[str]:
-    return [sys.executable, "-m", "shared", "submit", *args, "--url", pipeline.url]
+def cli(pipeline: LocalPipeline, *args: str) -> list[str]:
+    return [sys.executable, "-m", "cli", "submit", *args, "--url", pipeline.url]
 
 
 def cli_env() -> dict[str, str]:
@@ -30,8 +32,8 @@ def cli_env() -> dict[str, str]:
     return {**env, "COLUMNS": "160", "PYTHONUNBUFFERED": "1"}
 
 
-def run_cli(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli(pipeline, *args), cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=240)
+def run_cli(pipeline: LocalPipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli(pipeline, *args), cwd=REPO_ROOT, env=cli_env(), capture_output=True, text=True, timeout=240)
 
 
 def make_images(directory: Path, count: int, seed: int) -> list[Path]:
@@ -48,14 +50,14 @@ def make_images(directory: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
-def jobs_per_sha256(pipeline: Pipeline) -> collections.Counter[str]:
+def jobs_per_sha256(pipeline: LocalPipeline) -> collections.Counter[str]:
     """Job documents in the gateway's store, counted by the sha256 of their input."""
     with sqlite3.connect(pipeline.workdir / "jobs.db") as db:
         rows = db.execute("SELECT value FROM kv WHERE key LIKE 'job::%'").fetchall()
     return collections.Counter(json.loads(value)["input"]["sha256"] for (value,) in rows)
 
 
-def test_a_directory_of_fifty_images(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_a_directory_of_fifty_images(pipeline: LocalPipeline, tmp_path: Path) -> None:
     make_images(tmp_path / "photos", 50, seed=7000)
     out = tmp_path / "results.jsonl"
 
@@ -81,13 +83,13 @@ def test_a_directory_of_fifty_images(pipeline: Pipeline, tmp_path: Path) -> None
 @pytest.mark.parametrize(("stop_signal", "out_name"), [(signal.SIGINT, "results.jsonl"), (signal.SIGKILL, "results.csv")],
                          ids=["ctrl-c-jsonl", "killed-csv"])
 def test_an_interrupted_run_resumes_to_completion_without_duplicate_jobs(
-    pipeline: Pipeline, tmp_path: Path, stop_signal: signal.Signals, out_name: str
+    pipeline: LocalPipeline, tmp_path: Path, stop_signal: signal.Signals, out_name: str
 ) -> None:
     files = make_images(tmp_path / "photos", 40, seed=8000 + 100 * stop_signal)
     out = tmp_path / out_name
     # One file at a time, so the run is still going when it is stopped.
     process = subprocess.Popen(cli(pipeline, str(tmp_path / "photos"), "--concurrency", "1", "--out", str(out)),
-                               cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: len(list(iter_results(out))) >= 5, 120, "5 results", interval_s=0.02)
         assert process.poll() is None, "the run ended before it could be interrupted"
@@ -112,7 +114,7 @@ def test_an_interrupted_run_resumes_to_completion_without_duplicate_jobs(
     assert {r.sha256: in_store[r.sha256] for r in results if r.sha256} == {r.sha256: 1 for r in results if r.sha256}
 
 
-def test_a_mix_of_good_and_bad_files(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_a_mix_of_good_and_bad_files(pipeline: LocalPipeline, tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     good = make_images(folder, 4, seed=9000)
     (folder / "not-really.jpg").write_bytes(b"hello, I am text")
@@ -140,9 +142,9 @@ def test_an_unreachable_gateway_stops_the_run_with_a_resume_hint(tmp_path: Path)
     make_images(tmp_path / "photos", 2, seed=9200)
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "shared", "submit", str(tmp_path / "photos"), "--out", str(tmp_path / "r.jsonl"),
+        [sys.executable, "-m", "cli", "submit", str(tmp_path / "photos"), "--out", str(tmp_path / "r.jsonl"),
          "--url", f"http://127.0.0.1:{free_port()}", "--retry-for", "1"],
-        cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT, env=cli_env(), capture_output=True, text=True, timeout=60,
     )
 
     assert run.returncode == 2
@@ -157,7 +159,7 @@ def test_a_gateway_restart_mid_run_loses_nothing_and_duplicates_nothing(make_pip
     files = make_images(tmp_path / "photos", 40, seed=9300)
     out = tmp_path / "results.jsonl"
     process = subprocess.Popen(cli(own, str(tmp_path / "photos"), "--concurrency", "2", "--out", str(out)),
-                               cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: len(list(iter_results(out))) >= 5, 120, "5 results", interval_s=0.02)
         assert own.gateway is not None

@@ -8,10 +8,10 @@ import time
 import httpx
 import pytest
 
-from tests import images
-from tests.client import wait_terminal
+from cli.processes import wait_until
 from tests.conftest import PipelineFactory
-from tests.pipeline import wait_until
+from tests.support import images
+from tests.support.http import wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 

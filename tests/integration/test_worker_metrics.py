@@ -7,10 +7,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import images
-from tests.client import submit, wait_terminal
+from cli.processes import free_port, wait_until
 from tests.conftest import PipelineFactory
-from tests.pipeline import free_port, wait_until
+from tests.support import images
+from tests.support.http import submit, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -1,4 +1,4 @@
-"""The idle flush of workers/batching.py: a lone job runs at once, a stream of jobs fills a batch."""
+"""The idle flush of workers/idle_flush.py: a lone job runs at once, a stream of jobs fills a batch."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workers.batching import IdleFlushBatches
+from workers.idle_flush import IdleFlushBatches
 
 
 class FakeEntry:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import Settings
+from shared.config import Settings, get_settings
+from shared.errors import SettingsInvalid
 
 
 def test_defaults_run_on_one_machine() -> None:
@@ -26,12 +27,27 @@ def test_api_keys_parse_from_pairs_or_json(monkeypatch: pytest.MonkeyPatch) -> N
 def test_store_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(store="couchbases://db.example").store_kind == "couchbase"
     assert Settings(store="sqlite:////var/lib/jobs.db").sqlite_path == "/var/lib/jobs.db"
-    with pytest.raises(ValueError, match="ASYNCINFER_STORE"):
-        _ = Settings(store="postgres://x").store_kind
+    with pytest.raises(ValueError, match="use sqlite:///path or couchbase://host"):
+        Settings(store="postgres://x")
+
+
+def test_a_bad_store_url_is_refused_on_every_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked when the settings are built, so a copy with overrides gets the same check."""
+    with pytest.raises(ValueError, match="use sqlite:///path"):
+        Settings().with_overrides(store="postgres://x")
+    monkeypatch.setenv("ASYNCINFER_STORE", "postgres://x")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsInvalid) as refused:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    message = str(refused.value)
+    assert message.startswith("ASYNCINFER_STORE: 'postgres://x': use sqlite:///path") and "\n" not in message
 
 
 def test_production_refuses_placeholder_secrets() -> None:
-    settings = Settings(environment="production", store="couchbase://db", couchbase_password="password")
     with pytest.raises(ValueError, match="placeholder"):
-        settings.check_production_secrets()
-    Settings(environment="development", store="couchbase://db").check_production_secrets()
+        Settings(environment="production", store="couchbase://db", couchbase_password="password")
+    Settings(environment="development", store="couchbase://db")
+    Settings(environment="production", store="couchbase://db", couchbase_password="a-real-one")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from api.admission.checks import normalise_declared_type, open_upload, sniff_type
 from shared.errors import BadRequest, ImageTooLarge, UndecodableImage, UnsupportedImageType
-from shared.images import normalise_declared_type, open_upload, sniff_type
-from tests import images
+from tests.support import images
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000, "min_side_px": 8}
 

@@ -1,4 +1,4 @@
-"""The state machine: the only transitions the contract allows, each recorded in the history."""
+"""The state machine: the only transitions docs/contract.md allows, each recorded in the history."""
 
 from __future__ import annotations
 

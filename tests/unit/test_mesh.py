@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.consul_dev import BUILD_SCRIPT, CONSUL_VERSION
+from cli.processes import REPO_ROOT, free_port
 from shared.config import Settings
 from shared.errors import MeshUnavailable
 from shared.mesh import Upstream, agent_client, sidecar_definition, upstreams_for, wait_for_agent
-from shared.mesh_launcher import BUILD_SCRIPT, CONSUL_VERSION
-from tests.pipeline import ROOT, free_port
 
 
 def test_the_redis_url_port_is_the_redis_upstream() -> None:
@@ -54,7 +54,7 @@ import sys
 from fastapi.testclient import TestClient
 from api.main import create_app
 from shared.config import Settings
-import shared.launcher, workers.run
+import cli.up, workers.worker
 settings = Settings(redis_url="redis://127.0.0.1:1/0", store="sqlite:///" + sys.argv[1])
 with TestClient(create_app(settings)) as client:
     assert client.get("/healthz").status_code == 200
@@ -62,7 +62,7 @@ with TestClient(create_app(settings)) as client:
 leaked = sorted(name for name in sys.modules if name.split(".")[0] == "consul" or name == "shared.mesh")
 assert not leaked, leaked
 """
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "jobs.db")], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "jobs.db")], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 

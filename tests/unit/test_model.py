@@ -7,15 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers import model
-from workers.model import (
-    CPU_BATCH_SIZE,
-    GPU_BATCH_SIZE,
-    WeightsUnavailable,
-    batch_size_for,
-    build_model,
-    detect_device,
-)
+from workers.model import keras_runtime
+from workers.model.classifier import CPU_BATCH_SIZE, GPU_BATCH_SIZE, batch_size_for
+from workers.model.keras_runtime import RuntimeUnavailable, detect_device
+from workers.model.weights import WeightsUnavailable, build_model
 
 
 def test_batch_size_follows_the_device_unless_configured() -> None:
@@ -25,17 +20,20 @@ def test_batch_size_follows_the_device_unless_configured() -> None:
 
 
 def test_device_detection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model, "_visible_gpus", lambda backend: [])
-    assert detect_device("tensorflow") == "cpu"
-    with pytest.raises(RuntimeError, match="sees no GPU"):
-        detect_device("tensorflow", "gpu")
-    monkeypatch.setattr(model, "_visible_gpus", lambda backend: ["/physical_device:GPU:0"])
-    assert detect_device("tensorflow") == "gpu:0"
-    assert detect_device("tensorflow", "cpu") == "cpu"
+    monkeypatch.setattr(keras_runtime, "visible_gpus", lambda: [])
+    assert detect_device() == "cpu"
+    with pytest.raises(RuntimeUnavailable, match="sees no GPU"):
+        detect_device("gpu")
+    monkeypatch.setattr(keras_runtime, "visible_gpus", lambda: ["/physical_device:GPU:0"])
+    assert detect_device() == "gpu:0"
+    assert detect_device("cpu") == "cpu"
 
 
-def test_this_machine_has_no_gpu_for_tensorflow() -> None:
-    assert detect_device("tensorflow") == "cpu"
+def test_the_detected_device_is_what_tensorflow_sees_on_this_machine() -> None:
+    import tensorflow as tf
+
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert detect_device() == ("gpu:0" if has_gpu else "cpu")
 
 
 def test_missing_imagenet_weights_refuse_with_instructions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

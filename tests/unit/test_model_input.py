@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api.admission.submitter import Submitter, Upload
 from shared.config import Settings
-from shared.model_input import PIXELS_HEADER, decode, is_packed_pixels, model_pixels, pack_pixels
-from shared.submission import Submitter, Upload
-from tests import images
+from shared.preprocessing import PIXELS_HEADER, decode, is_packed_pixels, model_pixels, pack_pixels
+from tests.support import images
 
 
 def gateway_stored_bytes(data: bytes, content_type: str, preprocess_at: str = "gateway") -> bytes:
-    submitter = Submitter(Settings(preprocess_at=preprocess_at), store=None, celery=None, redis_client=None)  # type: ignore[arg-type]
+    submitter = Submitter(Settings(preprocess_at=preprocess_at), lifecycle=None, celery=None, redis_client=None)  # type: ignore[arg-type]
     _, stored = submitter.inspect(Upload(data, content_type))
     return stored
 

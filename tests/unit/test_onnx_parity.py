@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 
 from shared.config import Settings
-from tests import images
-from workers.model import KerasClassifier, build_model, warm_up
-from workers.onnx_runtime import OnnxClassifier, cached_onnx, load_onnx_classifier, weights_sha256
-from workers.preprocess import decode, to_model_input
+from shared.constants import MAX_TOP_K
+from shared.preprocessing import decode
+from tests.support import images
+from workers.model.classifier import to_model_input, warm_up
+from workers.model.keras_runtime import KerasClassifier
+from workers.model.onnx_runtime import OnnxClassifier, cached_onnx, load_onnx_classifier, weights_sha256
+from workers.model.weights import build_model
 
 pytestmark = pytest.mark.timeout(300)
 
 TOLERANCE = 1e-4
-TOP_K = 20
+TOP_K = MAX_TOP_K
 SEED = 1234
 
 

@@ -7,9 +7,11 @@ import io
 import numpy as np
 from PIL import Image
 
-from tests import images
+from shared.preprocessing import decode
+from tests.support import images
 from workers.labels import imagenet_labels
-from workers.preprocess import decode, to_model_input, top_k
+from workers.model.classifier import to_model_input
+from workers.scores import top_k
 
 
 def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
@@ -40,7 +42,7 @@ def test_gif_uses_the_first_frame_and_grayscale_becomes_rgb() -> None:
 def test_jpeg_draft_decode_stays_close_to_a_full_decode() -> None:
     data = images.jpeg(1920, 1080, seed=7)
     full = Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
-    assert mean_abs_diff(decode(data), full) < 2  # the contract: a mean difference under 2/255
+    assert mean_abs_diff(decode(data), full) < 2  # docs/contract.md: a mean difference under 2/255
 
 
 def test_model_input_is_scaled_to_minus_one_one() -> None:

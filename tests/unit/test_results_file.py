@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.client.records import ERROR, REJECTED, SUCCEEDED, FileResult, from_job
-from shared.client.results_file import UnknownFormat, format_of, open_results, read_results
+from client.records import ERROR, REJECTED, SUCCEEDED, FileResult, from_job
+from client.results_file import UnknownFormat, format_of, open_results, read_results
 
 GOOD = FileResult(
     "imgs/a.jpg", SUCCEEDED, "ab" * 32, "job-1",

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from tenacity import RetryCallState
 
-from shared.client.retry import MAX_RETRY_AFTER_S, RetryableResponse, WaitRetryAfter, is_retryable, parse_retry_after
+from client.retry import MAX_RETRY_AFTER_S, RetryableResponse, WaitRetryAfter, is_retryable, parse_retry_after
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

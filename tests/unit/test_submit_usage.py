@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
-from shared.client.files import MissingPath, discover, idempotency_key
-from shared.client.records import CANCELLED, ERROR, FAILED, REJECTED, SUCCEEDED, FileResult
-from shared.client.resume import split_done
+from cli.main import main
+from client.files import MissingPath, discover, idempotency_key
+from client.records import CANCELLED, ERROR, FAILED, REJECTED, SUCCEEDED, FileResult
+from client.resume import split_done
 
 
 @pytest.fixture

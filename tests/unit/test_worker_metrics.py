@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cli.processes import free_port
 from shared.config import Settings
 from shared.jobs import ErrorCode
-from shared.model_input import PIXELS_BYTES, PIXELS_HEADER
-from tests.pipeline import free_port
-from workers import batch
-from workers.batch import BatchReport, process_batch
+from shared.preprocessing import PIXELS_BYTES, PIXELS_HEADER
+from workers import inference as batch
+from workers.inference import BatchReport, process_batch
 from workers.metrics import MetricsUnavailable, WorkerMetrics, serve
 
 MODEL_INFO = {"name": "mobilenet_v2", "weights": "random", "backend": "onnxruntime", "device": "cpu"}

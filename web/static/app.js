@@ -11,7 +11,8 @@ const AUTO_RETRIES = 3;
 // Consecutive stream errors before falling back to long polling (the browser reconnects by
 // itself in between, sending Last-Event-ID so nothing is missed).
 const STREAM_ERRORS_BEFORE_POLLING = 3;
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+// The gateway writes the terminal statuses into the page (api/routes/web.py), from shared/jobs.py.
+const TERMINAL = new Set(document.body.dataset.terminalStatuses.split(" "));
 // A card is finished once its job is, or once the server refused the file ("rejected").
 const FINISHED = new Set([...TERMINAL, "rejected"]);
 

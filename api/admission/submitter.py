@@ -1,0 +1,174 @@
+"""Accepting work: check, store, enqueue — the business rules behind POST /v1/jobs and
+/v1/batches, kept out of the route handlers."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from api.admission.checks import ImageInfo, open_upload
+from shared.config import Settings
+from shared.constants import INFER_QUEUE
+from shared.errors import AsyncInferError, BacklogFull, DependencyUnavailable, UndecodableImage
+from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
+from shared.lifecycle import JobLifecycle
+from shared.preprocessing import pack_pixels, to_model_image
+from shared.queue import enqueue
+from shared.store import Idempotency, JobStore
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    declared_type: str | None
+    filename: str | None = None
+
+
+class Submitter:
+    def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis) -> None:
+        self.settings = settings
+        self.lifecycle = lifecycle
+        self.celery = celery
+        self.redis = redis_client
+
+    @property
+    def store(self) -> JobStore:
+        return self.lifecycle.store
+
+    def inspect(self, upload: Upload) -> tuple[ImageInfo, bytes]:
+        """Validate an upload; returns what it is and the bytes to store for the worker."""
+        info, image = open_upload(
+            upload.data,
+            upload.declared_type,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+            min_side_px=self.settings.min_image_side_px,
+        )
+        if self.settings.preprocess_at == "worker":
+            return info, upload.data
+        # The image is decoded already (validation needs that): the rest of the preprocessing
+        # is a resize, and the worker then reads 150 KB of pixels instead of decoding again.
+        try:
+            return info, pack_pixels(to_model_image(image))
+        except Exception as e:  # whatever Pillow raises here, the image is at fault
+            raise UndecodableImage(f"the {info.content_type} image cannot be preprocessed: {e}") from e
+
+    def backlog(self) -> int:
+        try:
+            return int(self.redis.llen(INFER_QUEUE))
+        except redis.RedisError as e:
+            raise DependencyUnavailable(f"Redis does not answer: {e}") from e
+
+    def _admit(self, count: int) -> None:
+        backlog = self.backlog()
+        if backlog + count > self.settings.backlog_limit:
+            raise BacklogFull(
+                f"{backlog:,} jobs are waiting (limit {self.settings.backlog_limit:,}); retry later"
+            )
+
+    def _enqueue(self, doc: JobDoc) -> None:
+        try:
+            enqueue(self.celery, doc["id"])
+        except (KombuOperationalError, redis.RedisError, OSError) as e:
+            raise DependencyUnavailable(f"the queue (Redis) does not answer: {e}") from e
+
+    def submit_job(
+        self, upload: Upload, *, tenant: str, top_k: int, idempotency_key: str | None = None
+    ) -> tuple[JobDoc, bool]:
+        """Returns (job, created); a repeated idempotency key returns the first job."""
+        info, stored = self.inspect(upload)
+        self._admit(1)
+        doc = new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k)
+        if not idempotency_key:
+            doc, _ = self.store.create_job(doc, stored)
+            self._enqueue_or_discard(doc)
+            return doc, True
+        fingerprint = hashlib.sha256(f"{info.sha256}:{top_k}".encode()).hexdigest()
+        idempotency = Idempotency(idempotency_key, fingerprint)
+        doc, created = self.store.create_job(doc, stored, idempotency)
+        if created:
+            self._enqueue_or_discard(doc, idempotency)
+        elif self.store.needs_enqueue(doc, idempotency):
+            self._enqueue(doc)  # failing here leaves the job for the client's next retry
+        else:
+            return doc, created  # queued by the request that created it
+        self.store.confirm_enqueued(tenant, idempotency)
+        return doc, created
+
+    def _enqueue_or_discard(self, doc: JobDoc, idempotency: Idempotency | None = None) -> None:
+        try:
+            self._enqueue(doc)
+        except DependencyUnavailable:
+            # Not accepted after all: remove it so that nothing waits for a job never queued.
+            self.store.discard_job(doc["id"])
+            if idempotency is not None:
+                self.store.release_claim(doc["tenant"], idempotency)
+            raise
+
+    def submit_batch(self, uploads: list[Upload], *, tenant: str, top_k: int) -> dict[str, Any]:
+        """All or nothing: every file is checked before any job is created."""
+        infos: list[ImageInfo] = []
+        stored: list[bytes] = []
+        problems: list[dict[str, Any]] = []
+        for index, upload in enumerate(uploads):
+            try:
+                info, data = self.inspect(upload)
+                infos.append(info)
+                stored.append(data)
+            except AsyncInferError as e:
+                problems.append(
+                    {"index": index, "file": upload.filename, "status": e.status, "detail": e.detail}
+                )
+        if problems:
+            raise BatchRejected(problems)
+        self._admit(len(uploads))
+        batch_id = new_id()
+        jobs = [
+            new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k, batch_id=batch_id)
+            for info in infos
+        ]
+        for doc, data in zip(jobs, stored, strict=True):
+            self.store.create_job(doc, data)
+        batch = {
+            "id": batch_id,
+            "type": "batch",
+            "tenant": tenant,
+            "created_at": now_rfc3339(),
+            "job_ids": [doc["id"] for doc in jobs],
+        }
+        self.store.create_batch(batch)
+        for queued, doc in enumerate(jobs):
+            try:
+                self._enqueue(doc)
+            except DependencyUnavailable:
+                self._withdraw_batch(batch_id, jobs, queued)
+                raise
+        return batch
+
+    def _withdraw_batch(self, batch_id: str, jobs: list[JobDoc], queued: int) -> None:
+        """All or nothing on enqueue too: the jobs already queued are cancelled (a worker skips
+        them), the others and the batch forgotten."""
+        for doc in jobs[:queued]:
+            self.lifecycle.cancel(doc["id"], doc["tenant"])
+        for doc in jobs[queued:]:
+            self.store.discard_job(doc["id"])
+        self.store.discard_batch(batch_id)
+
+
+class BatchRejected(AsyncInferError):
+    """At least one file of a batch is not acceptable; none was accepted."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        first = problems[0]
+        super().__init__(
+            f"{len(problems)} of the files cannot be accepted; the first (#{first['index']}"
+            f"{' ' + first['file'] if first['file'] else ''}): {first['detail']}"
+        )
+        self.status = first["status"]
+        self.title = "Batch rejected"
+        self.errors = problems

@@ -1,0 +1,122 @@
+"""`asyncinfer`: run the pipeline, its parts, or submit images. Subcommands call library code.
+
+A process that cannot start as configured raises a StartupError (shared/errors.py); `main`
+prints its message as one line on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from shared.config import get_settings
+from shared.constants import DEFAULT_TOP_K, MAX_TOP_K
+from shared.errors import StartupError
+
+EXIT_STARTUP = 2
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    from api.main import run_gateway
+
+    # --host/--port go into the settings the app sees, so that its Consul registration and
+    # health check (ASYNCINFER_MESH=consul) name the port it really listens on.
+    overrides = {name: value for name, value in (("host", args.host), ("port", args.port)) if value}
+    run_gateway(get_settings().with_overrides(**overrides), log_level=args.log_level)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from workers.worker import run_worker
+
+    run_worker(get_settings(), loglevel=args.log_level, hostname=args.hostname)
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from cli.up import run_pipeline
+
+    return run_pipeline(get_settings(), mesh=args.mesh)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from client import SubmitOptions, run_submit
+
+    settings = get_settings()
+    options = SubmitOptions(
+        paths=args.paths,
+        url=args.url or f"http://{settings.host}:{settings.port}",
+        api_key=args.api_key,
+        top_k=args.top_k,
+        concurrency=args.concurrency,
+        out=Path(args.out) if args.out else None,
+        resume=args.resume,
+        recursive=args.recursive,
+        timeout_s=args.timeout,
+        retry_for_s=args.retry_for,
+    )
+    return run_submit(options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asyncinfer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start Redis (if none answers), the gateway and a worker")
+    up.add_argument("--mesh", choices=["none", "consul"], default=None)
+    up.set_defaults(run=_cmd_up)
+
+    api = commands.add_parser("api", help="run the gateway")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.add_argument("--log-level", default="INFO")
+    api.set_defaults(run=_cmd_api)
+
+    worker = commands.add_parser("worker", help="run an inference worker")
+    worker.add_argument("--log-level", default="INFO")
+    worker.add_argument("--hostname")
+    worker.set_defaults(run=_cmd_worker)
+
+    submit = commands.add_parser(
+        "submit",
+        help="submit images (files or directories); record each result as it arrives",
+        description="Submit images with bounded concurrency, wait for their results and write one record per "
+        "file. Re-running is safe: each file's Idempotency-Key comes from its content, so no job is created twice.",
+    )
+    submit.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories of images")
+    submit.add_argument("-r", "--recursive", action="store_true", help="also look in subdirectories")
+    submit.add_argument("-c", "--concurrency", type=int, default=8, help="files in flight at once (default 8)")
+    submit.add_argument("-k", "--top-k", type=int, default=DEFAULT_TOP_K,
+                        help=f"predictions per image, 1-{MAX_TOP_K} (default {DEFAULT_TOP_K})")
+    submit.add_argument("-o", "--out", metavar="FILE",
+                        help="results.jsonl or results.csv (default: JSON lines on stdout)")
+    submit.add_argument("--resume", action="store_true", help="skip files already settled in --out; append the rest")
+    submit.add_argument("--url", default=None, help="gateway URL (default: from settings)")
+    submit.add_argument("--api-key", default=None, help="sent as X-API-Key")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each job (default 600)")
+    submit.add_argument("--retry-for", type=float, default=120.0,
+                        help="seconds to keep retrying a busy or unreachable gateway (default 120)")
+    submit.set_defaults(run=_cmd_submit)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+    except StartupError as e:
+        print(f"asyncinfer {args.command}: {one_line(str(e))}", file=sys.stderr)
+        return EXIT_STARTUP
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

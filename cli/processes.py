@@ -1,0 +1,193 @@
+"""Local process supervision: start processes in order, watch them, stop them in reverse order.
+
+`asyncinfer up`, `up --mesh consul`, the tests' fixtures and the benchmark all start their
+processes through a `Supervisor`, so there is one way to spawn, wait for, and stop them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STOP_GRACE_S = 15.0
+
+T = TypeVar("T")
+
+
+class StartFailed(TimeoutError):
+    """A condition was not reached in time, or a process it depended on exited first; the message
+    says which, and where the logs are."""
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
+    return free_ports(1, udp=False)[0]
+
+
+def free_ports(count: int, *, udp: bool = True) -> list[int]:
+    """Distinct loopback ports free now, for TCP and (with `udp`, for Consul's Serf gossip) UDP too."""
+    with ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            tcp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            if udp:
+                datagram = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                try:
+                    datagram.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            ports.append(port)
+        return ports
+
+
+def port_accepts(port: int) -> bool:
+    """True once something accepts TCP connections on the loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """True when `url` answers 200."""
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_until(done: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2, *,
+               failed: Callable[[], str | None] = lambda: None) -> T:
+    """Poll `done` until it returns something true and return that. StartFailed after `timeout_s`,
+    or as soon as `failed` returns a reason."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = done()
+        if result:
+            return result
+        reason = failed()
+        if reason:
+            raise StartFailed(f"{reason} (while waiting for {what})")
+        if time.monotonic() > deadline:
+            raise StartFailed(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def asyncinfer_command(*args: str) -> list[str]:
+    """The `asyncinfer` command with this interpreter, whatever is on PATH."""
+    return [sys.executable, "-m", "cli", *args]
+
+
+def stop_on_sigterm() -> None:
+    """A service manager's SIGTERM stops the supervisor as Ctrl-C does, instead of orphaning its children."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def stop_process(name: str, process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM, then SIGKILL if it outlives `grace_s`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        print(f"asyncinfer: {name} did not stop in time; killing it", file=sys.stderr)
+        process.kill()
+        process.wait()
+
+
+class Supervisor:
+    """Named processes, kept in the order they must stop in reversed.
+
+    With a `log_dir`, each process writes to `<log_dir>/<name>.log`; without one, it shares this
+    process's stdout and stderr. Each child runs in a session of its own: Ctrl-C reaches only
+    the supervisor, which then stops the children in order.
+    """
+
+    def __init__(self, log_dir: Path | None = None, *, cwd: Path | None = None) -> None:
+        self.log_dir = log_dir
+        self.cwd = cwd
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+
+    def log_path(self, name: str) -> Path | None:
+        return None if self.log_dir is None else self.log_dir / f"{name}.log"
+
+    def logs(self, name: str) -> str:
+        path = self.log_path(name)
+        return path.read_text(errors="replace") if path is not None and path.exists() else ""
+
+    def start(self, name: str, command: list[str], *, env: dict[str, str] | None = None,
+              before: str | None = None, to_terminal: bool = False) -> subprocess.Popen[bytes]:
+        """Run `command` as `name`; with `before`, it is stopped just after that one. With
+        `to_terminal`, its output goes to this process's, whatever the log directory."""
+        path = None if to_terminal else self.log_path(name)
+        with ExitStack() as stack:
+            log = stack.enter_context(path.open("ab")) if path is not None else None  # the child keeps its copy
+            process = subprocess.Popen(command, env=env if env is not None else os.environ.copy(), cwd=self.cwd,
+                                       stdout=log, stderr=subprocess.STDOUT if log else None,
+                                       start_new_session=True)
+        self.adopt(name, process, before=before)
+        return process
+
+    def start_asyncinfer(self, name: str, *args: str, env: dict[str, str] | None = None,
+                         to_terminal: bool = False) -> subprocess.Popen[bytes]:
+        return self.start(name, asyncinfer_command(*args), env=env, to_terminal=to_terminal)
+
+    def adopt(self, name: str, process: subprocess.Popen[bytes], *, before: str | None = None) -> None:
+        """Supervise a process started elsewhere (Redis, by cli/redis_server.py)."""
+        index = [n for n, _ in self.processes].index(before) if before else len(self.processes)
+        self.processes.insert(index, (name, process))
+
+    def exited(self) -> str | None:
+        """Which supervised process has exited, and how; None while all run."""
+        for name, process in self.processes:
+            if process.poll() is not None:
+                where = f"; its log: {self.log_path(name)}" if self.log_dir is not None else ""
+                return f"{name} exited with code {process.returncode}{where}"
+        return None
+
+    def wait_until(self, done: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
+        """`wait_until`, failing at once when any supervised process exits."""
+        return wait_until(done, timeout_s, what, interval_s, failed=self.exited)
+
+    def watch(self, interval_s: float = 0.5) -> int:
+        """Block until a supervised process exits; its exit code (1 when it was 0)."""
+        while True:
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    print(f"asyncinfer: {name} exited with code {process.returncode}", file=sys.stderr)
+                    return process.returncode or 1
+            time.sleep(interval_s)
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop in reverse start order, each before the next, so nothing loses what it depends
+        on (a gateway its Redis, a service its sidecar) while it shuts down."""
+        for name, process in reversed(self.processes):
+            stop_process(name, process, grace_s)

@@ -1,0 +1,147 @@
+"""`asyncinfer up`: Redis (when none answers), one worker and the gateway, stopped together.
+
+`LocalPipeline` is that gateway and those workers; the tests' fixtures and the benchmark start
+theirs with it too, each with its own settings in `env`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cli.processes import StartFailed, Supervisor, http_ok, log_tail, stop_on_sigterm, wait_until
+from cli.redis_server import start_redis
+from shared.config import Settings
+from shared.queue import redis_answers
+
+GATEWAY_START_S = 60.0
+# A worker imports TensorFlow and builds and warms up its model before it consumes.
+WORKER_START_S = 120.0
+# Celery's line once the worker consumes its queues: "celery@host ready."
+WORKER_READY_LINE = "ready."
+
+
+@dataclass
+class LocalPipeline:
+    """A gateway and workers with one environment (one Redis, one store).
+
+    With a `workdir`, each process logs to `<workdir>/<name>.log` (worker0, worker1, …, gateway)
+    and a worker counts as ready once its log says so; without one, they share this terminal.
+    """
+
+    env: dict[str, str]
+    port: int
+    workdir: Path | None = None
+    host: str = "127.0.0.1"
+    gateway: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.workdir)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def logs(self, name: str) -> str:
+        return self.supervisor.logs(name)
+
+    def _gone(self, name: str, process: subprocess.Popen[bytes]) -> str | None:
+        if process.poll() is None:
+            return None
+        path = self.supervisor.log_path(name)
+        return f"{name} exited with code {process.returncode}" + (f":\n{log_tail(path)}" if path else "")
+
+    def start(self, *, workers: int = 1, gateway: bool = True, wait_workers: bool = True) -> None:
+        """Start workers and the gateway side by side, then wait for the workers to consume;
+        everything started is stopped again if any part fails."""
+        try:
+            for _ in range(workers):
+                self.start_worker(wait_ready=False)
+            if gateway:
+                self.start_gateway()
+            if wait_workers:
+                for worker in self.workers:
+                    self.wait_worker_ready(worker)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_gateway(self) -> subprocess.Popen[bytes]:
+        gateway = self.supervisor.start_asyncinfer("gateway", "api", "--host", self.host, "--port", str(self.port),
+                                                   env=self.env)
+        self.gateway = gateway
+        wait_until(lambda: http_ok(f"{self.url}/healthz"), GATEWAY_START_S, "the gateway",
+                   failed=lambda: self._gone("gateway", gateway))
+        return gateway
+
+    def start_worker(self, wait_ready: bool = True) -> subprocess.Popen[bytes]:
+        name = f"worker{len(self.workers)}"
+        worker = self.supervisor.start_asyncinfer(name, "worker", "--hostname", f"{name}@%h", env=self.env)
+        self.workers.append(worker)
+        if wait_ready:
+            self.wait_worker_ready(worker)
+        return worker
+
+    def wait_worker_ready(self, worker: subprocess.Popen[bytes]) -> None:
+        if self.workdir is None:
+            return  # its output goes to the terminal: nothing to read readiness from
+        name = f"worker{self.workers.index(worker)}"
+        wait_until(lambda: WORKER_READY_LINE in self.logs(name), WORKER_START_S, f"{name} to consume", 0.25,
+                   failed=lambda: self._gone(name, worker))
+
+    def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
+        worker.kill()
+        worker.wait(10)
+
+    def stop(self) -> None:
+        self.supervisor.stop(grace_s=20)
+
+
+def _imagenet_weights_missing(settings: Settings) -> str | None:
+    if settings.weights != "imagenet":
+        return None
+    from workers.model.weights import imagenet_weights_path
+
+    if imagenet_weights_path().is_file():
+        return None
+    return (
+        f"ImageNet weights not found at {imagenet_weights_path()}; copy them there, set "
+        "ASYNCINFER_WEIGHTS=/path/to/weights.h5, or ASYNCINFER_WEIGHTS=random to try the pipeline with random weights"
+    )
+
+
+def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
+    missing = _imagenet_weights_missing(settings)
+    if missing:
+        print(f"asyncinfer up: {missing}", file=sys.stderr)
+        return 2
+    if (mesh or settings.mesh) == "consul":
+        from cli.up_mesh import run_mesh_pipeline
+
+        return run_mesh_pipeline(settings)
+    pipeline = LocalPipeline(env=os.environ.copy(), port=settings.port, host=settings.host)
+    stop_on_sigterm()
+    try:
+        if redis_answers(settings.redis_url):
+            print(f"asyncinfer: using the Redis at {settings.redis_url}")
+        else:
+            data_dir = Path(settings.sqlite_path).parent if settings.store_kind == "sqlite" else Path("asyncinfer-data")
+            pipeline.supervisor.adopt("redis", start_redis(settings.redis_url, data_dir / "redis"))
+            print(f"asyncinfer: started Redis at {settings.redis_url}")
+        pipeline.start(workers=1, gateway=True, wait_workers=False)
+        url = pipeline.url
+        print(f"asyncinfer: ready at {url}  (web page {url}/, API docs {url}/docs); Ctrl-C stops")
+        return pipeline.supervisor.watch()
+    except StartFailed as e:
+        print(f"asyncinfer: the pipeline did not start: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nasyncinfer: stopping")
+        return 0
+    finally:
+        pipeline.stop()

@@ -1,0 +1,97 @@
+"""`asyncinfer submit`: send files with bounded concurrency, record each result as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from client.files import content_type_of, idempotency_key
+from client.gateway import Gateway, GatewayRefused, GatewayUnavailable, Rejected, Unauthorized
+from client.progress import SubmitProgress
+from client.records import ERROR, REJECTED, FileResult, from_job, one_line
+from client.results_file import ResultsWriter
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    paths: list[str]
+    url: str
+    api_key: str | None
+    top_k: int
+    concurrency: int
+    out: Path | None
+    resume: bool
+    recursive: bool
+    timeout_s: float
+    retry_for_s: float
+
+
+class FatalError(Exception):
+    """Stops the whole run: no other file could succeed either (bad API key, gateway gone)."""
+
+
+async def process_file(path: Path, gateway: Gateway, options: SubmitOptions, progress: SubmitProgress) -> FileResult:
+    """Submit one file and wait for its job; every outcome but a fatal one becomes a FileResult."""
+    name = str(path)
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except OSError as e:
+        return FileResult(name, ERROR, error_code="unreadable", error=e.strerror or str(e))
+    sha256, key = idempotency_key(data, options.top_k)
+    try:
+        job = await gateway.submit(path.name, data, content_type_of(path), top_k=options.top_k, key=key)
+    except Rejected as e:
+        return FileResult(name, REJECTED, sha256, error_code=str(e.status), error=one_line(e.detail))
+    except Unauthorized:
+        raise
+    except GatewayRefused as e:
+        return FileResult(name, ERROR, sha256, error_code=str(e.status), error=one_line(e.detail))
+    progress.submitted()
+    try:
+        async with asyncio.timeout(options.timeout_s):
+            doc = await gateway.wait(job)
+    except TimeoutError:
+        return FileResult(name, ERROR, sha256, job["id"], error_code="timeout",
+                          error=f"not finished after {options.timeout_s:.0f} s; run again to pick it up")
+    except Unauthorized:
+        raise
+    except GatewayRefused as e:
+        return FileResult(name, ERROR, sha256, job["id"], error_code=str(e.status), error=one_line(e.detail))
+    return from_job(name, sha256, doc)
+
+
+async def submit_all(
+    files: list[Path], options: SubmitOptions, writer: ResultsWriter, progress: SubmitProgress,
+    results: list[FileResult],
+) -> None:
+    """Appends to `results` (and writes) as files finish, so an interruption keeps them."""
+    headers = {"X-API-Key": options.api_key} if options.api_key else {}
+    # One connection per file in flight (its upload, then its event stream), plus headroom.
+    limits = httpx.Limits(max_connections=options.concurrency + 4, max_keepalive_connections=options.concurrency + 4)
+    async with httpx.AsyncClient(base_url=options.url, headers=headers, limits=limits, timeout=60.0) as client:
+        gateway = Gateway(client, retry_for_s=options.retry_for_s)
+        try:
+            await gateway.check_reachable()
+        except GatewayUnavailable as e:
+            raise FatalError(f"cannot reach the gateway at {options.url}: {e}") from e
+        pending: Iterator[Path] = iter(files)
+
+        async def worker() -> None:
+            for path in pending:  # shared by the workers: each file is taken once
+                result = await process_file(path, gateway, options, progress)
+                writer.write(result)
+                results.append(result)
+                progress.finished(result)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(options.concurrency, len(files))):
+                    group.create_task(worker())
+        except* Unauthorized as errors:
+            raise FatalError(f"the gateway refused the API key: {errors.exceptions[0]}") from None
+        except* GatewayUnavailable as errors:
+            raise FatalError(f"the gateway at {options.url} stopped answering: {errors.exceptions[0]}") from None

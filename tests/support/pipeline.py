@@ -1,0 +1,31 @@
+"""The settings integration tests run the product's own LocalPipeline (cli/up.py) with."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def clean_env(*keep: str) -> dict[str, str]:
+    """This process's environment without the project's settings (ASYNCINFER_*), except `keep`."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("ASYNCINFER_") or key in keep}
+
+
+def pipeline_env(redis_url: str, workdir: Path, **overrides: str) -> dict[str, str]:
+    """A store of the test's own, random weights, and a short visibility timeout and small
+    batches, so that redelivery and batching happen within a test's time."""
+    env = clean_env()
+    env.update(
+        {
+            "ASYNCINFER_REDIS_URL": redis_url,
+            "ASYNCINFER_STORE": f"sqlite:///{workdir / 'jobs.db'}",
+            "ASYNCINFER_WEIGHTS": "random",
+            "ASYNCINFER_VISIBILITY_TIMEOUT_S": "6",
+            "ASYNCINFER_MAX_BATCH_SIZE": "8",
+            "ASYNCINFER_MAX_BATCH_WAIT_MS": "50",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env

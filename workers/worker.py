@@ -1,0 +1,119 @@
+"""A worker process: load the model once, then consume the queue in dynamic batches."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import redis
+from celery import Celery
+
+from shared.config import Settings
+from shared.constants import INFER_QUEUE, INFER_TASK
+from shared.events import EventPublisher
+from shared.lifecycle import JobLifecycle
+from shared.queue import make_celery, wait_for_redis
+from shared.store import open_store
+from workers.idle_flush import IdleFlushBatches
+from workers.inference import process_batch
+from workers.metrics import WorkerMetrics, serve
+from workers.model.classifier import Classifier
+from workers.model.loading import load_classifier
+
+if TYPE_CHECKING:
+    from shared.mesh import MeshRegistration
+
+log = logging.getLogger(__name__)
+
+# A store outage shorter than this does not lose a result: the worker keeps retrying.
+STORE_RETRY_S = 300.0
+
+
+def register_infer_task(
+    app: Celery,
+    classifier: Classifier,
+    lifecycle: JobLifecycle,
+    max_batch_wait_ms: int,
+    batch_idle_ms: int = 2,
+    metrics: WorkerMetrics | None = None,
+) -> Any:
+    """The batch task: messages are buffered until `max_batch_size` arrived, `max_batch_wait_ms`
+    passed, or none came for `batch_idle_ms` (workers/idle_flush.py), then it runs once with all.
+    Each batch's report goes to `metrics`."""
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=INFER_TASK,
+        base=IdleFlushBatches,
+        flush_every=classifier.max_batch_size,
+        flush_interval=max_batch_wait_ms / 1000,
+        flush_idle_s=batch_idle_ms / 1000,
+        acks_late=True,
+    )
+    def infer(requests: list[Any]) -> None:
+        job_ids = [request.args[0] for request in requests]
+        report = process_batch(job_ids, lifecycle, classifier)
+        if metrics is not None:
+            metrics.record(report)
+        log.info(
+            "batch of %d: %d inferred in %.1f ms, %d failed, %d skipped",
+            report.delivered, report.inferred, report.inference_ms, report.failed, report.skipped,
+        )
+
+    return infer
+
+
+def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | None = None) -> None:
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registration = None
+    if settings.mesh == "consul":
+        from shared.mesh import join_as_worker
+
+        # Before the model loads (seconds): the sidecar can start meanwhile, and the check stays
+        # critical until the consumer reports in.
+        registration = join_as_worker(settings)
+    try:
+        _consume(settings, loglevel, hostname, registration)
+    finally:
+        if registration is not None:
+            registration.deregister()
+
+
+def _consume(settings: Settings, loglevel: str, hostname: str | None, registration: MeshRegistration | None) -> None:
+    classifier = load_classifier(settings)  # before consuming: a worker without a model takes nothing
+    metrics = WorkerMetrics()
+    metrics.set_model(classifier.info)
+    if settings.worker_metrics_port is not None:
+        # Once the model is loaded: a worker that serves metrics has a model to report.
+        serve(settings.worker_metrics_host, settings.worker_metrics_port)
+    # After the model: in the mesh, the sidecar that carries Redis starts meanwhile.
+    wait_for_redis(settings.redis_url, settings.redis_wait_s)
+    store = open_store(settings)
+    lifecycle = JobLifecycle(
+        store,
+        EventPublisher(redis.Redis.from_url(settings.redis_url)),
+        max_attempts=settings.max_attempts,
+        store_retry_s=STORE_RETRY_S,
+    )
+    app = make_celery(settings)
+    register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms, metrics)
+    if registration is not None:
+        from workers.heartbeat import consumer_heartbeat_step
+
+        # Three refreshes per TTL: one late or lost refresh does not flap the check.
+        app.steps["consumer"].add(consumer_heartbeat_step(registration, settings.consul_worker_ttl_s / 3))
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--queues={INFER_QUEUE}",
+        # One process runs the batches inline; TensorFlow uses every core inside a batch.
+        "--pool=solo",
+        # With worker_prefetch_multiplier=1 this is the prefetch count: the worker holds at
+        # most one batch of unacknowledged messages, so a crash delays no more than that.
+        f"--concurrency={classifier.max_batch_size}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
