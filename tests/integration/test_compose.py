@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline import ROOT
+from cli.processes import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compose build: ~6 min
 
@@ -28,7 +28,7 @@ def compose_command() -> list[str]:
         if plugin.returncode == 0:
             return ["docker", "compose"]
     built = subprocess.run(
-        [str(ROOT / "scripts" / "build-compose")], stdout=subprocess.PIPE, check=False, timeout=900
+        [str(REPO_ROOT / "scripts" / "build-compose")], stdout=subprocess.PIPE, check=False, timeout=900
     )
     if built.returncode != 0:
         pytest.fail("no Docker Compose v2: scripts/build-compose failed (see its output above)")
@@ -38,19 +38,28 @@ def compose_command() -> list[str]:
 Compose = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
+def run_compose(command: list[str], *args: str, password: str | None = DUMMY_PASSWORD,
+                weights: str | None = "random") -> subprocess.CompletedProcess[str]:
+    """Compose on docker-compose.yml with this Couchbase password and these worker weights (None: unset)."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("COUCHBASE_") and key != "ASYNCINFER_WEIGHTS"}
+    if password is not None:
+        env["COUCHBASE_PASSWORD"] = password
+    if weights is not None:
+        env["ASYNCINFER_WEIGHTS"] = weights
+    return subprocess.run(
+        [*command, "--project-directory", str(REPO_ROOT), "-f", str(REPO_ROOT / "docker-compose.yml"), *args],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )
+
+
 @pytest.fixture(scope="module")
 def compose() -> Compose:
-    """`compose(*args, password=…)` runs Compose on docker-compose.yml with that password."""
+    """`compose(*args, password=…, weights=…)`: run_compose with the Compose binary found once."""
     command = compose_command()
 
-    def run(*args: str, password: str | None = DUMMY_PASSWORD) -> subprocess.CompletedProcess[str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("COUCHBASE_")}
-        if password is not None:
-            env["COUCHBASE_PASSWORD"] = password
-        return subprocess.run(
-            [*command, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"), *args],
-            capture_output=True, text=True, env=env, check=False, timeout=60,
-        )
+    def run(*args: str, **settings: str | None) -> subprocess.CompletedProcess[str]:
+        return run_compose(command, *args, **settings)
 
     return run
 
@@ -67,6 +76,20 @@ def test_a_missing_password_stops_compose_before_anything_starts(compose: Compos
 
     assert result.returncode != 0
     assert "set COUCHBASE_PASSWORD" in result.stderr
+
+
+def test_a_worker_without_weights_stops_compose_before_anything_starts(compose: Compose) -> None:
+    result = compose("config", "--quiet", weights=None)
+
+    assert result.returncode != 0
+    assert "set ASYNCINFER_WEIGHTS" in result.stderr
+
+
+def test_the_worker_gets_the_weights_it_is_given(compose: Compose) -> None:
+    result = compose("config", "--format", "json", weights="imagenet")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["worker"]["environment"]["ASYNCINFER_WEIGHTS"] == "imagenet"
 
 
 def test_every_long_running_service_has_a_health_check(config: dict[str, Any]) -> None:
@@ -101,7 +124,7 @@ def test_the_apps_use_couchbase_with_the_given_credentials(config: dict[str, Any
         assert env["ASYNCINFER_COUCHBASE_SCOPE"] == init_env["COUCHBASE_SCOPE"]
         assert env["ASYNCINFER_COUCHBASE_COLLECTION"] == init_env["COUCHBASE_COLLECTION"]
         assert env["ASYNCINFER_REDIS_URL"].startswith("redis://127.0.0.1:")
-        assert Path(services[name]["build"]["context"]) == ROOT
+        assert Path(services[name]["build"]["context"]) == REPO_ROOT
     assert services["gateway"]["command"][:2] == ["asyncinfer", "api"]
     assert services["worker"]["command"] == ["asyncinfer", "worker"]
 
@@ -112,6 +135,6 @@ def test_redis_keeps_the_queue(config: dict[str, Any]) -> None:
 
 
 def test_the_init_script_and_the_image_exist() -> None:
-    script = ROOT / "deploy" / "couchbase-init.sh"
+    script = REPO_ROOT / "deploy" / "couchbase-init.sh"
     assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
-    assert "FROM python:3.11-slim" in (ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in (REPO_ROOT / "Dockerfile").read_text()

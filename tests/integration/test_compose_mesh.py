@@ -5,18 +5,16 @@ only through their sidecar's upstream ports (the same ports as consul/services/)
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.mesh_launcher import CONSUL_VERSION
-from tests.consul_agent import consul_validate
-from tests.integration.test_compose import compose_command
-from tests.pipeline import ROOT
+from cli.consul_dev import CONSUL_VERSION
+from cli.processes import REPO_ROOT
+from tests.integration.test_compose import compose_command, run_compose
+from tests.support.consul_agent import consul_validate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compose build: ~6 min
 
@@ -26,20 +24,14 @@ SIDECARS = {"gateway-sidecar": "gateway", "worker-sidecar": "worker", "redis-sid
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("COUCHBASE_")}
-    env["COUCHBASE_PASSWORD"] = "not-a-real-password"
-    result = subprocess.run(
-        [*compose_command(), "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
-         "config", "--format", "json"],
-        capture_output=True, text=True, env=env, check=False, timeout=60,
-    )
+    result = run_compose(compose_command(), "config", "--format", "json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["services"]  # type: ignore[no-any-return]
 
 
 def upstream_ports(service: str) -> dict[str, int]:
     """destination → local bind port, as consul/services/<service>.hcl declares them."""
-    text = (ROOT / "consul" / "services" / f"{service}.hcl").read_text()
+    text = (REPO_ROOT / "consul" / "services" / f"{service}.hcl").read_text()
     pairs = re.findall(r'destination_name\s*=\s*"(\w+)"\s*local_bind_port\s*=\s*(\d+)', text)
     return {name: int(port) for name, port in pairs}
 
@@ -54,7 +46,7 @@ def test_a_consul_server_of_the_pinned_release_starts_first(services: dict[str, 
 def test_consul_init_applies_the_repositorys_intentions_default_deny_first(services: dict[str, Any]) -> None:
     init = services["consul-init"]
     (mount,) = init["volumes"]
-    assert Path(mount["source"]) == ROOT / "consul" / "intentions" and mount["target"] == "/intentions"
+    assert Path(mount["source"]) == REPO_ROOT / "consul" / "intentions" and mount["target"] == "/intentions"
     script = " ".join(init["command"])
     assert script.index("consul config write /intentions/default-deny.hcl") < script.index("for entry in")
     assert init["restart"] == "no" and init["healthcheck"]["disable"] is True
@@ -96,5 +88,5 @@ def test_couchbase_advertises_the_upstream_port_as_its_alternate_address(service
 
 
 def test_the_compose_agent_config_and_service_definitions_validate(tmp_path: Path) -> None:
-    done = consul_validate(tmp_path, ROOT / "deploy" / "consul")  # the image's entrypoint passes -data-dir
+    done = consul_validate(tmp_path, REPO_ROOT / "deploy" / "consul")  # the image's entrypoint passes -data-dir
     assert done.returncode == 0, done.stdout + done.stderr
