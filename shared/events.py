@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 from typing import Any
 
 import redis
+from prometheus_client import Counter
 
 from shared.constants import EVENTS_CHANNEL
 from shared.jobs import JobDoc, public_view, seq_of
+
+log = logging.getLogger(__name__)
+
+# On the default registry: the gateway's /metrics and each worker's metrics both show it.
+PUBLISH_FAILURES = Counter(
+    "asyncinfer_event_publish_failures_total",
+    "Status events that could not be published (the store has the change; streams find it on their next re-read)",
+)
 
 
 def event_message(doc: JobDoc) -> dict[str, Any]:
@@ -31,7 +40,10 @@ class EventPublisher:
         self._client = client
 
     def publish(self, doc: JobDoc) -> None:
-        # Losing a publish (Redis blip) loses no state: streams re-read the store on resume
-        # and long polls re-read it when they wake up.
-        with contextlib.suppress(redis.RedisError):
+        # Losing a publish (Redis blip) loses no state: every stream and long poll re-reads the
+        # store when it hears nothing for ASYNCINFER_STREAM_RESYNC_S.
+        try:
             self._client.publish(EVENTS_CHANNEL, json.dumps(event_message(doc)))
+        except redis.RedisError as e:
+            PUBLISH_FAILURES.inc()
+            log.warning("event for job %s (seq %d) not published: %s", doc["id"], seq_of(doc), e)

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
-from shared.jobs import JobDoc, JobStatus, status_of
+from shared.jobs import JobDoc, JobStatus, seq_of, status_of
 
 if TYPE_CHECKING:
     from api.services import Services
 
 
 async def wait_for_terminal(services: Services, job_id: str, tenant: str, wait_s: float) -> JobDoc:
+    """The job once it is terminal, or its state after `wait_s`. Woken by its events; with none
+    for `stream_resync_s` it re-reads the store, so a lost event costs at most that long."""
     read = services.store.get_job
     if wait_s <= 0:
         return await run_in_threadpool(read, job_id, tenant=tenant)
@@ -22,18 +24,13 @@ async def wait_for_terminal(services: Services, job_id: str, tenant: str, wait_s
     # Subscribe before reading, so a change between the read and the wait is not missed.
     async with services.broadcaster.subscribe(job_id) as subscription:
         doc = await run_in_threadpool(read, job_id, tenant=tenant)
-        while not status_of(doc).terminal:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            event = await subscription.next(timeout_s=remaining)
-            if event is None:
-                break
-            if event.get("resync"):
+        while not status_of(doc).terminal and (remaining_s := deadline - loop.time()) > 0:
+            event = await subscription.next(timeout_s=min(remaining_s, services.settings.stream_resync_s))
+            if event is None or event.get("resync"):
+                # Idle (its event may have been lost), out of time, or resubscribed: ask the store.
                 doc = await run_in_threadpool(read, job_id, tenant=tenant)
             elif JobStatus(event["status"]).terminal:
                 return event["doc"]  # type: ignore[no-any-return]
-        else:
-            return doc
-        # Timed out: answer with the freshest state.
-        return await run_in_threadpool(read, job_id, tenant=tenant)
+            elif event["seq"] > seq_of(doc):
+                doc = event["doc"]
+        return doc

@@ -2,13 +2,16 @@
 
 A stream subscribes first, then reads the store, so nothing falls between the two; events
 are ordered by the job's `seq`, which lets a client resume with Last-Event-ID (sse-starlette
-does not read that header itself: we replay from the job's history).
+does not read that header itself: we replay from the job's history). A stream that hears
+nothing for `stream_resync_s` re-reads the store, since a publish can be lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +20,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.following.batch_progress import batch_counts, batch_is_done
 from shared.errors import TooManyStreams
-from shared.jobs import JobDoc, public_view, seq_of, status_of
+from shared.jobs import JobDoc, JobStatus, public_view, seq_of, status_of
 
 if TYPE_CHECKING:
     from api.services import Services
 
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 # Where a broadcast event keeps its SSE encoding, shared by all the streams it goes to.
 _ENCODED_KEY = "_sse_bytes"
 
@@ -45,22 +49,27 @@ def live_status_event(message: dict[str, Any]) -> bytes:
 def replay(doc: JobDoc, after_seq: int) -> Iterator[ServerSentEvent]:
     """The changes after `after_seq`, from the job's history; the newest one carries the
     whole document. With no Last-Event-ID (`after_seq` 0), only the current state."""
-    current = seq_of(doc)
     if after_seq <= 0:
-        yield status_event(public_view(doc), current)
+        yield status_event(public_view(doc), seq_of(doc))
         return
     for entry in doc["history"]:
         if entry["seq"] <= after_seq:
             continue
-        if entry["seq"] == current:
-            yield status_event(public_view(doc), current)
-        else:
-            data = {"id": doc["id"], "batch_id": doc.get("batch_id"), **entry}
-            yield status_event(data, entry["seq"])
+        yield status_event(change_data(doc, entry), entry["seq"])
+
+
+def change_data(doc: JobDoc, entry: dict[str, Any]) -> dict[str, Any]:
+    """A replayed step: the whole document for its newest, a history entry for the others."""
+    if entry["seq"] == seq_of(doc):
+        return public_view(doc)
+    return {"id": doc["id"], "batch_id": doc.get("batch_id"), **entry}
 
 
 def parse_last_event_id(value: str | None) -> int:
-    return int(value) if value and value.strip().isdigit() else 0
+    """The seq a client resumes after; 0 (from the start) unless it is one of the ids we send.
+    ASCII digits only, and few of them: str.isdigit() also takes '²', which int() refuses."""
+    text = (value or "").strip()
+    return int(text) if _EVENT_ID.fullmatch(text) else 0
 
 
 def check_stream_capacity(services: Services) -> None:
@@ -93,10 +102,9 @@ async def job_stream(
                 yield event
             sent = max(sent, seq_of(doc))
             while not status_of(doc).terminal:
-                message = await subscription.next()
-                assert message is not None
-                if message.get("resync") or message["seq"] > sent + 1:
-                    # Missed something (reconnect, or events published out of order):
+                message = await subscription.next(timeout_s=services.settings.stream_resync_s)
+                if message is None or message.get("resync") or message["seq"] > sent + 1:
+                    # Maybe missed something (quiet for a while, reconnect, or a seq skipped):
                     # the store's history has every step.
                     doc = await run_in_threadpool(read, job_id, tenant=tenant)
                     for event in replay(doc, sent):
@@ -112,28 +120,82 @@ def progress_event(batch_id: str, statuses: dict[str, str], seqs: dict[str, int]
     return ServerSentEvent(data=json.dumps(data), event="progress", id=str(sum(seqs.values())))
 
 
-async def batch_stream(services: Services, batch_id: str, tenant: str) -> AsyncIterator[ServerSentEvent]:
+def batch_changes(docs: list[JobDoc]) -> list[tuple[JobDoc, dict[str, Any]]]:
+    """The members' changes (each history entry after the first), in the order they happened:
+    by `at`, then the member's position, then seq. A member's `at`s count as non-decreasing,
+    so its own changes stay in seq order even if a writer's clock was behind."""
+    keyed = []
+    for position, doc in enumerate(docs):
+        at = doc["history"][0]["at"]
+        for entry in doc["history"][1:]:
+            at = max(at, entry["at"])
+            keyed.append(((at, position, entry["seq"]), doc, entry))
+    keyed.sort(key=lambda item: item[0])
+    return [(doc, entry) for _, doc, entry in keyed]
+
+
+def seqs_after(docs: list[JobDoc], last_sum: int) -> dict[str, int]:
+    """Each member's seq once the batch's seqs sum to `last_sum`, counting its changes in the
+    order they happened: what a client that received event id `last_sum` has."""
+    seqs = {doc["id"]: doc["history"][0]["seq"] for doc in docs}
+    for doc, entry in batch_changes(docs)[: max(0, last_sum - sum(seqs.values()))]:
+        seqs[doc["id"]] = entry["seq"]
+    return seqs
+
+
+def batch_replay(docs: list[JobDoc], seqs: dict[str, int]) -> Iterator[ServerSentEvent]:
+    """The changes of `docs` past `seqs` (every member's seq the client has, updated as they
+    are sent) in the order they happened, each with the batch's running sum as its id."""
+    total = sum(seqs.values())
+    for doc, entry in batch_changes(docs):
+        if entry["seq"] > seqs[doc["id"]]:
+            total += entry["seq"] - seqs[doc["id"]]
+            seqs[doc["id"]] = entry["seq"]
+            yield status_event(change_data(doc, entry), total)
+
+
+async def batch_stream(
+    services: Services, batch_id: str, tenant: str, last_sum: int
+) -> AsyncIterator[ServerSentEvent]:
     """Each member's current state, then every change, each followed by the counts. Event ids
-    are the sum of the members' seqs: it grows by one with every change in the batch."""
+    are the sum of the members' seqs: it grows by one with every change in the batch. With
+    `last_sum` (Last-Event-ID), the changes after the first `last_sum - members` instead.
+
+    The initial states carry no id, only the progress after them does: a client cut off in
+    between starts afresh rather than resuming with some members unseen. The store is re-read
+    every `stream_resync_s` even when other members' events keep coming, since those do not
+    reveal a lost one."""
+    loop = asyncio.get_running_loop()
+    resync_s = services.settings.stream_resync_s
     with stream_slot(services):
         async with services.broadcaster.subscribe(batch_id) as subscription:
             batch = await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
             docs = await run_in_threadpool(services.store.get_jobs, batch["job_ids"])
+            read_at_s = loop.time()
             statuses = {doc["id"]: doc["status"] for doc in docs}
-            seqs = {doc["id"]: seq_of(doc) for doc in docs}
-            for doc in docs:
-                yield status_event(public_view(doc), sum(seqs.values()))
+            if last_sum >= len(docs):
+                seqs = seqs_after(docs, last_sum)
+                for event in batch_replay(docs, seqs):
+                    yield event
+            else:
+                seqs = {doc["id"]: seq_of(doc) for doc in docs}
+                for doc in docs:
+                    yield ServerSentEvent(data=json.dumps(public_view(doc)), event="status")
             yield progress_event(batch_id, statuses, seqs)
             while not batch_is_done(statuses):
-                message = await subscription.next()
-                assert message is not None
-                if message.get("resync"):
-                    fresh = await run_in_threadpool(services.store.get_jobs, batch["job_ids"])
-                    changed = [doc for doc in fresh if seq_of(doc) > seqs.get(doc["id"], 0)]
+                message = await subscription.next(timeout_s=max(0.0, read_at_s + resync_s - loop.time()))
+                if message is None or message.get("resync"):
+                    pending = [job_id for job_id, status in statuses.items() if not JobStatus(status).terminal]
+                    fresh = await run_in_threadpool(services.store.get_jobs, pending)
+                    read_at_s = loop.time()
+                elif message["seq"] > seqs.get(message["job_id"], message["seq"]):
+                    fresh = [message["doc"]]  # its history also fills a skipped seq
                 else:
-                    changed = [message["doc"]] if message["seq"] > seqs.get(message["job_id"], 0) else []
-                for doc in changed:
-                    statuses[doc["id"]], seqs[doc["id"]] = doc["status"], seq_of(doc)
-                    yield status_event(doc, sum(seqs.values()))
-                if changed:
+                    continue
+                sent = False
+                for event in batch_replay(fresh, seqs):
+                    sent = True
+                    yield event
+                if sent:
+                    statuses.update({doc["id"]: doc["status"] for doc in fresh if seq_of(doc) == seqs[doc["id"]]})
                     yield progress_event(batch_id, statuses, seqs)

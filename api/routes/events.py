@@ -49,7 +49,15 @@ async def job_events(
     response_class=EventSourceResponse,
     responses={**_sse_response("status", "progress"), **PROBLEM_RESPONSES},
 )
-async def batch_events(batch_id: str, services: ServicesDep, tenant: StreamTenantDep) -> EventSourceResponse:
+async def batch_events(
+    batch_id: str,
+    services: ServicesDep,
+    tenant: StreamTenantDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
     check_stream_capacity(services)
     await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
-    return EventSourceResponse(batch_stream(services, batch_id, tenant), ping=services.settings.sse_ping_s)
+    return EventSourceResponse(
+        batch_stream(services, batch_id, tenant, parse_last_event_id(last_event_id)),
+        ping=services.settings.sse_ping_s,
+    )
