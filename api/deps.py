@@ -38,7 +38,8 @@ def tenant_of_key(settings: Settings, key: str | None) -> str:
     if not settings.api_keys:
         return DEFAULT_TENANT
     for known, tenant in settings.api_keys.items():
-        if key and secrets.compare_digest(key, known):
+        # As bytes: compare_digest refuses str with non-ASCII characters, which any header may carry.
+        if key and secrets.compare_digest(key.encode(), known.encode()):
             return tenant
     raise InvalidApiKey("send a valid key in the X-API-Key header (or Authorization: Bearer)")
 
@@ -75,3 +76,11 @@ async def get_stream_tenant(
 StreamTenantDep = Annotated[str, Depends(get_stream_tenant)]
 
 TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many classes to return")]
+
+# A day: a deadline further out than that is no deadline for a queue that drains in seconds.
+MAX_DEADLINE_S = 86_400.0
+DeadlineS = Annotated[float | None, Query(
+    gt=0, le=MAX_DEADLINE_S,
+    description="Seconds within which the job must start; past that it ends `cancelled` with error code "
+    "`timeout`. Refused (429, with Retry-After) when the measured drain rate says it cannot start in time.",
+)]

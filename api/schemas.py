@@ -59,6 +59,7 @@ class HistoryEntry(Public):
 
 class JobParams(Public):
     top_k: int = Field(ge=1, le=MAX_TOP_K)
+    deadline_s: float | None = Field(default=None, gt=0, description="Seconds within which the job had to start")
 
 
 class JobPublic(Public):
@@ -100,6 +101,8 @@ class Problem(Public):
     status: int
     detail: str
     errors: list[dict[str, object]] | None = None
+    # Sent with a 500, and in the X-Request-ID header of every answer: the id the gateway logged it under.
+    request_id: str | None = None
 
 
 class JobChange(Public):
@@ -143,13 +146,20 @@ def extra_components() -> dict[str, Any]:
     return components
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    for status in (400, 401, 404, 409, 413, 415, 422, 429, 503)
-}
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """The `responses` of a route that answers these statuses with a problem."""
+    return {
+        status: {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for status in statuses
+    }
 
 
-_BINARY = {"type": "string", "format": "binary"}
+# Any route can answer these: too many header fields, an unexpected error (api/problems.py).
+ANY_ROUTE_PROBLEMS = (431, 500)
+PROBLEM_RESPONSES = problem_responses(400, 401, 404, 409, 413, 415, 422, 429, 503, *ANY_ROUTE_PROBLEMS)
+
+
+_BINARY = {"type": "string", "format": "binary", "minLength": 1}  # an empty file is refused (400)
 
 
 def upload_body(field: str, *, many: bool, raw_image: bool) -> dict[str, object]:
@@ -161,7 +171,7 @@ def upload_body(field: str, *, many: bool, raw_image: bool) -> dict[str, object]
                 "type": "object",
                 "required": [field],
                 "properties": {
-                    field: {"type": "array", "items": _BINARY} if many else _BINARY,
+                    field: {"type": "array", "items": _BINARY, "minItems": 1} if many else _BINARY,
                     "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
                 },
             }

@@ -12,13 +12,14 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ServicesDep
 from api.metrics import refresh_gauges
 from api.problems import problem
+from api.schemas import ANY_ROUTE_PROBLEMS, problem_responses
 from api.services import Services
 from shared.queue import ping_on_a_new_connection
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", summary="The process is alive", responses=problem_responses(*ANY_ROUTE_PROBLEMS))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -43,7 +44,8 @@ def check_dependencies(services: Services) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz", summary="Redis and the job store answer (503 names the one that does not)")
+@router.get("/readyz", summary="Redis and the job store answer (503 names the one that does not)",
+            responses=problem_responses(503, *ANY_ROUTE_PROBLEMS))
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks = await run_in_threadpool(check_dependencies, services)
     failing = [name for name, result in checks.items() if result != "ok"]
@@ -55,7 +57,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "checks": checks})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses=problem_responses(*ANY_ROUTE_PROBLEMS))
 async def metrics(services: ServicesDep) -> Response:
     await run_in_threadpool(refresh_gauges, services)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
