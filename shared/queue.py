@@ -3,7 +3,9 @@ and the probes that tell whether Redis answers."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterable
 
 import redis
 from celery import Celery
@@ -11,7 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared.config import Settings
-from shared.constants import INFER_QUEUE, INFER_TASK
+from shared.constants import INFER_QUEUE, INFER_TASK, UNACKED_KEY
 from shared.errors import RedisUnreachable
 
 
@@ -26,6 +28,11 @@ def make_celery(settings: Settings) -> Celery:
         # Each prefetched message waits a whole visibility timeout after a crash, so a worker
         # holds no more than it is working on: one slot per batch member (see workers/worker.py).
         worker_prefetch_multiplier=1,
+        # After a broker reconnect Celery cuts the prefetch count to what is free and restores it
+        # as tasks finish; batched tasks never report finishing that way, so the worker stayed at
+        # one message at a time (1 job/s, measured) until restarted. Our prefetch is one batch
+        # anyway, and a reconnected worker holds nothing unacknowledged (Redis restored it).
+        worker_enable_prefetch_count_reduction=False,
         broker_transport_options={
             # Longer than the slowest batch, short enough that a crashed worker's jobs come
             # back within a minute or two. Redis restores unacked messages after this.
@@ -44,8 +51,23 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def enqueue(app: Celery, job_id: str) -> None:
-    """Queue one job: the message carries only the id, the image stays in the store."""
-    app.send_task(INFER_TASK, args=[job_id], queue=INFER_QUEUE)
+    """Queue one job: the message carries only the id, the image stays in the store. The task id
+    is the job id, so that recovery can tell which jobs have a message (job_ids_with_a_message)."""
+    app.send_task(INFER_TASK, args=[job_id], queue=INFER_QUEUE, task_id=job_id)
+
+
+def job_ids_with_a_message(client: redis.Redis, job_ids: Iterable[str]) -> set[str]:
+    """Which of `job_ids` have a message in Redis: waiting in the queue, or delivered to a worker
+    that has not acknowledged it (kombu keeps those in the `unacked` hash until the ack, and puts
+    them back after the visibility timeout). Both are read in one transaction, so a message moving
+    from one to the other is seen in exactly one of them."""
+    pipe = client.pipeline(transaction=True)
+    pipe.lrange(INFER_QUEUE, 0, -1)
+    pipe.hvals(UNACKED_KEY)
+    waiting, held = pipe.execute()
+    present = {json.loads(raw)["headers"]["id"] for raw in waiting}
+    present |= {json.loads(raw)[0]["headers"]["id"] for raw in held}
+    return present & set(job_ids)
 
 
 def ping_on_a_new_connection(url: str, timeout_s: float) -> None:

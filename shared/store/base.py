@@ -28,6 +28,8 @@ from shared.errors import (
 )
 from shared.jobs import JobDoc, JobStatus, status_of
 from shared.jobs import transition as apply_transition
+from shared.store.lease import Lease
+from shared.store.open_jobs import OpenJobIndex
 
 Cas = int
 Mutation = Callable[[JobDoc], JobDoc | None]
@@ -63,6 +65,11 @@ class JobStore(ABC):
 
     def __init__(self, ttl_s: int) -> None:
         self.ttl_s = ttl_s
+        self.open_jobs = OpenJobIndex(self)
+
+    def lease(self, name: str, holder: str, duration_s: float) -> Lease:
+        """A lease named `name` that `holder` can take when no other holder has it."""
+        return Lease(self, name, holder, duration_s)
 
     # ---- primitives each backend implements ------------------------------------------------
     @abstractmethod
@@ -118,6 +125,7 @@ class JobStore(ABC):
         self._insert_binary(image_key(doc["id"]), image, self.ttl_s)
         self._insert(job_key(doc["id"]), doc, self.ttl_s)
         if idempotency is None:
+            self.open_jobs.add(doc["id"])
             return doc, True
         claim = {"job_id": doc["id"], "fingerprint": idempotency.fingerprint}
         try:
@@ -126,6 +134,7 @@ class JobStore(ABC):
             self._remove(job_key(doc["id"]))
             self._remove(image_key(doc["id"]))
             return self._claimed_job(doc["tenant"], idempotency), False
+        self.open_jobs.add(doc["id"])
         return doc, True
 
     def _claimed_job(self, tenant: str, idempotency: Idempotency) -> JobDoc:
@@ -215,7 +224,8 @@ class JobStore(ABC):
             self._remove(image_key(job_id))
 
     def transition(self, job_id: str, to: JobStatus, **fields: Any) -> JobDoc:
-        """Move the job to `to` (IllegalTransition if the state machine forbids it)."""
+        """Move the job to `to` (IllegalTransition if the state machine forbids it). This writes
+        no event: the product changes a job's status through shared/lifecycle.py, which does."""
         doc, _ = self.update(job_id, lambda current: apply_transition(current, to, **fields))
         return doc
 

@@ -5,6 +5,7 @@ broker failure itself is injected at the one call that sends to it."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from unittest import mock
 
@@ -19,12 +20,12 @@ from api.admission.submitter import Submitter, Upload
 from api.services import Services
 from cli.processes import wait_until
 from cli.up import LocalPipeline
-from shared.config import Settings
 from shared.constants import DEFAULT_TENANT, EVENTS_CHANNEL, INFER_QUEUE
 from shared.errors import BatchNotFound, DependencyUnavailable, JobNotFound
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import post_job, wait_terminal
+from tests.support.pipeline import settings_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -37,11 +38,9 @@ def gateway(make_pipeline: PipelineFactory) -> LocalPipeline:
 
 
 @pytest.fixture
-def submitter(gateway: LocalPipeline) -> Iterator[Submitter]:
+def submitter(gateway: LocalPipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[Submitter]:
     """What a gateway process runs, in this process, on the same store and Redis database."""
-    settings = Settings(**{key.removeprefix("ASYNCINFER_").lower(): value for key, value in gateway.env.items()
-                           if key.startswith("ASYNCINFER_")})
-    services = Services.create(settings)
+    services = Services.create(settings_of(gateway.env, monkeypatch))
     yield services.submitter
     services.close()
 
@@ -110,9 +109,11 @@ def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: Local
     for job_id in sent:  # on the queue already: cancelled, so that a worker skips them
         assert submitter.store.get_job(job_id)["status"] == "cancelled"
     announced = []  # through JobLifecycle, so each cancel has its event, as every status change does
-    while (message := events.get_message(timeout=2)) is not None:
-        event = json.loads(message["data"])
-        if event["job_id"] in stored:  # the channel is the whole server's, not this test's database's
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and len(announced) < len(sent):
+        message = events.get_message(timeout=0.5)  # None also for the subscription's own confirmation
+        if message is not None and json.loads(message["data"])["job_id"] in stored:  # the channel is the server's
+            event = json.loads(message["data"])
             announced.append((event["job_id"], event["status"]))
     events.close()
     assert sorted(announced) == sorted((job_id, "cancelled") for job_id in sent)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from shared.config import Settings
+
 
 def clean_env(*keep: str) -> dict[str, str]:
     """This process's environment without the project's settings (ASYNCINFER_*), except `keep`."""
@@ -29,3 +33,13 @@ def pipeline_env(redis_url: str, workdir: Path, **overrides: str) -> dict[str, s
     )
     env.update(overrides)
     return env
+
+
+def settings_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a process started with `env` builds, read the product's own way."""
+    for key in [key for key in os.environ if key.startswith("ASYNCINFER_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("ASYNCINFER_"):
+            monkeypatch.setenv(key, value)
+    return Settings()

@@ -1,0 +1,127 @@
+"""Recovery of stranded jobs: an open job that no message in Redis will deliver is queued again.
+
+A job is stranded when its message is gone: Redis lost it (`appendfsync everysec` can lose the
+last second of writes in a crash), a gateway died between storing and queueing it and its client
+never retried, or a worker acknowledged it without finishing it. The store's record of open jobs
+(shared/store/open_jobs.py) says which jobs should be somewhere in the queue; Redis says which
+are (shared/queue.py: waiting, or held unacknowledged by a live worker, which is never disturbed).
+One gateway at a time recovers, the one holding the `recoverer` lease in the store.
+
+A queued job goes back on the queue as it was. A running one too: the worker's begin() counts the
+attempt, and fails it with `worker_lost` once it has had its attempts. A queued job past its
+start deadline is ended here (`cancelled`, error code `timeout`), whether or not a worker runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import redis
+from celery import Celery
+
+from api.metrics import JOBS_RECOVERED, RECOVERY_LEASE_HELD
+from shared.config import Settings
+from shared.errors import JobNotFound
+from shared.jobs import JobDoc, JobStatus, missed_its_start, parse_rfc3339, status_of
+from shared.lifecycle import JobLifecycle
+from shared.queue import enqueue, job_ids_with_a_message
+from shared.store import JobStore
+from shared.store.open_jobs import bucket_of
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "recoverer"
+MIN_LEASE_S = 10.0
+
+
+def _age_s(doc: JobDoc, now_s: float) -> float:
+    return now_s - parse_rfc3339(doc["updated_at"]).timestamp()
+
+
+@dataclass
+class RecoveryPass:
+    """What one pass did: whether it held the lease, how many open jobs it saw, which it queued again."""
+
+    held_lease: bool
+    open_jobs: int = 0
+    recovered: list[str] = field(default_factory=list)
+
+
+class Recoverer:
+    def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis) -> None:
+        self.lifecycle = lifecycle
+        self.store: JobStore = lifecycle.store
+        store = self.store
+        self.celery = celery
+        self.redis = redis_client
+        self.grace_s = settings.recovery_grace_s
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # A holder that misses a pass or two (a busy machine) keeps it; a dead one loses it soon.
+        duration_s = max(3 * settings.recovery_interval_s, MIN_LEASE_S)
+        self.lease = store.lease(LEASE_NAME, holder, duration_s=duration_s)
+        # Jobs seen without a message on the last pass, with the updated_at they had then.
+        self._suspects: dict[str, str] = {}
+
+    def run_once(self, now_s: float | None = None) -> RecoveryPass:
+        now = time.time() if now_s is None else now_s
+        held = self.lease.acquire(now)
+        RECOVERY_LEASE_HELD.set(int(held))
+        if not held:
+            self._suspects.clear()  # another gateway recovers; what this one saw is stale
+            return RecoveryPass(held_lease=False)
+        candidates = self._standing_still(now)
+        report = RecoveryPass(held_lease=True, open_jobs=self._open_seen)
+        if not candidates:
+            self._suspects.clear()
+            return report
+        delivered = job_ids_with_a_message(self.redis, candidates)
+        suspects: dict[str, str] = {}
+        for job_id, doc in candidates.items():
+            if job_id in delivered:
+                continue
+            if self._suspects.get(job_id) != doc["updated_at"]:
+                suspects[job_id] = doc["updated_at"]  # first sighting: look again next pass
+                continue
+            cause = f"{doc['status']}_without_message"
+            enqueue(self.celery, job_id)
+            JOBS_RECOVERED.labels(cause).inc()
+            report.recovered.append(job_id)
+            log.warning("recovered job %s (%s since %s): queued it again", job_id, cause, doc["updated_at"])
+        self._suspects = suspects
+        return report
+
+    def _standing_still(self, now_s: float) -> dict[str, JobDoc]:
+        """Open jobs unchanged for the grace period; finished ones leave the index on the way."""
+        candidates: dict[str, JobDoc] = {}
+        self._open_seen = 0
+        first_open_bucket: int | None = None
+        for entry in self.store.open_jobs.entries(now_s):
+            finished: set[str] = set()
+            for job_id in entry.job_ids:
+                try:
+                    doc = self.store.get_job(job_id)
+                except JobNotFound:  # expired, or never accepted (its enqueue failed)
+                    finished.add(job_id)
+                    continue
+                if status_of(doc).terminal:
+                    finished.add(job_id)
+                    continue
+                if missed_its_start(doc, now_s) and self.lifecycle.end_if_late(job_id) is not None:
+                    finished.add(job_id)  # ended `cancelled` (timeout), also when no worker runs
+                    continue
+                self._open_seen += 1
+                first_open_bucket = entry.bucket if first_open_bucket is None else first_open_bucket
+                if status_of(doc) in (JobStatus.QUEUED, JobStatus.RUNNING) and _age_s(doc, now_s) >= self.grace_s:
+                    candidates[job_id] = doc
+            self.store.open_jobs.prune(entry, finished, now_s)
+        self.store.open_jobs.advance(bucket_of(now_s) if first_open_bucket is None else first_open_bucket, now_s)
+        return candidates
+
+    def stop(self) -> None:
+        self.lease.release()
+        RECOVERY_LEASE_HELD.set(0)
