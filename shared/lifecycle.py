@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -9,7 +10,16 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from shared.errors import StoreUnavailable
 from shared.events import EventPublisher
-from shared.jobs import ErrorCode, JobDoc, JobStatus, canonical_json, error_info, status_of, transition
+from shared.jobs import (
+    ErrorCode,
+    JobDoc,
+    JobStatus,
+    canonical_json,
+    error_info,
+    missed_its_start,
+    status_of,
+    transition,
+)
 from shared.store import JobStore
 from shared.store.base import Mutation
 
@@ -75,6 +85,10 @@ class JobLifecycle:
             self.publisher.publish(doc)
         return doc, changed
 
+    def read(self, job_id: str) -> JobDoc:
+        """The job as stored (JobNotFound when it is gone), waiting out a store outage like the writes do."""
+        return self._with_store_retry(self.store.get_job, job_id)
+
     def image(self, job_id: str) -> bytes | None:
         """The job's stored image, waiting out a store outage like the writes do."""
         return self._with_store_retry(self.store.get_image, job_id)
@@ -87,6 +101,8 @@ class JobLifecycle:
             status = status_of(doc)
             if status.terminal:
                 return None
+            if missed_its_start(doc, time.time()):
+                return self._late(doc)
             if status is JobStatus.RUNNING and doc["attempts"] >= self.max_attempts:
                 message = (
                     f"the job was delivered {doc['attempts']} times and its worker was lost "
@@ -99,6 +115,17 @@ class JobLifecycle:
 
         doc, changed = self._write(job_id, mutate)
         return doc if changed and status_of(doc) is JobStatus.RUNNING else None
+
+    @staticmethod
+    def _late(doc: JobDoc) -> JobDoc:
+        message = f"not started within its deadline of {doc['params']['deadline_s']:g} s"
+        return transition(doc, JobStatus.CANCELLED, error=error_info(ErrorCode.TIMEOUT, message))
+
+    def end_if_late(self, job_id: str) -> JobDoc | None:
+        """Cancel a queued job that missed its start deadline (error code `timeout`); the job
+        when it did, None when it was not late (or not queued any more)."""
+        doc, changed = self._write(job_id, lambda doc: self._late(doc) if missed_its_start(doc, time.time()) else None)
+        return doc if changed else None
 
     def succeed(self, job_id: str, *, result: dict[str, Any], model: dict[str, Any]) -> JobDoc:
         def mutate(doc: JobDoc) -> JobDoc | None:

@@ -1,15 +1,28 @@
-"""One dynamic batch: mark jobs running, read each one's pixels, one forward pass, write each result."""
+"""One dynamic batch: mark jobs running, read each one's pixels, one forward pass, write each result.
+
+Two rules keep a batch from taking innocent jobs down with it:
+- A job whose store reads or writes fail is left unfinished and handed back (BatchReport.unfinished,
+  which the worker queues again), never acknowledged as if done; a message whose job is gone is
+  skipped. Nothing one job does raises out of the batch.
+- A redelivered job (its worker was lost while holding it, attempts > 1) runs in a forward pass
+  of its own, begun only when its turn comes. An image that kills the worker then takes only
+  itself down, and fails with `worker_lost` once it has had its attempts; its batch-mates, run
+  alone after the first crash, succeed.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from shared.jobs import ErrorCode
+from shared.errors import JobNotFound
+from shared.jobs import ErrorCode, JobDoc, JobStatus, status_of
 from shared.lifecycle import JobLifecycle
 from shared.preprocessing import model_pixels
 from workers.labels import imagenet_labels
@@ -18,66 +31,147 @@ from workers.scores import top_k
 
 log = logging.getLogger(__name__)
 
+# Called with the documents of the jobs about to be inferred together (the tests' fault injection).
+BeforeInference = Callable[[Sequence[JobDoc]], None]
+
 
 @dataclass
 class BatchReport:
-    """What one batch did with its jobs: delivered = inferred + skipped + failed."""
+    """What one batch did with its jobs: delivered = inferred + skipped + failed + unfinished."""
 
     delivered: int
-    inferred: int  # succeeded, in one forward pass of this many images
+    inferred: int  # succeeded
     # begin() returned None: the job had finished or was cancelled before (a redelivery, a
-    # cancel), or it was given up as worker_lost there.
+    # cancel), or it was given up as worker_lost there; or its document no longer exists.
     skipped: int = 0
     failures: dict[ErrorCode, int] = field(default_factory=dict)  # failed jobs by error code
-    inference_ms: float = 0.0  # the forward pass; 0 when none ran or it raised
+    inference_ms: float = 0.0  # the forward passes; 0 when none ran or they raised
+    passes: int = 0  # forward passes run: one for the fresh jobs, one per redelivered job
+    unfinished: list[str] = field(default_factory=list)  # the store failed them: to be queued again
 
     @property
     def failed(self) -> int:
         return sum(self.failures.values())
 
 
-def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Classifier) -> BatchReport:
-    """Run the jobs of one batch. A bad image fails its own job only; a job that finished
-    or was cancelled before (a redelivery, a cancel) is skipped."""
-    ready: list[tuple[str, int, np.ndarray]] = []
-    failures: Counter[ErrorCode] = Counter()
-    skipped = 0
-    for job_id in job_ids:
-        doc = lifecycle.begin(job_id)
+@dataclass
+class _Ready:
+    doc: JobDoc
+    pixels: np.ndarray
+
+
+class _Batch:
+    def __init__(self, lifecycle: JobLifecycle, classifier: Classifier, before_inference: BeforeInference | None,
+                 delivered: int) -> None:
+        self.lifecycle = lifecycle
+        self.classifier = classifier
+        self.before_inference = before_inference
+        self.report = BatchReport(delivered, 0)
+        self.failures: Counter[ErrorCode] = Counter()
+
+    def _store_failed(self, job_id: str, during: str, error: Exception) -> None:
+        log.warning("job %s: the store failed during %s (%s: %s); handing it back", job_id, during,
+                    type(error).__name__, error)
+        self.report.unfinished.append(job_id)
+
+    def _fail(self, job_id: str, code: ErrorCode, message: str) -> None:
+        try:
+            self.lifecycle.fail(job_id, code, message, model=self.classifier.info)
+            self.failures[code] += 1
+        except Exception as e:
+            self._store_failed(job_id, "fail", e)
+
+    def status(self, job_id: str) -> JobStatus | None:
+        """The job's status before this delivery; None when it is gone or the store failed."""
+        try:
+            return status_of(self.lifecycle.read(job_id))
+        except JobNotFound:
+            log.warning("job %s: no such job (its message outlived it); skipped", job_id)
+            self.report.skipped += 1
+        except Exception as e:
+            self._store_failed(job_id, "read", e)
+        return None
+
+    def begin(self, job_id: str) -> JobDoc | None:
+        try:
+            doc = self.lifecycle.begin(job_id)
+        except JobNotFound:
+            log.warning("job %s: no such job (its message outlived it); skipped", job_id)
+            doc = None
+        except Exception as e:
+            self._store_failed(job_id, "begin", e)
+            return None
         if doc is None:
-            skipped += 1
-            continue
-        image_bytes = lifecycle.image(job_id)
+            self.report.skipped += 1
+        return doc
+
+    def prepare(self, doc: JobDoc) -> _Ready | None:
+        job_id = doc["id"]
+        try:
+            image_bytes = self.lifecycle.image(job_id)
+        except Exception as e:
+            self._store_failed(job_id, "image read", e)
+            return None
         if image_bytes is None:
-            lifecycle.fail(job_id, ErrorCode.INTERNAL, "the stored image is gone", model=classifier.info)
-            failures[ErrorCode.INTERNAL] += 1
-            continue
+            self._fail(job_id, ErrorCode.INTERNAL, "the stored image is gone")
+            return None
         try:
             # Pixels the gateway prepared, or (ASYNCINFER_PREPROCESS_AT=worker) the upload to decode.
-            ready.append((job_id, doc["params"]["top_k"], model_pixels(image_bytes)))
+            return _Ready(doc, model_pixels(image_bytes))
         except Exception as e:  # any decoder failure is this image's problem alone
-            lifecycle.fail(job_id, ErrorCode.DECODE_ERROR, f"the image does not decode: {e}", model=classifier.info)
-            failures[ErrorCode.DECODE_ERROR] += 1
-    if not ready:
-        return BatchReport(len(job_ids), 0, skipped=skipped, failures=dict(failures))
+            self._fail(job_id, ErrorCode.DECODE_ERROR, f"the image does not decode: {e}")
+            return None
 
-    started = time.perf_counter()
-    try:
-        scores = classifier.predict(to_model_input([pixels for _, _, pixels in ready]))
-    except Exception as e:
-        log.exception("inference failed for a batch of %d", len(ready))
-        for job_id, _, _ in ready:
-            lifecycle.fail(job_id, ErrorCode.INTERNAL, f"inference failed: {e}", model=classifier.info)
-        failures[ErrorCode.INTERNAL] += len(ready)
-        return BatchReport(len(job_ids), 0, skipped=skipped, failures=dict(failures))
-    inference_ms = (time.perf_counter() - started) * 1000
+    def infer(self, ready: list[_Ready]) -> None:
+        """One forward pass over `ready`, then each job's result."""
+        if not ready:
+            return
+        if self.before_inference is not None:
+            self.before_inference([item.doc for item in ready])
+        started = time.perf_counter()
+        try:
+            scores = self.classifier.predict(to_model_input([item.pixels for item in ready]))
+        except Exception as e:
+            log.exception("inference failed for a batch of %d", len(ready))
+            for item in ready:
+                self._fail(item.doc["id"], ErrorCode.INTERNAL, f"inference failed: {e}")
+            return
+        inference_ms = (time.perf_counter() - started) * 1000
+        self.report.inference_ms += inference_ms
+        self.report.passes += 1
+        labels = imagenet_labels()
+        for item, row in zip(ready, scores, strict=True):
+            result: dict[str, Any] = {
+                "predictions": top_k(row, item.doc["params"]["top_k"], labels),
+                "batch_size": len(ready),
+                "inference_ms": round(inference_ms, 2),
+            }
+            try:
+                self.lifecycle.succeed(item.doc["id"], result=result, model=self.classifier.info)
+                self.report.inferred += 1
+            except Exception as e:
+                self._store_failed(item.doc["id"], "succeed", e)
 
-    labels = imagenet_labels()
-    for (job_id, k, _), row in zip(ready, scores, strict=True):
-        result = {
-            "predictions": top_k(row, k, labels),
-            "batch_size": len(ready),
-            "inference_ms": round(inference_ms, 2),
-        }
-        lifecycle.succeed(job_id, result=result, model=classifier.info)
-    return BatchReport(len(job_ids), len(ready), skipped=skipped, failures=dict(failures), inference_ms=inference_ms)
+
+def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Classifier,
+                  before_inference: BeforeInference | None = None) -> BatchReport:
+    """Run the jobs of one batch: fresh jobs in one forward pass, redelivered ones each alone.
+    A bad image fails its own job only; a job that finished or was cancelled before is skipped."""
+    batch = _Batch(lifecycle, classifier, before_inference, delivered=len(job_ids))
+    fresh: list[str] = []
+    redelivered: list[str] = []
+    for job_id in dict.fromkeys(job_ids):  # a message delivered twice runs once
+        status = batch.status(job_id)
+        if status is JobStatus.RUNNING:  # its worker was lost while it ran
+            redelivered.append(job_id)
+        elif status is not None:
+            fresh.append(job_id)
+    docs = [doc for doc in map(batch.begin, fresh) if doc is not None]
+    batch.infer([ready for ready in map(batch.prepare, docs) if ready is not None])
+    for job_id in redelivered:
+        # Begun only now, so that an earlier one that kills the worker is not charged to it.
+        doc = batch.begin(job_id)
+        ready = batch.prepare(doc) if doc is not None else None
+        batch.infer([ready] if ready is not None else [])
+    batch.report.failures = dict(batch.failures)
+    return batch.report

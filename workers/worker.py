@@ -12,10 +12,11 @@ from shared.config import Settings
 from shared.constants import INFER_QUEUE, INFER_TASK
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
-from shared.queue import make_celery, wait_for_redis
+from shared.queue import enqueue, make_celery, wait_for_redis
 from shared.store import open_store
+from workers.faults import injected_faults
 from workers.idle_flush import IdleFlushBatches
-from workers.inference import process_batch
+from workers.inference import BatchReport, BeforeInference, process_batch
 from workers.metrics import WorkerMetrics, serve
 from workers.model.classifier import Classifier
 from workers.model.loading import load_classifier
@@ -36,10 +37,15 @@ def register_infer_task(
     max_batch_wait_ms: int,
     batch_idle_ms: int = 2,
     metrics: WorkerMetrics | None = None,
+    before_inference: BeforeInference | None = None,
 ) -> Any:
     """The batch task: messages are buffered until `max_batch_size` arrived, `max_batch_wait_ms`
     passed, or none came for `batch_idle_ms` (workers/idle_flush.py), then it runs once with all.
-    Each batch's report goes to `metrics`."""
+    Each batch's report goes to `metrics`.
+
+    celery-batches acknowledges every message of a batch once the task returns, even when it
+    raised. So the task never raises: a job the batch could not finish goes back on the queue
+    first (and if even that fails, recovery in the gateway finds it, api/recovery.py)."""
 
     @app.task(  # type: ignore[untyped-decorator]
         name=INFER_TASK,
@@ -51,12 +57,22 @@ def register_infer_task(
     )
     def infer(requests: list[Any]) -> None:
         job_ids = [request.args[0] for request in requests]
-        report = process_batch(job_ids, lifecycle, classifier)
+        try:
+            report = process_batch(job_ids, lifecycle, classifier, before_inference)
+        except Exception:
+            log.exception("a batch of %d raised; queueing its jobs again", len(job_ids))
+            report = BatchReport(len(job_ids), 0, unfinished=job_ids)
+        for job_id in report.unfinished:
+            try:
+                enqueue(app, job_id)
+            except Exception as e:
+                log.warning("could not queue job %s again (%s); recovery will", job_id, e)
         if metrics is not None:
             metrics.record(report)
         log.info(
-            "batch of %d: %d inferred in %.1f ms, %d failed, %d skipped",
+            "batch of %d: %d inferred in %.1f ms, %d failed, %d skipped, %d queued again",
             report.delivered, report.inferred, report.inference_ms, report.failed, report.skipped,
+            len(report.unfinished),
         )
 
     return infer
@@ -95,7 +111,8 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
         store_retry_s=STORE_RETRY_S,
     )
     app = make_celery(settings)
-    register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms, metrics)
+    register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms, metrics,
+                        before_inference=injected_faults(settings))
     if registration is not None:
         from workers.heartbeat import consumer_heartbeat_step
 

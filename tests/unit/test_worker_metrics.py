@@ -78,15 +78,18 @@ def test_model_info_is_a_gauge_of_one_labelled_with_the_model(registry: Collecto
 
 
 class FakeLifecycle:
-    """begin/image/fail/succeed of JobLifecycle over a dict of job id → (runnable, stored bytes)."""
+    """read/begin/image/fail/succeed of JobLifecycle over a dict of job id → (runnable, stored bytes)."""
 
     def __init__(self, jobs: dict[str, tuple[bool, bytes | None]]) -> None:
         self.jobs = jobs
         self.failed: dict[str, ErrorCode] = {}
         self.succeeded: list[str] = []
 
+    def read(self, job_id: str) -> dict[str, Any]:
+        return {"id": job_id, "status": "queued" if self.jobs[job_id][0] else "succeeded"}
+
     def begin(self, job_id: str) -> dict[str, Any] | None:
-        return {"params": {"top_k": 1}} if self.jobs[job_id][0] else None
+        return {"id": job_id, "params": {"top_k": 1}} if self.jobs[job_id][0] else None
 
     def image(self, job_id: str) -> bytes | None:
         return self.jobs[job_id][1]

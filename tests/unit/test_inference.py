@@ -1,0 +1,146 @@
+"""process_batch on the real lifecycle and SQLite store: no job of a batch is dropped because of
+another one, and an image that kills the worker takes only itself down."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from shared.errors import StoreUnavailable
+from shared.jobs import JobDoc, JobStatus, new_job
+from shared.lifecycle import JobLifecycle
+from shared.preprocessing import PIXELS_BYTES, PIXELS_HEADER
+from shared.store.sqlite import SqliteStore
+from workers import inference
+from workers.inference import process_batch
+
+PIXELS = PIXELS_HEADER + bytes(PIXELS_BYTES)
+MAX_ATTEMPTS = 3
+
+
+class Publisher:
+    def publish(self, doc: JobDoc) -> None:
+        pass
+
+
+class Classifier:
+    max_batch_size = 8
+    info: ClassVar = {"name": "mobilenet_v2", "weights": "random", "backend": "onnxruntime", "device": "cpu"}
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        return np.full((len(inputs), 1000), 1 / 1000, dtype="float32")
+
+
+class Crash(BaseException):
+    """Stands for the worker process dying: nothing after it runs, nothing is written."""
+
+
+class FlakyStore(SqliteStore):
+    """The real store, failing every call that touches the jobs in `unavailable`."""
+
+    unavailable: ClassVar[set[str]] = set()
+
+    def get_job(self, job_id: str, *, tenant: str | None = None) -> JobDoc:
+        if job_id in self.unavailable:
+            raise StoreUnavailable(f"{job_id}: the store did not answer")
+        return super().get_job(job_id, tenant=tenant)
+
+
+@pytest.fixture(autouse=True)
+def no_keras(monkeypatch: pytest.MonkeyPatch) -> None:
+    """to_model_input imports Keras; stacking is enough for this classifier."""
+    monkeypatch.setattr(inference, "to_model_input", lambda images: np.stack(images).astype("float32"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FlakyStore:
+    return FlakyStore(str(tmp_path / "jobs.db"), ttl_s=3600)
+
+
+@pytest.fixture
+def lifecycle(store: FlakyStore) -> JobLifecycle:
+    return JobLifecycle(store, Publisher(), max_attempts=MAX_ATTEMPTS)  # type: ignore[arg-type]
+
+
+def queued(store: SqliteStore, sha256: str = "0" * 64) -> str:
+    info = {"content_type": "image/png", "bytes": 1, "sha256": sha256, "width": 8, "height": 8}
+    doc, _ = store.create_job(new_job(tenant="t", input_info=info, top_k=1), PIXELS)
+    return str(doc["id"])
+
+
+def test_a_message_whose_job_is_gone_does_not_fail_its_batch_mates(store: FlakyStore,
+                                                                   lifecycle: JobLifecycle) -> None:
+    jobs = [queued(store) for _ in range(3)]
+
+    report = process_batch([jobs[0], "no-such-job", *jobs[1:]], lifecycle, Classifier())  # type: ignore[arg-type]
+
+    assert (report.delivered, report.inferred, report.skipped, report.unfinished) == (4, 3, 1, [])
+    assert {store.get_job(job_id)["status"] for job_id in jobs} == {"succeeded"}
+
+
+def test_a_job_the_store_fails_is_handed_back_not_dropped(store: FlakyStore, lifecycle: JobLifecycle) -> None:
+    jobs = [queued(store) for _ in range(3)]
+    store.unavailable = {jobs[1]}
+
+    report = process_batch(jobs, lifecycle, Classifier())  # type: ignore[arg-type]
+
+    assert report.unfinished == [jobs[1]] and report.inferred == 2
+    store.unavailable = set()
+    assert store.get_job(jobs[1])["status"] == "queued"  # untouched: the worker queues it again
+
+
+def test_a_job_delivered_twice_in_one_batch_runs_once(store: FlakyStore, lifecycle: JobLifecycle) -> None:
+    job = queued(store)
+
+    report = process_batch([job, job], lifecycle, Classifier())  # type: ignore[arg-type]
+
+    doc = store.get_job(job)
+    assert report.inferred == 1 and doc["attempts"] == 1 and doc["status"] == "succeeded"
+
+
+def test_redelivered_jobs_run_alone_after_the_fresh_ones(store: FlakyStore, lifecycle: JobLifecycle) -> None:
+    fresh = [queued(store) for _ in range(2)]
+    redelivered = [queued(store) for _ in range(2)]
+    for job_id in redelivered:  # begun by a worker that was lost
+        lifecycle.begin(job_id)
+
+    report = process_batch([redelivered[0], *fresh, redelivered[1]], lifecycle, Classifier())  # type: ignore[arg-type]
+
+    assert report.passes == 3 and report.inferred == 4
+    assert [store.get_job(job_id)["result"]["batch_size"] for job_id in fresh] == [2, 2]
+    for job_id in redelivered:
+        doc = store.get_job(job_id)
+        assert doc["result"]["batch_size"] == 1 and doc["attempts"] == 2
+
+
+def test_an_image_that_kills_the_worker_fails_alone_and_its_batch_mates_succeed(
+    store: FlakyStore, lifecycle: JobLifecycle
+) -> None:
+    poison = queued(store, sha256="f" * 64)
+    mates = [queued(store) for _ in range(3)]
+
+    def crash_on_poison(docs: Sequence[dict[str, Any]]) -> None:
+        if any(doc["input"]["sha256"] == "f" * 64 for doc in docs):
+            raise Crash
+
+    deliveries = 0
+    while deliveries < 10:
+        open_jobs = [job_id for job_id in [poison, *mates] if not JobStatus(store.get_job(job_id)["status"]).terminal]
+        if not open_jobs:
+            break
+        deliveries += 1  # Redis hands every unacknowledged message back after a crash
+        try:
+            process_batch(open_jobs, lifecycle, Classifier(), crash_on_poison)  # type: ignore[arg-type]
+        except Crash:
+            continue
+
+    failed = store.get_job(poison)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "worker_lost"
+    assert failed["attempts"] == MAX_ATTEMPTS and deliveries == MAX_ATTEMPTS + 1
+    for job_id in mates:  # charged once, for the first crash, which they shared with the poison
+        doc = store.get_job(job_id)
+        assert doc["status"] == "succeeded" and doc["attempts"] == 2, doc["history"]
