@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 
+from api.admission.backlog import DrainRate
 from api.admission.submitter import Submitter
 from api.following.broadcaster import Broadcaster
 from shared.config import Settings
@@ -38,13 +39,14 @@ class Services:
         )
         celery = make_celery(settings)
         lifecycle = JobLifecycle(store, EventPublisher(client), max_attempts=settings.max_attempts)
+        drain_rate = DrainRate()
         return cls(
             settings=settings,
             store=store,
             redis=client,
             celery=celery,
-            broadcaster=Broadcaster(settings.redis_url),
-            submitter=Submitter(settings, lifecycle, celery, client),
+            broadcaster=Broadcaster(settings.redis_url, on_finished=drain_rate.record),
+            submitter=Submitter(settings, lifecycle, celery, client, drain_rate),
             lifecycle=lifecycle,
         )
 

@@ -69,9 +69,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     min_image_side_px: int = 8
     max_batch_files: int = 256
+    # All the files of one batch request together; the gateway holds them in memory while it checks them.
+    max_batch_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Header fields: their bytes together and their number (more: 431). h11 also refuses, with a
+    # plain 400 before any app code runs, a head that grows past the byte limit while it arrives.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=1)
     backlog_limit: int = 10_000
     max_sse_streams: int = 10_000
     sse_ping_s: float = 15.0
+    # A stream or long poll that hears nothing for this long re-reads the store: a lost publish
+    # (Redis blip) delays its client by at most this, at one store read per idle interval.
+    stream_resync_s: float = Field(
+        default=5.0, gt=0, description="Longest wait before an idle event stream or long poll re-reads the job."
+    )
     # NoDecode: the env value is `key:tenant,…` (or JSON), parsed by _parse_api_keys below.
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="API key → tenant. Empty: no authentication."
@@ -86,6 +97,11 @@ class Settings(BaseSettings):
     job_ttl_s: int = 7 * 24 * 3600
     max_attempts: int = 3
     sweep_interval_s: float = 60.0
+    # Recovery of stranded jobs (api/recovery.py): a gateway holding the recoverer's lease looks,
+    # this often, for open jobs that no message in Redis will deliver. A job must have stood still
+    # this long, and be seen without a message on two passes in a row, before it is queued again.
+    recovery_interval_s: float = Field(default=15.0, gt=0)
+    recovery_grace_s: float = Field(default=30.0, ge=0)
 
     # --- queue ----------------------------------------------------------------------------
     # Longer than the slowest batch (a few seconds on CPU), short enough that a crashed
@@ -119,6 +135,15 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address the worker's /metrics listens on (0.0.0.0: every interface)."
     )
 
+    # --- fault injection (tests only; refused in production) --------------------------------
+    # A worker exits at once, as if the image killed it, when it is about to infer the image
+    # with this sha256 (workers/faults.py).
+    fault_crash_on_sha256: str = ""
+    # A worker sleeps this long before each forward pass (a slow or hung inference).
+    fault_inference_delay_s: float = Field(default=0.0, ge=0)
+    # `on`: the gateway serves routes that fail on purpose, hidden from the schema (api/routes/faults.py).
+    fault_injection: Literal["off", "on"] = "off"
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
@@ -138,6 +163,14 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:///", "couchbase://", "couchbases://")):
             raise ValueError(f"{value!r}: use sqlite:///path or couchbase://host (couchbases:// with TLS)")
         return value
+
+    @model_validator(mode="after")
+    def _refuse_faults_in_production(self) -> Settings:
+        if self.environment == "production" and (
+            self.fault_crash_on_sha256 or self.fault_inference_delay_s or self.fault_injection == "on"
+        ):
+            raise ValueError("ASYNCINFER_FAULT_* settings are for tests; unset them in production")
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

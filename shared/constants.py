@@ -8,11 +8,20 @@ JOB_KEY_PREFIX: Final = "job::"
 IMAGE_KEY_PREFIX: Final = "image::"
 BATCH_KEY_PREFIX: Final = "batch::"
 IDEMPOTENCY_KEY_PREFIX: Final = "idem::"
+# The store's record of open jobs (shared/store/open_jobs.py) and the recoverer's lease.
+OPEN_INDEX_PREFIX: Final = "open::"
+LEASE_KEY_PREFIX: Final = "lease::"
 
 # One Celery queue for inference: every worker consumes it and Redis keeps it as a single list,
 # so its length is the backlog that admission control and autoscaling read.
 INFER_QUEUE: Final = "asyncinfer.infer"
 INFER_TASK: Final = "asyncinfer.infer"
+# Where kombu's Redis transport keeps delivered, unacknowledged messages (its default name).
+UNACKED_KEY: Final = "unacked"
+
+# Jobs being admitted, not yet on the queue (api/admission/backlog.py): counted with the queue's
+# length so that concurrent submits on any number of gateways cannot overshoot the backlog limit.
+ADMISSION_RESERVATIONS_KEY: Final = "asyncinfer:admitting"
 
 # One pub/sub channel for every status change: each gateway process holds exactly one
 # subscription and fans events out in memory, whatever the number of SSE clients.

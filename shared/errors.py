@@ -10,9 +10,11 @@ class AsyncInferError(Exception):
     title = "Internal error"
     retry_after_s: int | None = None
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
 
 class BadRequest(AsyncInferError):
@@ -53,6 +55,12 @@ class ImageTooLarge(AsyncInferError):
     status, title = 413, "Image too large"
 
 
+class RequestTooLarge(ImageTooLarge):
+    """A request body over its limit, refused while it streams in (before all of it is read)."""
+
+    title = "Request too large"
+
+
 class UnsupportedImageType(AsyncInferError):
     status, title = 415, "Unsupported image type"
 
@@ -63,6 +71,13 @@ class UndecodableImage(AsyncInferError):
 
 class BacklogFull(AsyncInferError):
     status, title = 429, "Too many queued jobs"
+    retry_after_s = 5
+
+
+class DeadlineUnreachable(AsyncInferError):
+    """At the measured drain rate, the job could not start within the deadline its client set."""
+
+    status, title = 429, "The job could not start within its deadline"
     retry_after_s = 5
 
 

@@ -59,8 +59,13 @@ def new_job(
     top_k: int,
     batch_id: str | None = None,
     job_id: str | None = None,
+    deadline_s: float | None = None,
 ) -> JobDoc:
+    """A queued job; with `deadline_s`, one that must start within that many seconds."""
     at = now_rfc3339()
+    params: dict[str, Any] = {"top_k": top_k}
+    if deadline_s is not None:
+        params["deadline_s"] = deadline_s
     return {
         "id": job_id or new_id(),
         "type": "job",
@@ -73,12 +78,28 @@ def new_job(
         "finished_at": None,
         "attempts": 0,
         "input": input_info,
-        "params": {"top_k": top_k},
+        "params": params,
         "model": None,
         "result": None,
         "error": None,
         "history": [{"seq": 1, "status": JobStatus.QUEUED.value, "at": at}],
     }
+
+
+def parse_rfc3339(at: str) -> datetime:
+    return datetime.fromisoformat(at.replace("Z", "+00:00"))
+
+
+def start_deadline(doc: JobDoc) -> float | None:
+    """The unix time by which the job must have started, when its client set `deadline_s`."""
+    deadline_s = doc["params"].get("deadline_s")
+    return None if deadline_s is None else parse_rfc3339(doc["created_at"]).timestamp() + deadline_s
+
+
+def missed_its_start(doc: JobDoc, now_s: float) -> bool:
+    """Still queued past its start deadline: it ends `cancelled` with error code `timeout`."""
+    deadline = start_deadline(doc)
+    return status_of(doc) is JobStatus.QUEUED and deadline is not None and now_s > deadline
 
 
 def status_of(doc: JobDoc) -> JobStatus:

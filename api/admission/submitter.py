@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from api.admission.backlog import Backlog, DrainRate
 from api.admission.checks import ImageInfo, open_upload
 from shared.config import Settings
-from shared.constants import INFER_QUEUE
-from shared.errors import AsyncInferError, BacklogFull, DependencyUnavailable, UndecodableImage
+from shared.errors import AsyncInferError, DependencyUnavailable, UndecodableImage
 from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
 from shared.lifecycle import JobLifecycle
 from shared.preprocessing import pack_pixels, to_model_image
@@ -24,17 +26,31 @@ from shared.store import Idempotency, JobStore
 
 @dataclass(frozen=True)
 class Upload:
-    data: bytes
+    """An image as received: its bytes, or the spooled file that holds them (in memory up to
+    1 MiB, on disk beyond), read only when a check starts."""
+
+    data: bytes | IO[bytes]
     declared_type: str | None
     filename: str | None = None
 
+    def read(self) -> bytes:
+        if isinstance(self.data, bytes):
+            return self.data
+        self.data.seek(0)
+        return self.data.read()
+
 
 class Submitter:
-    def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis,
+                 drain_rate: DrainRate | None = None) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.celery = celery
         self.redis = redis_client
+        self.backlog = Backlog(redis_client, settings.backlog_limit, drain_rate or DrainRate())
+        # Uploads being checked are in memory twice over (bytes, decoded pixels); the others wait
+        # spooled. One check per core: checking is CPU-bound, so more would add memory, not speed.
+        self._checking = threading.BoundedSemaphore(os.cpu_count() or 1)
 
     @property
     def store(self) -> JobStore:
@@ -42,15 +58,19 @@ class Submitter:
 
     def inspect(self, upload: Upload) -> tuple[ImageInfo, bytes]:
         """Validate an upload; returns what it is and the bytes to store for the worker."""
+        with self._checking:
+            return self._inspect(upload.read(), upload.declared_type)
+
+    def _inspect(self, data: bytes, declared_type: str | None) -> tuple[ImageInfo, bytes]:
         info, image = open_upload(
-            upload.data,
-            upload.declared_type,
+            data,
+            declared_type,
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
             min_side_px=self.settings.min_image_side_px,
         )
         if self.settings.preprocess_at == "worker":
-            return info, upload.data
+            return info, data
         # The image is decoded already (validation needs that): the rest of the preprocessing
         # is a resize, and the worker then reads 150 KB of pixels instead of decoding again.
         try:
@@ -58,18 +78,6 @@ class Submitter:
         except Exception as e:  # whatever Pillow raises here, the image is at fault
             raise UndecodableImage(f"the {info.content_type} image cannot be preprocessed: {e}") from e
 
-    def backlog(self) -> int:
-        try:
-            return int(self.redis.llen(INFER_QUEUE))
-        except redis.RedisError as e:
-            raise DependencyUnavailable(f"Redis does not answer: {e}") from e
-
-    def _admit(self, count: int) -> None:
-        backlog = self.backlog()
-        if backlog + count > self.settings.backlog_limit:
-            raise BacklogFull(
-                f"{backlog:,} jobs are waiting (limit {self.settings.backlog_limit:,}); retry later"
-            )
 
     def _enqueue(self, doc: JobDoc) -> None:
         try:
@@ -78,17 +86,22 @@ class Submitter:
             raise DependencyUnavailable(f"the queue (Redis) does not answer: {e}") from e
 
     def submit_job(
-        self, upload: Upload, *, tenant: str, top_k: int, idempotency_key: str | None = None
+        self, upload: Upload, *, tenant: str, top_k: int, idempotency_key: str | None = None,
+        deadline_s: float | None = None,
     ) -> tuple[JobDoc, bool]:
         """Returns (job, created); a repeated idempotency key returns the first job."""
         info, stored = self.inspect(upload)
-        self._admit(1)
-        doc = new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k)
+        with self.backlog.admit(1, deadline_s):
+            return self._store_and_enqueue(info, stored, tenant, top_k, idempotency_key, deadline_s)
+
+    def _store_and_enqueue(self, info: ImageInfo, stored: bytes, tenant: str, top_k: int,
+                           idempotency_key: str | None, deadline_s: float | None) -> tuple[JobDoc, bool]:
+        doc = new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k, deadline_s=deadline_s)
         if not idempotency_key:
             doc, _ = self.store.create_job(doc, stored)
             self._enqueue_or_discard(doc)
             return doc, True
-        fingerprint = hashlib.sha256(f"{info.sha256}:{top_k}".encode()).hexdigest()
+        fingerprint = hashlib.sha256(f"{info.sha256}:{top_k}:{deadline_s}".encode()).hexdigest()
         idempotency = Idempotency(idempotency_key, fingerprint)
         doc, created = self.store.create_job(doc, stored, idempotency)
         if created:
@@ -110,7 +123,8 @@ class Submitter:
                 self.store.release_claim(doc["tenant"], idempotency)
             raise
 
-    def submit_batch(self, uploads: list[Upload], *, tenant: str, top_k: int) -> dict[str, Any]:
+    def submit_batch(self, uploads: list[Upload], *, tenant: str, top_k: int,
+                     deadline_s: float | None = None) -> dict[str, Any]:
         """All or nothing: every file is checked before any job is created."""
         infos: list[ImageInfo] = []
         stored: list[bytes] = []
@@ -126,10 +140,14 @@ class Submitter:
                 )
         if problems:
             raise BatchRejected(problems)
-        self._admit(len(uploads))
+        with self.backlog.admit(len(uploads), deadline_s):
+            return self._store_and_enqueue_batch(infos, stored, tenant, top_k, deadline_s)
+
+    def _store_and_enqueue_batch(self, infos: list[ImageInfo], stored: list[bytes], tenant: str, top_k: int,
+                                 deadline_s: float | None) -> dict[str, Any]:
         batch_id = new_id()
         jobs = [
-            new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k, batch_id=batch_id)
+            new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k, batch_id=batch_id, deadline_s=deadline_s)
             for info in infos
         ]
         for doc, data in zip(jobs, stored, strict=True):

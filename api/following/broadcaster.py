@@ -7,12 +7,13 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from shared.constants import EVENTS_CHANNEL
+from shared.jobs import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ class Subscription:
 
 
 class Broadcaster:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, on_finished: Callable[[], None] = lambda: None) -> None:
+        """`on_finished` is called for every terminal event (the admission's drain rate)."""
         self._redis_url = redis_url
+        self._on_finished = on_finished
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -70,6 +73,8 @@ class Broadcaster:
         return sum(len(s) for s in self._subscribers.values())
 
     def _dispatch(self, event: dict[str, Any]) -> None:
+        if event.get("status") in TERMINAL:
+            self._on_finished()
         targets: set[Subscription] = set()
         for key in (event.get("job_id"), event.get("batch_id")):
             if key:

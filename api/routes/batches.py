@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.admission.uploads import form_top_k, is_multipart, read_form, to_upload
-from api.deps import ServicesDep, TenantDep, TopK
+from api.deps import DeadlineS, ServicesDep, TenantDep, TopK
 from api.following.batch_progress import batch_view
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, BatchPublic, upload_body
@@ -25,7 +25,8 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
     openapi_extra=upload_body("files", many=True, raw_image=False),
 )
 async def submit_batch(
-    request: Request, services: ServicesDep, tenant: TenantDep, top_k: TopK = DEFAULT_TOP_K
+    request: Request, services: ServicesDep, tenant: TenantDep, top_k: TopK = DEFAULT_TOP_K,
+    deadline_s: DeadlineS = None,
 ) -> JSONResponse:
     settings = services.settings
     if not is_multipart(request):
@@ -33,14 +34,15 @@ async def submit_batch(
     form = await read_form(
         request,
         max_files=settings.max_batch_files,
-        max_bytes=settings.max_image_bytes * settings.max_batch_files,
+        max_bytes=settings.max_batch_bytes,
     )
     items = form.getlist("files")
     if not items:
         raise BadRequest("the multipart body has no `files` field")
     uploads = [await to_upload(item, "files") for item in items]
     batch = await run_in_threadpool(
-        services.submitter.submit_batch, uploads, tenant=tenant, top_k=form_top_k(form, top_k)
+        services.submitter.submit_batch, uploads, tenant=tenant, top_k=form_top_k(form, top_k),
+        deadline_s=deadline_s,
     )
     JOBS_SUBMITTED.inc(len(batch["job_ids"]))
     jobs = [{"id": job_id, "status": "queued"} for job_id in batch["job_ids"]]

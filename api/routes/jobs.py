@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.admission.uploads import form_top_k, read_single_upload
-from api.deps import ServicesDep, TenantDep, TopK
+from api.deps import DeadlineS, ServicesDep, TenantDep, TopK
 from api.following.long_poll import wait_for_terminal
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, JobPublic, upload_body
@@ -33,6 +33,7 @@ async def submit_job(
     services: ServicesDep,
     tenant: TenantDep,
     top_k: TopK = DEFAULT_TOP_K,
+    deadline_s: DeadlineS = None,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=255, description="Repeat a submission safely: the same key and "
@@ -45,6 +46,7 @@ async def submit_job(
         upload,
         tenant=tenant,
         top_k=form_top_k(form, top_k),
+        deadline_s=deadline_s,
         idempotency_key=idempotency_key,
     )
     headers = {"Location": f"/v1/jobs/{doc['id']}"}
