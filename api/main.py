@@ -19,6 +19,7 @@ from api.routes import batches, events, faults, health, jobs, web
 from api.schemas import extra_components
 from api.services import Services
 from shared.config import Settings, get_settings
+from shared.constants import LOG_FORMAT
 
 if TYPE_CHECKING:
     from shared.mesh import MeshRegistration
@@ -128,7 +129,7 @@ def run_gateway(settings: Settings, *, log_level: str = "INFO") -> None:
 
     # The gateway's own loggers (uvicorn configures only its own): an unexpected error's traceback
     # is logged with its request id (api/problems.py).
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     release_large_blocks_to_the_os()
     registration = None
     if settings.mesh == "consul":

@@ -27,7 +27,7 @@ from celery import Celery
 from api.metrics import JOBS_RECOVERED, RECOVERY_LEASE_HELD
 from shared.config import Settings
 from shared.errors import JobNotFound
-from shared.jobs import JobDoc, JobStatus, missed_its_start, parse_rfc3339, status_of
+from shared.jobs import JobDoc, missed_its_start, parse_rfc3339, status_of
 from shared.lifecycle import JobLifecycle
 from shared.queue import enqueue, job_ids_with_a_message
 from shared.store import JobStore
@@ -74,8 +74,9 @@ class Recoverer:
         if not held:
             self._suspects.clear()  # another gateway recovers; what this one saw is stale
             return RecoveryPass(held_lease=False)
-        candidates = self._standing_still(now)
-        report = RecoveryPass(held_lease=True, open_jobs=self._open_seen)
+        open_jobs = self._open_jobs(now)
+        candidates = {job_id: doc for job_id, doc in open_jobs.items() if _age_s(doc, now) >= self.grace_s}
+        report = RecoveryPass(held_lease=True, open_jobs=len(open_jobs))
         if not candidates:
             self._suspects.clear()
             return report
@@ -95,10 +96,10 @@ class Recoverer:
         self._suspects = suspects
         return report
 
-    def _standing_still(self, now_s: float) -> dict[str, JobDoc]:
-        """Open jobs unchanged for the grace period; finished ones leave the index on the way."""
-        candidates: dict[str, JobDoc] = {}
-        self._open_seen = 0
+    def _open_jobs(self, now_s: float) -> dict[str, JobDoc]:
+        """The jobs still queued or running; finished ones leave the index on the way, and
+        late ones end here."""
+        open_jobs: dict[str, JobDoc] = {}
         first_open_bucket: int | None = None
         for entry in self.store.open_jobs.entries(now_s):
             finished: set[str] = set()
@@ -114,13 +115,11 @@ class Recoverer:
                 if missed_its_start(doc, now_s) and self.lifecycle.end_if_late(job_id) is not None:
                     finished.add(job_id)  # ended `cancelled` (timeout), also when no worker runs
                     continue
-                self._open_seen += 1
+                open_jobs[job_id] = doc
                 first_open_bucket = entry.bucket if first_open_bucket is None else first_open_bucket
-                if status_of(doc) in (JobStatus.QUEUED, JobStatus.RUNNING) and _age_s(doc, now_s) >= self.grace_s:
-                    candidates[job_id] = doc
             self.store.open_jobs.prune(entry, finished, now_s)
         self.store.open_jobs.advance(bucket_of(now_s) if first_open_bucket is None else first_open_bucket, now_s)
-        return candidates
+        return open_jobs
 
     def stop(self) -> None:
         self.lease.release()

@@ -165,13 +165,17 @@ class Supervisor:
         index = [n for n, _ in self.processes].index(before) if before else len(self.processes)
         self.processes.insert(index, (name, process))
 
+    def gone(self, name: str, process: subprocess.Popen[bytes]) -> str | None:
+        """How `process` exited, with the end of its log; None while it runs."""
+        if process.poll() is None:
+            return None
+        path = self.log_path(name)
+        tail = f"; the end of {path}:\n{log_tail(path)}" if path else ""
+        return f"{name} exited with code {process.returncode}{tail}"
+
     def exited(self) -> str | None:
         """Which supervised process has exited, and how; None while all run."""
-        for name, process in self.processes:
-            if process.poll() is not None:
-                where = f"; its log: {self.log_path(name)}" if self.log_dir is not None else ""
-                return f"{name} exited with code {process.returncode}{where}"
-        return None
+        return next(filter(None, (self.gone(name, process) for name, process in self.processes)), None)
 
     def wait_until(self, done: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
         """`wait_until`, failing at once when any supervised process exits."""

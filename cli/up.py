@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.processes import StartFailed, Supervisor, http_ok, log_tail, stop_on_sigterm, wait_until
+from cli.processes import StartFailed, Supervisor, http_ok, stop_on_sigterm, wait_until
 from cli.redis_server import start_redis
 from shared.config import Settings
 from shared.queue import redis_answers
@@ -50,12 +50,6 @@ class LocalPipeline:
     def logs(self, name: str) -> str:
         return self.supervisor.logs(name)
 
-    def _gone(self, name: str, process: subprocess.Popen[bytes]) -> str | None:
-        if process.poll() is None:
-            return None
-        path = self.supervisor.log_path(name)
-        return f"{name} exited with code {process.returncode}" + (f":\n{log_tail(path)}" if path else "")
-
     def start(self, *, workers: int = 1, gateway: bool = True, wait_workers: bool = True) -> None:
         """Start workers and the gateway side by side, then wait for the workers to consume;
         everything started is stopped again if any part fails."""
@@ -76,7 +70,7 @@ class LocalPipeline:
                                                    env=self.env)
         self.gateway = gateway
         wait_until(lambda: http_ok(f"{self.url}/healthz"), GATEWAY_START_S, "the gateway",
-                   failed=lambda: self._gone("gateway", gateway))
+                   failed=lambda: self.supervisor.gone("gateway", gateway))
         return gateway
 
     def start_worker(self, wait_ready: bool = True) -> subprocess.Popen[bytes]:
@@ -92,7 +86,7 @@ class LocalPipeline:
             return  # its output goes to the terminal: nothing to read readiness from
         name = f"worker{self.workers.index(worker)}"
         wait_until(lambda: WORKER_READY_LINE in self.logs(name), WORKER_START_S, f"{name} to consume", 0.25,
-                   failed=lambda: self._gone(name, worker))
+                   failed=lambda: self.supervisor.gone(name, worker))
 
     def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
         worker.kill()

@@ -27,6 +27,9 @@ ADMISSION_RESERVATIONS_KEY: Final = "asyncinfer:admitting"
 # subscription and fans events out in memory, whatever the number of SSE clients.
 EVENTS_CHANNEL: Final = "asyncinfer:events"
 
+# One line per record in the gateway's and the workers' logs.
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 # Tenant used when no API keys are configured (single-user, local deployments).
 DEFAULT_TENANT: Final = "public"
 

@@ -4,13 +4,13 @@ and the probes that tell whether Redis answers."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 
 import redis
 from celery import Celery
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from shared.config import Settings
 from shared.constants import INFER_QUEUE, INFER_TASK, UNACKED_KEY
@@ -91,15 +91,12 @@ def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
 
 def wait_for_redis(url: str, wait_s: float) -> None:
     """Return once Redis answers; RedisUnreachable (a start-up error) after `wait_s` seconds."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            ping_on_a_new_connection(url, timeout_s=1.0)
-            return
-        except redis.RedisError as e:
-            if time.monotonic() >= deadline:
-                raise RedisUnreachable(
-                    f"no Redis answered at ASYNCINFER_REDIS_URL={url} within {wait_s:g} s ({type(e).__name__}); "
-                    "start it (asyncinfer up starts one) or fix the URL"
-                ) from e
-        time.sleep(0.5)
+    retrying = Retrying(retry=retry_if_exception_type(redis.RedisError), stop=stop_after_delay(wait_s),
+                        wait=wait_fixed(0.5), reraise=True)
+    try:
+        retrying(ping_on_a_new_connection, url, timeout_s=1.0)
+    except redis.RedisError as e:
+        raise RedisUnreachable(
+            f"no Redis answered at ASYNCINFER_REDIS_URL={url} within {wait_s:g} s ({type(e).__name__}); "
+            "start it (asyncinfer up starts one) or fix the URL"
+        ) from e

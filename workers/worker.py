@@ -9,7 +9,7 @@ import redis
 from celery import Celery
 
 from shared.config import Settings
-from shared.constants import INFER_QUEUE, INFER_TASK
+from shared.constants import INFER_QUEUE, INFER_TASK, LOG_FORMAT
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
 from shared.queue import enqueue, make_celery, wait_for_redis
@@ -79,7 +79,7 @@ def register_infer_task(
 
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | None = None) -> None:
-    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=loglevel, format=LOG_FORMAT)
     registration = None
     if settings.mesh == "consul":
         from shared.mesh import join_as_worker

@@ -3,7 +3,6 @@ by the gateway holding the recoverer's lease, and a job a live worker holds is n
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from cli.up import LocalPipeline
 from shared.constants import INFER_QUEUE
 from tests.conftest import PipelineFactory
 from tests.support import images
-from tests.support.http import submit, wait_terminal
+from tests.support.http import scrape_metrics, submit, wait_terminal
 from tests.support.pipeline import settings_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -27,11 +26,7 @@ FAST_RECOVERY = {"ASYNCINFER_RECOVERY_INTERVAL_S": "0.5", "ASYNCINFER_RECOVERY_G
 
 def metric(url: str, name: str, **labels: str) -> float:
     """One sample of a gateway's /metrics."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    pattern = "^" + re.escape(name + (f"{{{wanted}}}" if wanted else "")) + r" (\S+)$"
-    found = re.search(pattern, httpx.get(f"{url}/metrics", timeout=10).text, re.MULTILINE)
-    assert found, f"{name} {labels} not in /metrics"
-    return float(found.group(1))
+    return scrape_metrics(f"{url}/metrics")[(name, tuple(sorted(labels.items())))]
 
 
 def queue(pipeline: LocalPipeline) -> redis.Redis:

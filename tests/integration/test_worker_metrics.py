@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from cli.processes import free_port, wait_until
 from tests.conftest import PipelineFactory
 from tests.support import images
-from tests.support.http import submit, wait_terminal
+from tests.support.http import Samples, scrape_metrics, submit, wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 JOBS = 3
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the worker's /metrics: (name, sorted labels) → value."""
-    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-    assert response.status_code == 200, response.text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+def scrape(port: int) -> Samples:
+    """Every sample of the worker's /metrics."""
+    return scrape_metrics(f"http://127.0.0.1:{port}/metrics")
 
 
 def test_worker_metrics_count_the_jobs_it_ran(make_pipeline: PipelineFactory) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from httpx_sse import connect_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.jobs import JobStatus
 
@@ -44,3 +45,17 @@ def wait_terminal(client: httpx.Client, job_id: str, timeout_s: float = 120) -> 
         if JobStatus(doc["status"]).terminal:
             return doc  # type: ignore[no-any-return]
     raise TimeoutError(f"job {job_id} did not finish in {timeout_s}s")
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_metrics(url: str) -> Samples:
+    """Every sample of the Prometheus text at `url` (…/metrics): (name, sorted labels) → value."""
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
