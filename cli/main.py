@@ -10,11 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cli.processes import EXIT_STARTUP
 from shared.config import get_settings
 from shared.constants import DEFAULT_TOP_K, MAX_TOP_K
 from shared.errors import StartupError
-
-EXIT_STARTUP = 2
 
 
 def _cmd_api(args: argparse.Namespace) -> int:

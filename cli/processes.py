@@ -21,6 +21,10 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STOP_GRACE_S = 15.0
+# How an asyncinfer process says its settings or a dependency are wrong (one line on stderr):
+# starting it again would fail the same way.
+EXIT_STARTUP = 2
+RESTART_DELAY_S = 1.0
 
 T = TypeVar("T")
 
@@ -133,6 +137,7 @@ class Supervisor:
         self.log_dir = log_dir
         self.cwd = cwd
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._relaunch: dict[str, Callable[[], subprocess.Popen[bytes]]] = {}
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -144,21 +149,29 @@ class Supervisor:
         return path.read_text(errors="replace") if path is not None and path.exists() else ""
 
     def start(self, name: str, command: list[str], *, env: dict[str, str] | None = None,
-              before: str | None = None, to_terminal: bool = False) -> subprocess.Popen[bytes]:
+              before: str | None = None, to_terminal: bool = False, restart: bool = False) -> subprocess.Popen[bytes]:
         """Run `command` as `name`; with `before`, it is stopped just after that one. With
-        `to_terminal`, its output goes to this process's, whatever the log directory."""
+        `to_terminal`, its output goes to this process's, whatever the log directory. With
+        `restart`, `watch` starts it again when it exits (unless with EXIT_STARTUP)."""
+        process = self._spawn(name, command, env, to_terminal)
+        self.adopt(name, process, before=before)
+        if restart:
+            self._relaunch[name] = lambda: self._spawn(name, command, env, to_terminal)
+        return process
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None,
+               to_terminal: bool) -> subprocess.Popen[bytes]:
         path = None if to_terminal else self.log_path(name)
         with ExitStack() as stack:
             log = stack.enter_context(path.open("ab")) if path is not None else None  # the child keeps its copy
             process = subprocess.Popen(command, env=env if env is not None else os.environ.copy(), cwd=self.cwd,
                                        stdout=log, stderr=subprocess.STDOUT if log else None,
                                        start_new_session=True)
-        self.adopt(name, process, before=before)
         return process
 
     def start_asyncinfer(self, name: str, *args: str, env: dict[str, str] | None = None,
-                         to_terminal: bool = False) -> subprocess.Popen[bytes]:
-        return self.start(name, asyncinfer_command(*args), env=env, to_terminal=to_terminal)
+                         to_terminal: bool = False, restart: bool = False) -> subprocess.Popen[bytes]:
+        return self.start(name, asyncinfer_command(*args), env=env, to_terminal=to_terminal, restart=restart)
 
     def adopt(self, name: str, process: subprocess.Popen[bytes], *, before: str | None = None) -> None:
         """Supervise a process started elsewhere (Redis, by cli/redis_server.py)."""
@@ -182,12 +195,21 @@ class Supervisor:
         return wait_until(done, timeout_s, what, interval_s, failed=self.exited)
 
     def watch(self, interval_s: float = 0.5) -> int:
-        """Block until a supervised process exits; its exit code (1 when it was 0)."""
+        """Block until a supervised process exits; its exit code (1 when it was 0). One started
+        with `restart` is started again instead (a worker that timed out or crashed), unless it
+        exited with EXIT_STARTUP."""
         while True:
-            for name, process in self.processes:
-                if process.poll() is not None:
-                    print(f"asyncinfer: {name} exited with code {process.returncode}", file=sys.stderr)
-                    return process.returncode or 1
+            for index, (name, process) in enumerate(self.processes):
+                code = process.poll()
+                if code is None:
+                    continue
+                relaunch = self._relaunch.get(name)
+                if relaunch is None or code == EXIT_STARTUP:
+                    print(f"asyncinfer: {name} exited with code {code}", file=sys.stderr)
+                    return code or 1
+                print(f"asyncinfer: {name} exited with code {code}; starting it again", file=sys.stderr)
+                time.sleep(RESTART_DELAY_S)
+                self.processes[index] = (name, relaunch())
             time.sleep(interval_s)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:

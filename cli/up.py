@@ -74,8 +74,11 @@ class LocalPipeline:
         return gateway
 
     def start_worker(self, wait_ready: bool = True) -> subprocess.Popen[bytes]:
+        """A worker that `Supervisor.watch` (asyncinfer up) starts again when it exits: after an
+        inference time-out (workers/time_limit.py) or a crash."""
         name = f"worker{len(self.workers)}"
-        worker = self.supervisor.start_asyncinfer(name, "worker", "--hostname", f"{name}@%h", env=self.env)
+        worker = self.supervisor.start_asyncinfer(name, "worker", "--hostname", f"{name}@%h", env=self.env,
+                                                  restart=True)
         self.workers.append(worker)
         if wait_ready:
             self.wait_worker_ready(worker)

@@ -136,7 +136,7 @@ class LocalMesh:
             ASYNCINFER_CONSUL_SIDECAR_PORT=str(sidecar_port),
             ASYNCINFER_CONSUL_CHECK_INTERVAL_S=f"{CHECK_INTERVAL_S:g}",
         )
-        self.supervisor.start_asyncinfer(service, *args, env=env, to_terminal=True)
+        self.supervisor.start_asyncinfer(service, *args, env=env, to_terminal=True, restart=service == WORKER_SERVICE)
         self.start_sidecar(service)
         print(f"asyncinfer: {service} → redis through its sidecar's upstream 127.0.0.1:{upstream_port}")
 

@@ -134,11 +134,20 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field(
         default="127.0.0.1", description="Address the worker's /metrics listens on (0.0.0.0: every interface)."
     )
+    # A store outage shorter than this does not lose a result: the worker keeps retrying its
+    # writes. Past it, the job goes back on the queue (workers/worker.py).
+    store_retry_s: float = Field(default=300.0, ge=0)
+    # Longest a forward pass may run. A runtime stuck in native code cannot be interrupted, so
+    # past this the worker notes the timeout on the pass's jobs and exits; they come back each
+    # alone, and the one that hangs fails with `timeout` after its attempts (workers/time_limit.py).
+    inference_timeout_s: float = Field(default=120.0, gt=0)
 
     # --- fault injection (tests only; refused in production) --------------------------------
     # A worker exits at once, as if the image killed it, when it is about to infer the image
     # with this sha256 (workers/faults.py).
     fault_crash_on_sha256: str = ""
+    # A worker's forward pass hangs (sleeps for an hour) when it holds the image with this sha256.
+    fault_hang_on_sha256: str = ""
     # A worker sleeps this long before each forward pass (a slow or hung inference).
     fault_inference_delay_s: float = Field(default=0.0, ge=0)
     # `on`: the gateway serves routes that fail on purpose, hidden from the schema (api/routes/faults.py).
@@ -167,7 +176,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_faults_in_production(self) -> Settings:
         if self.environment == "production" and (
-            self.fault_crash_on_sha256 or self.fault_inference_delay_s or self.fault_injection == "on"
+            self.fault_crash_on_sha256 or self.fault_hang_on_sha256 or self.fault_inference_delay_s
+            or self.fault_injection == "on"
         ):
             raise ValueError("ASYNCINFER_FAULT_* settings are for tests; unset them in production")
         return self

@@ -25,6 +25,9 @@ from shared.store.base import Mutation
 
 T = TypeVar("T")
 
+# Internal (public_view hides "_" fields): the limit that the current attempt's forward pass ran past.
+TIMED_OUT_FIELD = "_timed_out_after_s"
+
 
 class _AppliedOnce:
     """A mutation that a retried write does not apply twice.
@@ -104,17 +107,35 @@ class JobLifecycle:
             if missed_its_start(doc, time.time()):
                 return self._late(doc)
             if status is JobStatus.RUNNING and doc["attempts"] >= self.max_attempts:
-                message = (
-                    f"the job was delivered {doc['attempts']} times and its worker was lost "
-                    "each time; giving up"
-                )
-                return transition(
-                    doc, JobStatus.FAILED, error=error_info(ErrorCode.WORKER_LOST, message)
-                )
+                return self._given_up(doc)
+            doc = {key: value for key, value in doc.items() if key != TIMED_OUT_FIELD}  # a new attempt
             return transition(doc, JobStatus.RUNNING)
 
         doc, changed = self._write(job_id, mutate)
         return doc if changed and status_of(doc) is JobStatus.RUNNING else None
+
+    @staticmethod
+    def _given_up(doc: JobDoc) -> JobDoc:
+        """A job redelivered after its last attempt: `timeout` when that attempt's forward pass ran
+        past the time limit, else `worker_lost`."""
+        attempts = doc["attempts"]
+        if TIMED_OUT_FIELD in doc:
+            code, message = ErrorCode.TIMEOUT, (
+                f"the inference ran past its limit of {doc[TIMED_OUT_FIELD]:g} s on the last of its "
+                f"{attempts} attempts; giving up")
+        else:
+            code, message = ErrorCode.WORKER_LOST, (
+                f"the job was delivered {attempts} times and its worker was lost each time; giving up")
+        doc = {key: value for key, value in doc.items() if key != TIMED_OUT_FIELD}
+        return transition(doc, JobStatus.FAILED, error=error_info(code, message))
+
+    def note_timeout(self, job_id: str, limit_s: float) -> None:
+        """Record that this attempt's forward pass ran past `limit_s` (the job stays running: its
+        message comes back). One write, no retry: the worker is about to exit."""
+        def mutate(doc: JobDoc) -> JobDoc | None:
+            return {**doc, TIMED_OUT_FIELD: limit_s} if status_of(doc) is JobStatus.RUNNING else None
+
+        self.store.update(job_id, mutate)
 
     @staticmethod
     def _late(doc: JobDoc) -> JobDoc:

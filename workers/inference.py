@@ -5,9 +5,10 @@ Two rules keep a batch from taking innocent jobs down with it:
   which the worker queues again), never acknowledged as if done; a message whose job is gone is
   skipped. Nothing one job does raises out of the batch.
 - A redelivered job (its worker was lost while holding it, attempts > 1) runs in a forward pass
-  of its own, begun only when its turn comes. An image that kills the worker then takes only
-  itself down, and fails with `worker_lost` once it has had its attempts; its batch-mates, run
-  alone after the first crash, succeed.
+  of its own, begun only when its turn comes. An image that kills the worker, or hangs its
+  forward pass past the time limit, then takes only itself down, and fails with `worker_lost`
+  (or `timeout`) once it has had its attempts; its batch-mates, run alone after the first
+  crash, succeed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 # Called with the documents of the jobs about to be inferred together (the tests' fault injection).
 BeforeInference = Callable[[Sequence[JobDoc]], None]
+# Called with the ids of the jobs of one forward pass; the pass runs inside what it returns
+# (workers/time_limit.py: past the limit, the worker notes the timeout and exits).
+PassGuard = Callable[[Sequence[str]], AbstractContextManager[object]]
 
 
 @dataclass
@@ -62,10 +67,11 @@ class _Ready:
 
 class _Batch:
     def __init__(self, lifecycle: JobLifecycle, classifier: Classifier, before_inference: BeforeInference | None,
-                 delivered: int) -> None:
+                 guard: PassGuard | None, delivered: int) -> None:
         self.lifecycle = lifecycle
         self.classifier = classifier
         self.before_inference = before_inference
+        self.guard: PassGuard = guard or (lambda job_ids: nullcontext())
         self.report = BatchReport(delivered, 0)
         self.failures: Counter[ErrorCode] = Counter()
 
@@ -126,11 +132,12 @@ class _Batch:
         """One forward pass over `ready`, then each job's result."""
         if not ready:
             return
-        if self.before_inference is not None:
-            self.before_inference([item.doc for item in ready])
-        started = time.perf_counter()
         try:
-            scores = self.classifier.predict(to_model_input([item.pixels for item in ready]))
+            with self.guard([item.doc["id"] for item in ready]):
+                if self.before_inference is not None:
+                    self.before_inference([item.doc for item in ready])
+                started = time.perf_counter()
+                scores = self.classifier.predict(to_model_input([item.pixels for item in ready]))
         except Exception as e:
             log.exception("inference failed for a batch of %d", len(ready))
             for item in ready:
@@ -154,10 +161,11 @@ class _Batch:
 
 
 def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Classifier,
-                  before_inference: BeforeInference | None = None) -> BatchReport:
+                  before_inference: BeforeInference | None = None, guard: PassGuard | None = None) -> BatchReport:
     """Run the jobs of one batch: fresh jobs in one forward pass, redelivered ones each alone.
-    A bad image fails its own job only; a job that finished or was cancelled before is skipped."""
-    batch = _Batch(lifecycle, classifier, before_inference, delivered=len(job_ids))
+    A bad image fails its own job only; a job that finished or was cancelled before is skipped.
+    Each forward pass runs inside `guard` (the time limit)."""
+    batch = _Batch(lifecycle, classifier, before_inference, guard, delivered=len(job_ids))
     fresh: list[str] = []
     redelivered: list[str] = []
     for job_id in dict.fromkeys(job_ids):  # a message delivered twice runs once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -16,19 +17,16 @@ from shared.queue import enqueue, make_celery, wait_for_redis
 from shared.store import open_store
 from workers.faults import injected_faults
 from workers.idle_flush import IdleFlushBatches
-from workers.inference import BatchReport, BeforeInference, process_batch
+from workers.inference import BatchReport, BeforeInference, PassGuard, process_batch
 from workers.metrics import WorkerMetrics, serve
 from workers.model.classifier import Classifier
 from workers.model.loading import load_classifier
+from workers.time_limit import InferenceTimeLimit
 
 if TYPE_CHECKING:
     from shared.mesh import MeshRegistration
 
 log = logging.getLogger(__name__)
-
-# A store outage shorter than this does not lose a result: the worker keeps retrying.
-STORE_RETRY_S = 300.0
-
 
 def register_infer_task(
     app: Celery,
@@ -38,6 +36,7 @@ def register_infer_task(
     batch_idle_ms: int = 2,
     metrics: WorkerMetrics | None = None,
     before_inference: BeforeInference | None = None,
+    guard: PassGuard | None = None,
 ) -> Any:
     """The batch task: messages are buffered until `max_batch_size` arrived, `max_batch_wait_ms`
     passed, or none came for `batch_idle_ms` (workers/idle_flush.py), then it runs once with all.
@@ -58,7 +57,7 @@ def register_infer_task(
     def infer(requests: list[Any]) -> None:
         job_ids = [request.args[0] for request in requests]
         try:
-            report = process_batch(job_ids, lifecycle, classifier, before_inference)
+            report = process_batch(job_ids, lifecycle, classifier, before_inference, guard)
         except Exception:
             log.exception("a batch of %d raised; queueing its jobs again", len(job_ids))
             report = BatchReport(len(job_ids), 0, unfinished=job_ids)
@@ -76,6 +75,14 @@ def register_infer_task(
         )
 
     return infer
+
+
+def note_timeouts(lifecycle: JobLifecycle, job_ids: Sequence[str], limit_s: float) -> None:
+    for job_id in job_ids:
+        try:
+            lifecycle.note_timeout(job_id, limit_s)
+        except Exception as e:
+            log.warning("job %s: could not note its timeout (%s); it ends worker_lost if it keeps failing", job_id, e)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | None = None) -> None:
@@ -108,11 +115,13 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
         store,
         EventPublisher(redis.Redis.from_url(settings.redis_url)),
         max_attempts=settings.max_attempts,
-        store_retry_s=STORE_RETRY_S,
+        store_retry_s=settings.store_retry_s,
     )
     app = make_celery(settings)
+    time_limit = InferenceTimeLimit(settings.inference_timeout_s, lambda job_ids: note_timeouts(
+        lifecycle, job_ids, settings.inference_timeout_s))
     register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms, metrics,
-                        before_inference=injected_faults(settings))
+                        before_inference=injected_faults(settings), guard=time_limit.guard)
     if registration is not None:
         from workers.heartbeat import consumer_heartbeat_step
 

@@ -1,5 +1,6 @@
 """A batch never takes innocent jobs down with it, on a real worker: a message whose job is gone
-does not fail its batch-mates, and an image that kills the worker fails alone."""
+does not fail its batch-mates, and an image that kills the worker, or hangs its forward pass
+past the time limit, fails alone."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import time
 import httpx
 import pytest
 
-from shared.jobs import JobStatus
+from cli.up import LocalPipeline
+from shared.jobs import JobDoc, JobStatus
 from shared.queue import enqueue, make_celery
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import wait_terminal
 from tests.support.pipeline import settings_of
+from workers.faults import CRASH_EXIT_CODE
+from workers.time_limit import TIMED_OUT_EXIT_CODE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
@@ -43,6 +47,23 @@ def test_a_message_whose_job_is_gone_does_not_strand_its_batch_mates(make_pipeli
     assert "a-job-that-was-never-stored: no such job" in pipeline.logs("worker0")
 
 
+def run_to_the_end(pipeline: LocalPipeline, client: httpx.Client, jobs: list[str]) -> tuple[list[JobDoc], list[int]]:
+    """Start a worker, and another each time one exits, as a supervisor would (cli/processes.py),
+    until every job is terminal; the jobs' documents and the exit codes of the workers that died."""
+    exits: list[int] = []
+    worker = pipeline.start_worker()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        docs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in jobs]
+        if all(JobStatus(doc["status"]).terminal for doc in docs):
+            return docs, exits
+        if worker.poll() is not None:
+            exits.append(worker.returncode)
+            worker = pipeline.start_worker()
+        time.sleep(0.2)
+    pytest.fail(f"not every job ended within 300 s: {[doc['status'] for doc in docs]}")
+
+
 @pytest.mark.slow
 def test_an_image_that_kills_its_worker_fails_alone(make_pipeline: PipelineFactory) -> None:
     poison = images.jpeg(seed=1300)
@@ -50,21 +71,34 @@ def test_an_image_that_kills_its_worker_fails_alone(make_pipeline: PipelineFacto
                              ASYNCINFER_MAX_BATCH_WAIT_MS="500")
     with httpx.Client(base_url=pipeline.url, timeout=30) as client:
         jobs = batch_of(client, [images.jpeg(seed=1301), poison, *(images.jpeg(seed=1302 + i) for i in range(4))])
-        crashes = 0
-        worker = pipeline.start_worker()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            docs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in jobs]
-            if all(JobStatus(doc["status"]).terminal for doc in docs):
-                break
-            if worker.poll() is not None:  # as a supervisor would: start another
-                crashes += 1
-                worker = pipeline.start_worker()
-            time.sleep(0.2)
+        docs, exits = run_to_the_end(pipeline, client, jobs)
 
     killed, mates = docs[1], [docs[0], *docs[2:]]
     assert (killed["status"], killed["error"]["code"], killed["attempts"]) == ("failed", "worker_lost", 3)
-    assert crashes == 3, [doc["history"] for doc in docs]
+    assert exits == [CRASH_EXIT_CODE] * 3, [doc["history"] for doc in docs]
     for doc in mates:  # charged once: for the first crash, when the whole batch ran together
         assert (doc["status"], doc["attempts"]) == ("succeeded", 2), doc["history"]
         assert doc["result"]["batch_size"] == 1  # after that, each ran alone
+
+
+@pytest.mark.slow
+def test_an_image_that_hangs_inference_times_out_alone(make_pipeline: PipelineFactory) -> None:
+    """The forward pass hangs (as a runtime stuck in native code would) whenever it holds one
+    image: past the time limit the worker exits, and only that image is charged for it."""
+    stuck = images.jpeg(seed=1320)
+    pipeline = make_pipeline(workers=0, ASYNCINFER_FAULT_HANG_ON_SHA256=hashlib.sha256(stuck).hexdigest(),
+                             ASYNCINFER_INFERENCE_TIMEOUT_S="2", ASYNCINFER_MAX_ATTEMPTS="2",
+                             ASYNCINFER_MAX_BATCH_WAIT_MS="500")
+    with httpx.Client(base_url=pipeline.url, timeout=30) as client:
+        jobs = batch_of(client, [images.jpeg(seed=1321), stuck, *(images.jpeg(seed=1322 + i) for i in range(3))])
+        docs, exits = run_to_the_end(pipeline, client, jobs)
+
+    timed_out, mates = docs[1], [docs[0], *docs[2:]]
+    assert (timed_out["status"], timed_out["error"]["code"], timed_out["attempts"]) == ("failed", "timeout", 2)
+    assert "ran past its limit of 2 s" in timed_out["error"]["message"]
+    assert exits == [TIMED_OUT_EXIT_CODE] * 2, [doc["history"] for doc in docs]
+    for doc in mates:  # charged once: for the pass that timed out with the whole batch in it
+        assert (doc["status"], doc["attempts"]) == ("succeeded", 2), doc["history"]
+        assert doc["result"]["batch_size"] == 1
+    assert "ran past its limit of 2 s" in pipeline.logs("worker0")
+    assert "_timed_out_after_s" not in timed_out

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import EXIT_STARTUP
-from cli.processes import REPO_ROOT, asyncinfer_command, free_port
+from cli.processes import EXIT_STARTUP, REPO_ROOT, asyncinfer_command, free_port
 from tests.support.pipeline import clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -1,8 +1,10 @@
 """process_batch on the real lifecycle and SQLite store: no job of a batch is dropped because of
-another one, and an image that kills the worker takes only itself down."""
+another one, and an image that kills the worker or hangs its forward pass takes only itself down."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,11 +14,12 @@ import pytest
 
 from shared.errors import StoreUnavailable
 from shared.jobs import JobDoc, JobStatus, new_job
-from shared.lifecycle import JobLifecycle
+from shared.lifecycle import TIMED_OUT_FIELD, JobLifecycle
 from shared.preprocessing import PIXELS_BYTES, PIXELS_HEADER
 from shared.store.sqlite import SqliteStore
 from workers import inference
 from workers.inference import process_batch
+from workers.time_limit import TIMED_OUT_EXIT_CODE, InferenceTimeLimit
 
 PIXELS = PIXELS_HEADER + bytes(PIXELS_BYTES)
 MAX_ATTEMPTS = 3
@@ -144,3 +147,73 @@ def test_an_image_that_kills_the_worker_fails_alone_and_its_batch_mates_succeed(
     for job_id in mates:  # charged once, for the first crash, which they shared with the poison
         doc = store.get_job(job_id)
         assert doc["status"] == "succeeded" and doc["attempts"] == 2, doc["history"]
+
+
+def test_an_image_that_hangs_inference_times_out_alone_and_its_batch_mates_succeed(
+    store: FlakyStore, lifecycle: JobLifecycle
+) -> None:
+    stuck = queued(store, sha256="e" * 64)
+    mates = [queued(store) for _ in range(3)]
+    exit_codes: list[int] = []
+    exited = threading.Event()
+
+    def exit_process(code: int) -> None:  # the watchdog's os._exit: ends the hung pass below
+        exit_codes.append(code)
+        exited.set()
+
+    def hang_on_stuck(docs: Sequence[dict[str, Any]]) -> None:
+        if any(doc["id"] == stuck for doc in docs):
+            assert exited.wait(10), "the time limit never fired"
+            exited.clear()
+            raise Crash
+
+    def note_timeout(job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            lifecycle.note_timeout(job_id, 0.2)
+
+    deliveries = 0
+    while deliveries < 10:
+        open_jobs = [job_id for job_id in [stuck, *mates] if not JobStatus(store.get_job(job_id)["status"]).terminal]
+        if not open_jobs:
+            break
+        deliveries += 1
+        time_limit = InferenceTimeLimit(0.2, note_timeout, exit_process)  # a new worker process each time
+        try:
+            process_batch(open_jobs, lifecycle, Classifier(), hang_on_stuck, time_limit.guard)  # type: ignore[arg-type]
+        except Crash:
+            continue
+
+    failed = store.get_job(stuck)
+    assert (failed["status"], failed["error"]["code"], failed["attempts"]) == ("failed", "timeout", MAX_ATTEMPTS)
+    assert exit_codes == [TIMED_OUT_EXIT_CODE] * MAX_ATTEMPTS and deliveries == MAX_ATTEMPTS + 1
+    for job_id in mates:  # charged once, for the pass they shared with the image that hangs
+        doc = store.get_job(job_id)
+        assert (doc["status"], doc["attempts"]) == ("succeeded", 2), doc["history"]
+        assert TIMED_OUT_FIELD not in doc
+
+
+def test_a_worker_lost_after_a_timed_out_attempt_is_charged_to_the_last_attempt(
+    store: FlakyStore, lifecycle: JobLifecycle
+) -> None:
+    """The error code names what ended the last attempt: a timeout noted on an earlier one is
+    forgotten when the job starts again."""
+    job = queued(store)
+    lifecycle.begin(job)
+    lifecycle.note_timeout(job, 5)
+    for _ in range(MAX_ATTEMPTS - 1):  # redelivered; each later attempt's worker is lost without a timeout
+        assert lifecycle.begin(job) is not None
+        assert TIMED_OUT_FIELD not in store.get_job(job)
+
+    assert lifecycle.begin(job) is None
+    assert store.get_job(job)["error"]["code"] == "worker_lost"
+
+
+def test_passes_within_the_limit_never_trip_it() -> None:
+    expired: list[Sequence[str]] = []
+    time_limit = InferenceTimeLimit(0.3, expired.append, lambda code: expired.append([str(code)]))
+    for index in range(5):  # 1 s in all, each pass well inside the limit
+        with time_limit.guard([f"job-{index}"]):
+            time.sleep(0.1)
+        time.sleep(0.1)
+    time.sleep(0.4)  # disarmed: waiting between batches is not inference
+    assert expired == []
