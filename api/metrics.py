@@ -1,11 +1,16 @@
-"""Prometheus metrics of the gateway; the backlog gauge is what autoscaling reads."""
+"""Prometheus metrics of the gateway. What an autoscaler reads is the scaling signal below
+(api/scaling.py, docs/contract.md): it counts the work workers hold, not only the queue's list."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import TYPE_CHECKING
 
+import redis
 from prometheus_client import Counter, Gauge
+
+from api.scaling import ScalingPolicy, scaling_signal
+from api.work_in_redis import count_work
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -14,7 +19,7 @@ JOBS_SUBMITTED = Counter("asyncinfer_jobs_submitted_total", "Jobs accepted (202)
 REQUESTS_REJECTED = Counter(
     "asyncinfer_requests_rejected_total", "Requests answered with an error", ["status"]
 )
-QUEUE_BACKLOG = Gauge("asyncinfer_queue_backlog", "Messages waiting in the inference queue")
+QUEUE_BACKLOG = Gauge("asyncinfer_queue_backlog", "Messages waiting in the inference queue's list (not yet delivered)")
 SSE_STREAMS = Gauge("asyncinfer_sse_streams_open", "Open event streams on this gateway")
 JOBS_RECOVERED = Counter(
     "asyncinfer_jobs_recovered_total",
@@ -25,9 +30,46 @@ RECOVERY_LEASE_HELD = Gauge("asyncinfer_recovery_lease_held", "1 while this gate
 for _cause in ("queued_without_message", "running_without_message"):
     JOBS_RECOVERED.labels(_cause)
 
+# --- the autoscaling signal: the same on every gateway (read from Redis), so take max(), not sum() ---
+JOBS_OUTSTANDING = Gauge(
+    "asyncinfer_jobs_outstanding",
+    "Jobs not finished: waiting in the queue + delivered to workers and unacknowledged + being admitted",
+)
+JOBS_UNACKNOWLEDGED = Gauge(
+    "asyncinfer_jobs_unacknowledged",
+    "Messages delivered to workers and not acknowledged yet: running, or buffered in a worker's batch",
+)
+WORKERS_LIVE = Gauge("asyncinfer_workers_live", "Workers whose presence entry in Redis is current")
+WORKERS_DESIRED = Gauge(
+    "asyncinfer_workers_desired",
+    "Workers the outstanding work needs: ceil(outstanding / ASYNCINFER_SCALE_TARGET_JOBS_PER_WORKER), "
+    "within ASYNCINFER_SCALE_MIN_WORKERS..ASYNCINFER_SCALE_MAX_WORKERS",
+)
+QUEUE_WAIT_PREDICTED = Gauge(
+    "asyncinfer_queue_wait_predicted_seconds",
+    "Outstanding jobs / drain rate: about how long a job submitted now waits; "
+    "+Inf with work and no live worker, NaN while no rate is measured",
+)
+BACKLOG_WITHOUT_CAPACITY = Gauge(
+    "asyncinfer_backlog_without_capacity", "1 while jobs are outstanding and no worker is live"
+)
+DRAIN_RATE = Gauge(
+    "asyncinfer_drain_rate_jobs_per_second",
+    "Jobs finished per second, measured from terminal events; 0 while too few finished lately to measure",
+)
+
 
 def refresh_gauges(services: Services) -> None:
     SSE_STREAMS.set(services.open_streams)
-    with contextlib.suppress(Exception):  # Redis down: /readyz says so; keep the last value
-        QUEUE_BACKLOG.set(services.submitter.backlog.waiting())
-
+    rate = services.submitter.backlog.drain_rate.per_s()
+    DRAIN_RATE.set(rate or 0.0)
+    with contextlib.suppress(redis.RedisError):  # Redis down: /readyz says so; keep the last values
+        counts = count_work(services.redis)
+        signal = scaling_signal(counts, rate, ScalingPolicy.from_settings(services.settings))
+        QUEUE_BACKLOG.set(counts.waiting)
+        JOBS_UNACKNOWLEDGED.set(counts.unacknowledged)
+        JOBS_OUTSTANDING.set(signal.outstanding)
+        WORKERS_LIVE.set(signal.live_workers)
+        WORKERS_DESIRED.set(signal.desired_workers)
+        QUEUE_WAIT_PREDICTED.set(signal.predicted_wait_s)
+        BACKLOG_WITHOUT_CAPACITY.set(int(signal.without_capacity))

@@ -108,6 +108,26 @@ class Settings(BaseSettings):
     # worker's unacknowledged jobs come back within about a minute.
     visibility_timeout_s: int = 60
 
+    # --- autoscaling signal -----------------------------------------------------------------
+    # The gateway's /metrics says how many workers the unfinished work needs (api/scaling.py):
+    # ceil(outstanding jobs / target per worker), within min..max, for an external autoscaler.
+    # The default target is about two batches of a CPU worker: one running, one waiting.
+    scale_target_jobs_per_worker: int = Field(
+        default=32, gt=0, description="Outstanding jobs (waiting, held by workers, being admitted) per worker."
+    )
+    scale_min_workers: int = Field(default=1, ge=0, description="Fewest workers desired (0: scale to zero).")
+    scale_max_workers: int = Field(default=10, ge=1, description="Most workers desired, however long the backlog.")
+    # Each worker refreshes its entry in Redis every third of this (workers/presence.py); one not
+    # heard from for this long no longer counts as live.
+    worker_presence_ttl_s: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_scaling_bounds(self) -> Settings:
+        if self.scale_min_workers > self.scale_max_workers:
+            raise ValueError(f"ASYNCINFER_SCALE_MIN_WORKERS ({self.scale_min_workers}) is above "
+                             f"ASYNCINFER_SCALE_MAX_WORKERS ({self.scale_max_workers})")
+        return self
+
     # --- worker ---------------------------------------------------------------------------
     weights: str = Field(default="imagenet", description="`imagenet`, `random` or a file path.")
     random_seed: int = 1234

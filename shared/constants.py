@@ -23,6 +23,11 @@ UNACKED_KEY: Final = "unacked"
 # length so that concurrent submits on any number of gateways cannot overshoot the backlog limit.
 ADMISSION_RESERVATIONS_KEY: Final = "asyncinfer:admitting"
 
+# The workers that are alive (shared/presence.py): workers run without Celery's heartbeats and
+# gossip, so this sorted set, one entry per worker scored with the time it lapses, is how a gateway
+# counts them for the autoscaling signal (api/scaling.py).
+WORKERS_PRESENT_KEY: Final = "asyncinfer:workers"
+
 # One pub/sub channel for every status change: each gateway process holds exactly one
 # subscription and fans events out in memory, whatever the number of SSE clients.
 EVENTS_CHANNEL: Final = "asyncinfer:events"
