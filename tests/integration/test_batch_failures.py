@@ -64,6 +64,19 @@ def run_to_the_end(pipeline: LocalPipeline, client: httpx.Client, jobs: list[str
     pytest.fail(f"not every job ended within 300 s: {[doc['status'] for doc in docs]}")
 
 
+def assert_it_failed_alone(docs: list[JobDoc], exits: list[int], code: str, attempts: int, exit_code: int) -> JobDoc:
+    """The second job (the bad image) failed with `code` after `attempts`, each ending its worker
+    with `exit_code`; every other job succeeded, charged one attempt for the first pass, which
+    it shared with the bad image, and then ran alone."""
+    bad, mates = docs[1], [docs[0], *docs[2:]]
+    assert (bad["status"], bad["error"]["code"], bad["attempts"]) == ("failed", code, attempts)
+    assert exits == [exit_code] * attempts, [doc["history"] for doc in docs]
+    for doc in mates:
+        assert (doc["status"], doc["attempts"]) == ("succeeded", 2), doc["history"]
+        assert doc["result"]["batch_size"] == 1
+    return bad
+
+
 @pytest.mark.slow
 def test_an_image_that_kills_its_worker_fails_alone(make_pipeline: PipelineFactory) -> None:
     poison = images.jpeg(seed=1300)
@@ -73,12 +86,7 @@ def test_an_image_that_kills_its_worker_fails_alone(make_pipeline: PipelineFacto
         jobs = batch_of(client, [images.jpeg(seed=1301), poison, *(images.jpeg(seed=1302 + i) for i in range(4))])
         docs, exits = run_to_the_end(pipeline, client, jobs)
 
-    killed, mates = docs[1], [docs[0], *docs[2:]]
-    assert (killed["status"], killed["error"]["code"], killed["attempts"]) == ("failed", "worker_lost", 3)
-    assert exits == [CRASH_EXIT_CODE] * 3, [doc["history"] for doc in docs]
-    for doc in mates:  # charged once: for the first crash, when the whole batch ran together
-        assert (doc["status"], doc["attempts"]) == ("succeeded", 2), doc["history"]
-        assert doc["result"]["batch_size"] == 1  # after that, each ran alone
+    assert_it_failed_alone(docs, exits, "worker_lost", 3, CRASH_EXIT_CODE)
 
 
 @pytest.mark.slow
@@ -93,12 +101,7 @@ def test_an_image_that_hangs_inference_times_out_alone(make_pipeline: PipelineFa
         jobs = batch_of(client, [images.jpeg(seed=1321), stuck, *(images.jpeg(seed=1322 + i) for i in range(3))])
         docs, exits = run_to_the_end(pipeline, client, jobs)
 
-    timed_out, mates = docs[1], [docs[0], *docs[2:]]
-    assert (timed_out["status"], timed_out["error"]["code"], timed_out["attempts"]) == ("failed", "timeout", 2)
+    timed_out = assert_it_failed_alone(docs, exits, "timeout", 2, TIMED_OUT_EXIT_CODE)
     assert "ran past its limit of 2 s" in timed_out["error"]["message"]
-    assert exits == [TIMED_OUT_EXIT_CODE] * 2, [doc["history"] for doc in docs]
-    for doc in mates:  # charged once: for the pass that timed out with the whole batch in it
-        assert (doc["status"], doc["attempts"]) == ("succeeded", 2), doc["history"]
-        assert doc["result"]["batch_size"] == 1
     assert "ran past its limit of 2 s" in pipeline.logs("worker0")
     assert "_timed_out_after_s" not in timed_out
