@@ -1,5 +1,5 @@
 """Prometheus metrics of the gateway. What an autoscaler reads is the scaling signal below
-(api/scaling.py, docs/contract.md): it counts the work workers hold, not only the queue's list."""
+(shared/scaling.py, docs/contract.md): it counts the work workers hold, not only the queue's list."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import redis
 from prometheus_client import Counter, Gauge
 
-from api.scaling import ScalingPolicy, scaling_signal
-from api.work_in_redis import count_work
+from shared.scaling import ScalingPolicy, scaling_signal
+from shared.work_in_redis import count_work
 
 if TYPE_CHECKING:
     from api.services import Services

@@ -36,7 +36,38 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from cli.up import run_pipeline
 
-    return run_pipeline(get_settings(), mesh=args.mesh)
+    return run_pipeline(get_settings(), mesh=args.mesh, workers=args.workers)
+
+
+def _cmd_autoscale(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from cli.autoscale import Bounds, run_autoscaler
+    from cli.processes import stop_on_sigterm
+    from cli.up import LocalPipeline
+    from shared.constants import LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    settings = get_settings()
+    bounds = Bounds.from_settings(settings)
+    if args.workers:
+        bounds.min_workers, bounds.max_workers = args.workers
+    pipeline = LocalPipeline(env=os.environ.copy(), port=settings.port, die_with_parent=True)
+    stop_on_sigterm()
+    try:
+        return run_autoscaler(settings, pipeline, bounds)
+    finally:
+        pipeline.stop()  # each worker drains: it finishes what it holds, then exits
+
+
+def _workers(text: str) -> tuple[int, int]:
+    from cli.autoscale import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -66,7 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start Redis (if none answers), the gateway and a worker")
     up.add_argument("--mesh", choices=["none", "consul"], default=None)
+    up.add_argument("--workers", type=_workers, metavar="MIN..MAX",
+                    help="a pool of MIN to MAX workers that follows the backlog (default: one worker)")
     up.set_defaults(run=_cmd_up)
+
+    autoscale = commands.add_parser(
+        "autoscale", help="run workers on this host, as many as the backlog needs",
+        description="Start and drain worker processes on this host to follow the backlog in Redis: up at once, "
+        "down after ASYNCINFER_SCALE_DOWN_AFTER_S, to zero after ASYNCINFER_SCALE_TO_ZERO_AFTER_S.")
+    autoscale.add_argument("--workers", type=_workers, metavar="MIN..MAX",
+                           help="bounds (default: ASYNCINFER_SCALE_MIN_WORKERS..ASYNCINFER_SCALE_MAX_WORKERS)")
+    autoscale.set_defaults(run=_cmd_autoscale)
 
     api = commands.add_parser("api", help="run the gateway")
     api.add_argument("--host")

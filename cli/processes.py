@@ -6,13 +6,14 @@ processes through a `Supervisor`, so there is one way to spawn, wait for, and st
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TypeVar
@@ -125,17 +126,36 @@ def stop_process(name: str, process: subprocess.Popen[bytes], grace_s: float = S
         process.wait()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """For the child, before exec: the kernel sends it SIGTERM when the supervisor dies, even by
+    SIGKILL, so that no worker outlives the process that was scaling it (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def in_the_child() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the supervisor died before the call above
+            os._exit(1)
+
+    return in_the_child
+
+
 class Supervisor:
     """Named processes, kept in the order they must stop in reversed.
 
     With a `log_dir`, each process writes to `<log_dir>/<name>.log`; without one, it shares this
     process's stdout and stderr. Each child runs in a session of its own: Ctrl-C reaches only
-    the supervisor, which then stops the children in order.
+    the supervisor, which then stops the children in order. With `children_die_with_it`, a child
+    also gets SIGTERM when the supervisor dies without stopping it (SIGKILL, a crash).
     """
 
-    def __init__(self, log_dir: Path | None = None, *, cwd: Path | None = None) -> None:
+    def __init__(self, log_dir: Path | None = None, *, cwd: Path | None = None,
+                 children_die_with_it: bool = False) -> None:
         self.log_dir = log_dir
         self.cwd = cwd
+        self.children_die_with_it = children_die_with_it
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._relaunch: dict[str, Callable[[], subprocess.Popen[bytes]]] = {}
         if log_dir is not None:
@@ -166,7 +186,8 @@ class Supervisor:
             log = stack.enter_context(path.open("ab")) if path is not None else None  # the child keeps its copy
             process = subprocess.Popen(command, env=env if env is not None else os.environ.copy(), cwd=self.cwd,
                                        stdout=log, stderr=subprocess.STDOUT if log else None,
-                                       start_new_session=True)
+                                       start_new_session=True,
+                                       preexec_fn=_die_with(os.getpid()) if self.children_die_with_it else None)
         return process
 
     def start_asyncinfer(self, name: str, *args: str, env: dict[str, str] | None = None,
@@ -186,9 +207,10 @@ class Supervisor:
         tail = f"; the end of {path}:\n{log_tail(path)}" if path else ""
         return f"{name} exited with code {process.returncode}{tail}"
 
-    def exited(self) -> str | None:
-        """Which supervised process has exited, and how; None while all run."""
-        return next(filter(None, (self.gone(name, process) for name, process in self.processes)), None)
+    def exited(self, ignore: Collection[subprocess.Popen[bytes]] = ()) -> str | None:
+        """Which supervised process (other than those in `ignore`) has exited, and how; None while all run."""
+        return next(filter(None, (self.gone(name, process) for name, process in self.processes
+                                  if process not in ignore)), None)
 
     def wait_until(self, done: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
         """`wait_until`, failing at once when any supervised process exits."""

@@ -36,12 +36,14 @@ class LocalPipeline:
     port: int
     workdir: Path | None = None
     host: str = "127.0.0.1"
+    # SIGTERM to every process started here when this one dies without stopping them (SIGKILL).
+    die_with_parent: bool = False
     gateway: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.supervisor = Supervisor(self.workdir)
+        self.supervisor = Supervisor(self.workdir, children_die_with_it=self.die_with_parent)
 
     @property
     def url(self) -> str:
@@ -112,16 +114,22 @@ def _imagenet_weights_missing(settings: Settings) -> str | None:
     )
 
 
-def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
+def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[int, int] | None = None) -> int:
+    """Redis (when none answers), the gateway and one worker; with `workers` (MIN, MAX), a pool that
+    the local autoscaler sizes to the backlog (cli/autoscale.py)."""
     missing = _imagenet_weights_missing(settings)
     if missing:
         print(f"asyncinfer up: {missing}", file=sys.stderr)
         return 2
     if (mesh or settings.mesh) == "consul":
+        if workers is not None:
+            print("asyncinfer up: --workers does not work with the mesh yet (each worker needs a sidecar of its own)",
+                  file=sys.stderr)
+            return 2
         from cli.up_mesh import run_mesh_pipeline
 
         return run_mesh_pipeline(settings)
-    pipeline = LocalPipeline(env=os.environ.copy(), port=settings.port, host=settings.host)
+    pipeline = LocalPipeline(env=os.environ.copy(), port=settings.port, host=settings.host, die_with_parent=True)
     stop_on_sigterm()
     try:
         if redis_answers(settings.redis_url):
@@ -130,10 +138,16 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None) -> int:
             data_dir = Path(settings.sqlite_path).parent if settings.store_kind == "sqlite" else Path("asyncinfer-data")
             pipeline.supervisor.adopt("redis", start_redis(settings.redis_url, data_dir / "redis"))
             print(f"asyncinfer: started Redis at {settings.redis_url}")
-        pipeline.start(workers=1, gateway=True, wait_workers=False)
+        pipeline.start(workers=0 if workers else 1, gateway=True, wait_workers=False)
         url = pipeline.url
         print(f"asyncinfer: ready at {url}  (web page {url}/, API docs {url}/docs); Ctrl-C stops")
-        return pipeline.supervisor.watch()
+        if workers is None:
+            return pipeline.supervisor.watch()
+        from cli.autoscale import Bounds, run_autoscaler
+
+        bounds = Bounds.from_settings(settings)
+        bounds.min_workers, bounds.max_workers = workers
+        return run_autoscaler(settings, pipeline, bounds)
     except StartFailed as e:
         print(f"asyncinfer: the pipeline did not start: {e}", file=sys.stderr)
         return 1

@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 60
 
     # --- autoscaling signal -----------------------------------------------------------------
-    # The gateway's /metrics says how many workers the unfinished work needs (api/scaling.py):
+    # The gateway's /metrics says how many workers the unfinished work needs (shared/scaling.py):
     # ceil(outstanding jobs / target per worker), within min..max, for an external autoscaler.
     # The default target is about two batches of a CPU worker: one running, one waiting.
     scale_target_jobs_per_worker: int = Field(
@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     # Each worker refreshes its entry in Redis every third of this (workers/presence.py); one not
     # heard from for this long no longer counts as live.
     worker_presence_ttl_s: float = Field(default=15.0, gt=0)
+    # The local autoscaler (cli/autoscale.py: `asyncinfer autoscale`, `asyncinfer up --workers MIN..MAX`)
+    # scales up at once, down only after the desired count stayed lower for this long, and to zero
+    # only after nothing was outstanding for the longer idle period.
+    scale_down_after_s: float = Field(default=30.0, ge=0)
+    scale_to_zero_after_s: float = Field(default=120.0, ge=0)
+    autoscaler_interval_s: float = Field(default=1.0, gt=0)
+    autoscaler_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the local autoscaler's /metrics; unset: not served."
+    )
 
     @model_validator(mode="after")
     def _check_scaling_bounds(self) -> Settings:

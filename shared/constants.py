@@ -22,10 +22,12 @@ UNACKED_KEY: Final = "unacked"
 # Jobs being admitted, not yet on the queue (api/admission/backlog.py): counted with the queue's
 # length so that concurrent submits on any number of gateways cannot overshoot the backlog limit.
 ADMISSION_RESERVATIONS_KEY: Final = "asyncinfer:admitting"
+# Longer than storing and queueing a whole batch takes; a leaked reservation blocks no longer.
+RESERVATION_TTL_S: Final = 30.0
 
 # The workers that are alive (shared/presence.py): workers run without Celery's heartbeats and
 # gossip, so this sorted set, one entry per worker scored with the time it lapses, is how a gateway
-# counts them for the autoscaling signal (api/scaling.py).
+# counts them for the autoscaling signal (shared/scaling.py).
 WORKERS_PRESENT_KEY: Final = "asyncinfer:workers"
 
 # One pub/sub channel for every status change: each gateway process holds exactly one

@@ -124,7 +124,7 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
                         before_inference=injected_faults(settings), guard=time_limit.guard)
     from workers.presence import presence_step
 
-    # Gateways count live workers from these entries for the autoscaling signal (api/scaling.py).
+    # Gateways count live workers from these entries for the autoscaling signal (shared/scaling.py).
     app.steps["consumer"].add(presence_step(settings.redis_url, settings.worker_presence_ttl_s))
     if registration is not None:
         from workers.heartbeat import consumer_heartbeat_step

@@ -18,11 +18,9 @@ from contextlib import contextmanager, suppress
 
 import redis
 
-from shared.constants import ADMISSION_RESERVATIONS_KEY, INFER_QUEUE
+from shared.constants import ADMISSION_RESERVATIONS_KEY, INFER_QUEUE, RESERVATION_TTL_S
 from shared.errors import BacklogFull, DeadlineUnreachable, DependencyUnavailable
 
-# Longer than storing and queueing a whole batch takes; a leaked reservation blocks no longer.
-RESERVATION_TTL_S = 30.0
 # Without a measured drain rate (nothing finished lately), a client is asked to retry after this.
 DEFAULT_RETRY_AFTER_S = 5
 MAX_RETRY_AFTER_S = 300

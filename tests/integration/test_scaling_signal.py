@@ -19,12 +19,12 @@ import httpx
 import pytest
 import redis
 
-from api.scaling import ScalingPolicy, WorkCounts, desired_workers
-from api.work_in_redis import count_work
 from cli.processes import free_port, wait_until
 from cli.up import LocalPipeline
 from shared.constants import ADMISSION_RESERVATIONS_KEY, INFER_QUEUE, UNACKED_KEY
 from shared.presence import announce, withdraw
+from shared.scaling import ScalingPolicy, WorkCounts, desired_workers
+from shared.work_in_redis import count_work
 from tests.support import images
 from tests.support.http import scrape_metrics
 from tests.support.pipeline import pipeline_env

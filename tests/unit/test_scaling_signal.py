@@ -1,4 +1,4 @@
-"""The autoscaling signal computed from counts (api/scaling.py), presence counting
+"""The autoscaling signal computed from counts (shared/scaling.py), presence counting
 (shared/presence.py) and the settings that bound it."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from api.scaling import ScalingPolicy, WorkCounts, desired_workers, scaling_signal
 from shared.config import Settings
 from shared.presence import count_live, redis_time_s
+from shared.scaling import ScalingPolicy, WorkCounts, desired_workers, scaling_signal
 
 POLICY = ScalingPolicy(target_per_worker=4, min_workers=1, max_workers=5)
 

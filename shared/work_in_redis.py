@@ -1,4 +1,4 @@
-"""Everything the autoscaling signal counts, read from Redis in one transaction (api/scaling.py
+"""Everything the autoscaling signal counts, read from Redis in one transaction (shared/scaling.py
 computes the signal from it).
 
 One MULTI/EXEC, so the counts are of one moment: a message moving from the queue's list into the
@@ -14,10 +14,15 @@ import time
 
 import redis
 
-from api.admission.backlog import RESERVATION_TTL_S
-from api.scaling import WorkCounts
-from shared.constants import ADMISSION_RESERVATIONS_KEY, INFER_QUEUE, UNACKED_KEY, WORKERS_PRESENT_KEY
+from shared.constants import (
+    ADMISSION_RESERVATIONS_KEY,
+    INFER_QUEUE,
+    RESERVATION_TTL_S,
+    UNACKED_KEY,
+    WORKERS_PRESENT_KEY,
+)
 from shared.presence import count_live, redis_time_s
+from shared.scaling import WorkCounts
 
 
 def _reserved_jobs(members: list[bytes | str]) -> int:

@@ -1,4 +1,4 @@
-"""The autoscaling signal, computed from counts (no I/O; api/work_in_redis.py reads them).
+"""The autoscaling signal, computed from counts (no I/O; shared/work_in_redis.py reads them).
 
 What a pool of workers has to do is every job not finished: messages waiting in the queue, messages
 delivered to workers and not acknowledged yet (running, or buffered in a worker's batch: with
