@@ -19,12 +19,13 @@ from bench.paired import measure_runtime
 from bench.plan import FULL, QUICK, Plan
 from bench.profiling import Profiler
 from bench.report import render
+from bench.scaling import measure_step, measure_worker_counts
 from bench.services import Services
 from bench.stats import spread
 from bench.submit_rate import measure_submit_rate
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("pipeline", "naive", "fanout", "submit")
+SECTIONS = ("pipeline", "naive", "fanout", "submit", "scaling")
 
 
 def log(message: str) -> None:
@@ -106,6 +107,13 @@ def main() -> int:
             log("submit rate, no worker")
             results["submit"] = measure_submit_rate(
                 services, images, clients=plan.submit_clients, duration_s=plan.submit_s, warmup_s=plan.warmup_s)
+        if "scaling" in sections:
+            log(f"saturated throughput with {', '.join(map(str, plan.worker_counts))} workers")
+            results["worker_counts"] = measure_worker_counts(
+                services, images, counts=plan.worker_counts, clients=plan.saturation_clients,
+                duration_s=plan.worker_count_s, warmup_s=plan.warmup_s)
+            log(f"a step of load: one fixed worker, then the autoscaler's 0..{plan.step_max_workers}")
+            results["step"] = measure_step(services, images, phases=list(plan.step), max_workers=plan.step_max_workers)
     finally:
         services.stop()
     results["profiles"] = profiler.finish()

@@ -24,6 +24,11 @@ class Plan:
     submit_s: float
     submit_clients: int
     compare_worker_preprocessing: bool
+    worker_counts: tuple[int, ...]  # saturated throughput with this many workers on the host
+    worker_count_s: float
+    # The step of load for fixed versus autoscaled workers: (seconds, jobs/s) phases.
+    step: tuple[tuple[float, float], ...]
+    step_max_workers: int
 
 
 FULL = Plan(
@@ -45,6 +50,11 @@ FULL = Plan(
     submit_s=15.0,
     submit_clients=8,
     compare_worker_preprocessing=True,
+    worker_counts=(1, 2, 3),
+    worker_count_s=10.0,
+    # Idle, a burst above one worker's light-load rate, a trickle, idle long enough to reach zero.
+    step=((5.0, 0.0), (20.0, 20.0), (20.0, 3.0), (20.0, 0.0)),
+    step_max_workers=2,
 )
 
 QUICK = Plan(
@@ -63,4 +73,8 @@ QUICK = Plan(
     submit_s=3.0,
     submit_clients=4,
     compare_worker_preprocessing=False,
+    worker_counts=(1, 2),
+    worker_count_s=3.0,
+    step=((2.0, 0.0), (5.0, 10.0), (5.0, 2.0), (12.0, 0.0)),
+    step_max_workers=2,
 )

@@ -138,6 +138,32 @@ def submit_lines(results: dict[str, Any]) -> list[str]:
             f"POST p50/p95/p99 {_lat(submit['latency_ms'])} ms, CPU ms per job {_cpu(submit['cpu_ms_per_job'])}."]
 
 
+def worker_count_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| workers | intra-op threads each | images/s, saturated (range of 2 s bins) | p50 / p95 / p99 ms |",
+             "| --- | --- | --- | --- |"]
+    for row in results["worker_counts"]:
+        lines.append(f"| {row['workers']} | {row['threads_per_worker']} | {row['images_per_s']:.1f} "
+                     f"({_range(row['images_per_s_bins'])}) | {_lat(row['latency_ms'])} |")
+    return lines
+
+
+def step_table(results: dict[str, Any]) -> list[str]:
+    step = results["step"]
+    phases = ", ".join(f"{seconds:g} s at {rate:g}/s" for seconds, rate in step["phases"])
+    lines = [f"Phases: {phases}; autoscaler windows {step['scaling_env']}.", "",
+             "| | jobs (succeeded) | p50 / p95 / p99 ms | worker-seconds | most workers | "
+             "predicted − measured queue wait, median / p90 s |", "| --- | --- | --- | --- | --- | --- |"]
+    for name in ("fixed", "autoscaled"):
+        row = step[name]
+        error = row["predicted_wait_error_s"]
+        lines.append(f"| {name} | {row['jobs']} ({row['succeeded']}) | {_lat(row['latency_ms'])} | "
+                     f"{row['worker_seconds']:.0f} | {row['max_live_workers']} | "
+                     f"{error['median']:.2f} / {error['p90']:.2f} (n={error['n']}) |")
+    lines += ["", f"Cold start (the burst's first job on a pool at zero, submit to result): "
+                  f"{step['autoscaled']['cold_start_s']:.1f} s."]
+    return lines
+
+
 def target_lines(results: dict[str, Any]) -> list[str]:
     def mark(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -189,6 +215,9 @@ def render(results: dict[str, Any]) -> str:
         ("The naive design", "naive", naive_lines),
         ("SSE fan-out on one gateway process", "fanout", fanout_table),
         ("Submit rate", "submit", submit_lines),
+        ("Workers on one host (keras; the autoscaler splits the cores between them)", "worker_counts",
+         worker_count_table),
+        ("A step of load: one fixed worker versus the local autoscaler", "step", step_table),
     ]
     for title, key, renderer in sections:
         lines = renderer(results) if key in results else []
