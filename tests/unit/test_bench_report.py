@@ -72,3 +72,24 @@ def test_report_states_every_target() -> None:
     assert "light-load overhead p50 = 10.0 ms (target ≤ 15 ms): met" in markdown
     assert "5000 SSE subscribers (10 per job): p99 = 14 ms, median of 3 runs (target ≤ 250 ms): met" in markdown
     assert "| worker | 40.0" in markdown
+
+
+def test_report_renders_the_scaling_tables() -> None:
+    step_row = {"jobs": 50, "succeeded": 50, "latency_ms": {"p50": 80.0, "p95": 150.0, "p99": 210.0, "n": 50},
+                "worker_seconds": 22.0, "max_live_workers": 1,
+                "predicted_wait_error_s": {"median": 0.11, "p90": 0.13, "n": 46}}
+    results = {
+        "started": "t", "images": "8 images", "duration_s": 1.0,
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "python": "3.11", "load_average_at_start": (1, 1, 1)},
+        "worker_counts": [{"workers": 2, "threads_per_worker": 1, **load(26.7, 577)}],
+        "step": {"phases": [[5.0, 0.0], [20.0, 20.0]], "max_workers": 2, "scaling_env": {},
+                 "fixed": step_row, "autoscaled": {**step_row, "worker_seconds": 9.0, "cold_start_s": 12.5}},
+    }
+
+    markdown = render(results)
+
+    assert "| 2 | 1 | 26.7 (26–28) | 577 / 1154 / 1731 |" in markdown
+    assert "| fixed | 50 (50) | 80 / 150 / 210 | 22 | 1 | 0.11 / 0.13 (n=46) |" in markdown
+    assert "| autoscaled | 50 (50) | 80 / 150 / 210 | 9 |" in markdown
+    assert "Cold start (the burst's first job on a pool at zero, submit to result): 12.5 s." in markdown
+    assert "5 s at 0/s, 20 s at 20/s" in markdown
