@@ -81,6 +81,11 @@ class JobPublic(Public):
     history: list[HistoryEntry]
 
 
+class JobPage(Public):
+    jobs: list[JobPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: no more jobs")
+
+
 class BatchMember(Public):
     id: str
     status: JobStatus

@@ -11,6 +11,8 @@ IDEMPOTENCY_KEY_PREFIX: Final = "idem::"
 # The store's record of open jobs (shared/store/open_jobs.py) and the recoverer's lease.
 OPEN_INDEX_PREFIX: Final = "open::"
 LEASE_KEY_PREFIX: Final = "lease::"
+# Each tenant's jobs, newest first, for GET /v1/jobs (shared/store/tenant_jobs.py).
+TENANT_INDEX_PREFIX: Final = "jobs-of::"
 
 # One Celery queue for inference: every worker consumes it and Redis keeps it as a single list,
 # so its length is the backlog that admission control and autoscaling read.

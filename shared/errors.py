@@ -51,6 +51,14 @@ class IllegalTransition(AsyncInferError):
     status, title = 409, "Conflict with the job's status"
 
 
+class NotPurgeable(AsyncInferError):
+    status, title = 409, "Only a finished job can be purged"
+
+
+class BadCursor(BadRequest):
+    """A listing cursor that no page of this gateway returned."""
+
+
 class ImageTooLarge(AsyncInferError):
     status, title = 413, "Image too large"
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import time
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -12,11 +15,15 @@ from api.admission.uploads import form_top_k, read_single_upload
 from api.deps import DeadlineS, ServicesDep, TenantDep, TopK
 from api.following.long_poll import wait_for_terminal
 from api.metrics import JOBS_SUBMITTED
-from api.schemas import PROBLEM_RESPONSES, JobPublic, upload_body
+from api.schemas import PROBLEM_RESPONSES, JobPage, JobPublic, upload_body
 from shared.constants import DEFAULT_TOP_K
-from shared.jobs import public_view
+from shared.errors import BadCursor, BadRequest
+from shared.jobs import JobStatus, public_view
+from shared.store.tenant_jobs import Entry, JobQuery
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+MAX_LIST_LIMIT = 100
 
 @router.post(
     "",
@@ -58,6 +65,39 @@ async def submit_job(
 
 
 @router.get(
+    "",
+    summary="List the caller's jobs, newest first",
+    description="Cursor-paginated: each page's `next_cursor` continues where it ended, in an order that "
+    "does not change while jobs run (jobs created after the first page are not listed). A page may hold "
+    "fewer than `limit` jobs and still have a cursor when the filters match few jobs.",
+    responses={200: {"model": JobPage}, **PROBLEM_RESPONSES},
+)
+async def list_jobs(
+    services: ServicesDep,
+    tenant: TenantDep,
+    status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses (repeatable)")] = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    model: Annotated[str | None, Query(max_length=200, description="Only jobs run by this model")] = None,
+    created_after: Annotated[datetime | None, Query(description="RFC 3339; only jobs created later")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JSONResponse:
+    if created_after is not None and created_after.tzinfo is None:
+        raise BadRequest("created_after needs a time zone (for example 2026-12-02T10:00:00Z)")
+    query = JobQuery(
+        limit=limit,
+        statuses=frozenset(item.value for item in status or ()),
+        batch_id=batch_id,
+        model=model,
+        created_after_ms=None if created_after is None else int(created_after.timestamp() * 1000),
+        before=None if cursor is None else decode_cursor(cursor),
+    )
+    page, last = await run_in_threadpool(services.store.list_jobs, tenant, query, int(time.time() * 1000))
+    body = {"jobs": [public_view(doc) for doc in page], "next_cursor": None if last is None else encode_cursor(last)}
+    return JSONResponse(body)
+
+
+@router.get(
     "/{job_id}",
     summary="Read a job; `wait` long-polls until it is terminal",
     responses={200: {"model": JobPublic}, **PROBLEM_RESPONSES},
@@ -76,9 +116,30 @@ async def get_job(
 @router.delete(
     "/{job_id}",
     status_code=202,
-    summary="Cancel a job that has not started (409 once it has)",
-    responses={202: {"model": JobPublic}, **PROBLEM_RESPONSES},
+    summary="Cancel a job that has not started (409 once it has); with `purge=true`, delete a finished one",
+    description="`purge=true` removes a finished job's document, image, idempotency key and listing entry "
+    "(`204`); a queued or running job is refused with `409`.",
+    responses={202: {"model": JobPublic}, 204: {"description": "Purged"}, **PROBLEM_RESPONSES},
 )
-async def cancel_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+async def cancel_job(
+    job_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    purge: Annotated[bool, Query(description="Delete the finished job and everything stored about it")] = False,
+) -> Response:
+    if purge:
+        await run_in_threadpool(services.store.purge_job, job_id, tenant)
+        return Response(status_code=204)
     doc = await run_in_threadpool(services.lifecycle.cancel, job_id, tenant)
     return JSONResponse(public_view(doc), status_code=202)
+
+
+def encode_cursor(entry: Entry) -> str:
+    return base64.urlsafe_b64encode(entry.encode().encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Entry:
+    try:
+        return Entry.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise BadCursor("cursor: pass the next_cursor of an earlier page, unchanged") from None

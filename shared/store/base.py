@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,14 +25,20 @@ from shared.errors import (
     IdempotencyConflict,
     JobNotFound,
     NotFound,
+    NotPurgeable,
     StoreUnavailable,
 )
 from shared.jobs import JobDoc, JobStatus, status_of
 from shared.jobs import transition as apply_transition
 from shared.store.lease import Lease
 from shared.store.open_jobs import OpenJobIndex
+from shared.store.tenant_jobs import Entry, JobQuery, TenantJobIndex, created_ms
 
 Cas = int
+# Internal (public_view hides "_" fields): the Idempotency-Key the job was created with.
+IDEMPOTENCY_FIELD = "_idempotency_key"
+# Most index entries one listing request reads (its filters may match few of them).
+LIST_SCAN_LIMIT = 2000
 Mutation = Callable[[JobDoc], JobDoc | None]
 
 
@@ -66,6 +73,7 @@ class JobStore(ABC):
     def __init__(self, ttl_s: int) -> None:
         self.ttl_s = ttl_s
         self.open_jobs = OpenJobIndex(self)
+        self.tenant_jobs = TenantJobIndex(self)
 
     def lease(self, name: str, holder: str, duration_s: float) -> Lease:
         """A lease named `name` that `holder` can take when no other holder has it."""
@@ -123,6 +131,11 @@ class JobStore(ABC):
         fingerprint gets the original job back, one with another fingerprint a conflict.
         """
         self._insert_binary(image_key(doc["id"]), image, self.ttl_s)
+        # Listed before it exists: a crash right after leaves an entry the listing skips, never a
+        # job the listing misses.
+        self.tenant_jobs.add(doc["tenant"], doc["id"], created_ms(doc))
+        if idempotency is not None:
+            doc = {**doc, IDEMPOTENCY_FIELD: idempotency.key}  # so that a purge frees the key
         self._insert(job_key(doc["id"]), doc, self.ttl_s)
         if idempotency is None:
             self.open_jobs.add(doc["id"])
@@ -217,6 +230,28 @@ class JobStore(ABC):
             return new, True
         raise CasMismatch(f"{key}: gave up after {self.max_cas_retries} CAS conflicts")
 
+    def _append(self, key: str, field: str, item: Any, seed: dict[str, Any], ttl_s: int, *,
+                unique: bool = False) -> None:
+        """Append `item` to the list `field` of `key` under CAS, creating the document from `seed`
+        when it is absent; with `unique`, an item already listed is not added again."""
+        for _ in range(self.max_cas_retries):
+            found = self._get(key)
+            if found is None:
+                try:
+                    self._insert(key, {**seed, field: [item]}, ttl_s)
+                    return
+                except DocumentExists:
+                    continue
+            doc, cas = found
+            if unique and item in doc[field]:
+                return
+            try:
+                self._replace(key, {**doc, field: [*doc[field], item]}, cas)
+                return
+            except (CasMismatch, DocumentMissing):
+                continue
+        raise CasMismatch(f"{key}: gave up after {self.max_cas_retries} CAS conflicts")
+
     def _drop_image(self, job_id: str) -> None:
         # Best effort: the transition is already written, and failing here would make its
         # caller retry a write that happened. The image expires with its TTL in any case.
@@ -246,3 +281,37 @@ class JobStore(ABC):
         """The jobs that still exist, in order."""
         found = (self._get(job_key(job_id)) for job_id in job_ids)
         return [item[0] for item in found if item is not None]
+
+    def list_jobs(self, tenant: str, query: JobQuery, now_ms: int) -> tuple[list[JobDoc], Entry | None]:
+        """A page of the tenant's jobs, newest first, and the cursor of the next page (None: no
+        more). A page holds fewer than `limit` jobs, with a cursor, when the filters matched few of
+        the LIST_SCAN_LIMIT entries read for it."""
+        page: list[JobDoc] = []
+        entries = self.tenant_jobs.newest_first(tenant, before=query.before, now_ms=now_ms,
+                                                not_before_ms=None if query.created_after_ms is None
+                                                else query.created_after_ms + 1)
+        scanned = 0
+        while chunk := list(itertools.islice(entries, max(query.limit, 20))):
+            docs = {doc["id"]: doc for doc in self.get_jobs([entry.job_id for entry in chunk])}
+            for entry in chunk:
+                doc = docs.get(entry.job_id)
+                if doc is not None and doc["tenant"] == tenant and query.matches(doc):
+                    page.append(doc)
+                    if len(page) == query.limit:
+                        return page, entry
+            scanned += len(chunk)
+            if scanned >= LIST_SCAN_LIMIT:
+                return page, chunk[-1]
+        return page, None
+
+    def purge_job(self, job_id: str, tenant: str) -> None:
+        """Remove a finished job of `tenant`: its document, image, idempotency key and listing
+        entry. NotPurgeable (409) while it is queued or running."""
+        doc = self.get_job(job_id, tenant=tenant)
+        if not status_of(doc).terminal:
+            raise NotPurgeable(f"job {job_id} is {doc['status']}: cancel it, or wait until it has finished")
+        self._remove(job_key(job_id))
+        self._remove(image_key(job_id))
+        if IDEMPOTENCY_FIELD in doc:
+            self._remove(idempotency_key(tenant, doc[IDEMPOTENCY_FIELD]))
+        self.tenant_jobs.remove(tenant, Entry(created_ms(doc), job_id))

@@ -65,22 +65,7 @@ class OpenJobIndex:
     def add(self, job_id: str, at_s: float | None = None) -> None:
         """Record an open job (in the bucket of `at_s`, now by default)."""
         bucket = bucket_of(time.time() if at_s is None else at_s)
-        key = self.key(bucket, shard_of(job_id))
-        for _ in range(self.store.max_cas_retries):
-            found = self.store._get(key)
-            if found is None:
-                try:
-                    self.store._insert(key, {"bucket": bucket, "ids": [job_id]}, self.store.ttl_s)
-                    return
-                except DocumentExists:
-                    continue
-            doc, cas = found
-            try:
-                self.store._replace(key, {**doc, "ids": [*doc["ids"], job_id]}, cas)
-                return
-            except (CasMismatch, DocumentMissing):
-                continue
-        raise CasMismatch(f"{key}: gave up after {self.store.max_cas_retries} CAS conflicts")
+        self.store._append(self.key(bucket, shard_of(job_id)), "ids", job_id, {"bucket": bucket}, self.store.ttl_s)
 
     def scanned_from(self) -> int | None:
         found = self.store._get(self.scanned_from_key)
