@@ -14,7 +14,7 @@ from bench.imageset import BenchImage
 from bench.load import LoadResult, closed_loop
 from bench.services import cpu_s
 from bench.stats import latency_summary_ms, spread
-from cli.up import LocalPipeline
+from cli.pipeline import LocalPipeline
 
 _BATCH_LOG = re.compile(r"batch of (\d+): (\d+) inferred in ([\d.]+) ms")
 

@@ -24,8 +24,8 @@ from bench.profiling import Profiler
 from bench.report import best_ceiling
 from bench.services import Services
 from bench.stats import latency_summary_ms, percentile, spread
+from cli.pipeline import LocalPipeline
 from cli.processes import REPO_ROOT
-from cli.up import LocalPipeline
 
 
 class CeilingProcess:

@@ -29,8 +29,8 @@ from bench.load import closed_loop
 from bench.services import Services
 from bench.stats import latency_summary_ms, percentile
 from cli.autoscale import threads_per_worker
+from cli.pipeline import LocalPipeline
 from cli.processes import Supervisor, free_port, wait_until
-from cli.up import LocalPipeline
 from shared.config import Settings
 from shared.jobs import parse_rfc3339
 from shared.store import open_store

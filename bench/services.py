@@ -1,5 +1,5 @@
 """Real processes for the benchmark: one Redis for the run, then gateways and workers started by
-the product's own LocalPipeline (cli/up.py) with production defaults, each configuration on a
+the product's own LocalPipeline (cli/pipeline.py) with production defaults, each configuration on a
 clean Redis database and its own SQLite store."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import redis
 
+from cli.pipeline import LocalPipeline
 from cli.processes import REPO_ROOT, Supervisor, free_port, http_ok
 from cli.redis_server import start_redis
-from cli.up import LocalPipeline
 
 # Production defaults but two: random weights (the same compute as ImageNet's, which cannot be
 # downloaded here), and no backlog limit, so that a paused worker never turns submits into 429s.

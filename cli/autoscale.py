@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import redis
 from prometheus_client import Counter, Gauge, start_http_server
 
+from cli.pipeline import LocalPipeline
 from cli.processes import EXIT_STARTUP
-from cli.up import LocalPipeline
 from shared.config import Settings
 from shared.errors import StartupError
 from shared.scaling import ScalingPolicy, desired_workers

@@ -44,8 +44,8 @@ def _cmd_autoscale(args: argparse.Namespace) -> int:
     import os
 
     from cli.autoscale import Bounds, run_autoscaler
+    from cli.pipeline import LocalPipeline
     from cli.processes import stop_on_sigterm
-    from cli.up import LocalPipeline
     from shared.constants import LOG_FORMAT
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)

@@ -10,9 +10,9 @@ import httpx
 import pytest
 import redis
 
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port
 from cli.redis_server import start_redis
-from cli.up import LocalPipeline
 from tests.support.pipeline import pipeline_env
 
 # Database 0 is the session's shared pipeline; each other test gets the next one.

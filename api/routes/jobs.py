@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import re
 import time
 from datetime import datetime
 from typing import Annotated
@@ -24,6 +24,8 @@ from shared.store.tenant_jobs import Entry, JobQuery
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_LIST_LIMIT = 100
+# A listing entry (shared/store/tenant_jobs.py): the job's creation in unix ms, and its id.
+CURSOR_PATTERN = r"^[0-9]{13}:[A-Za-z0-9-]{1,64}$"
 
 @router.post(
     "",
@@ -78,22 +80,21 @@ async def list_jobs(
     status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses (repeatable)")] = None,
     batch_id: Annotated[str | None, Query(max_length=64)] = None,
     model: Annotated[str | None, Query(max_length=200, description="Only jobs run by this model")] = None,
-    created_after: Annotated[datetime | None, Query(description="RFC 3339; only jobs created later")] = None,
+    created_after: Annotated[str | None, Query(description="RFC 3339 with a zone; only jobs created later",
+                                               json_schema_extra={"format": "date-time"})] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="The previous page's next_cursor")] = None,
 ) -> JSONResponse:
-    if created_after is not None and created_after.tzinfo is None:
-        raise BadRequest("created_after needs a time zone (for example 2026-12-02T10:00:00Z)")
     query = JobQuery(
         limit=limit,
         statuses=frozenset(item.value for item in status or ()),
         batch_id=batch_id,
         model=model,
-        created_after_ms=None if created_after is None else int(created_after.timestamp() * 1000),
+        created_after_ms=None if created_after is None else unix_ms(created_after, "created_after"),
         before=None if cursor is None else decode_cursor(cursor),
     )
     page, last = await run_in_threadpool(services.store.list_jobs, tenant, query, int(time.time() * 1000))
-    body = {"jobs": [public_view(doc) for doc in page], "next_cursor": None if last is None else encode_cursor(last)}
+    body = {"jobs": [public_view(doc) for doc in page], "next_cursor": None if last is None else last.encode()}
     return JSONResponse(body)
 
 
@@ -134,12 +135,25 @@ async def cancel_job(
     return JSONResponse(public_view(doc), status_code=202)
 
 
-def encode_cursor(entry: Entry) -> str:
-    return base64.urlsafe_b64encode(entry.encode().encode()).decode().rstrip("=")
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def unix_ms(text: str, name: str) -> int:
+    """An RFC 3339 time with its zone, as unix milliseconds (a leap second counts as :59)."""
+    found = _RFC3339.match(text)
+    try:
+        if found is None:
+            raise ValueError(text)
+        day, minutes, seconds, fraction, zone = found.groups()
+        seconds = min(int(seconds), 59)
+        zone = "+00:00" if zone in "Zz" else zone
+        return int(datetime.fromisoformat(f"{day}T{minutes}:{seconds:02d}{fraction or ''}{zone}").timestamp() * 1000)
+    except ValueError:
+        raise BadRequest(f"{name}: an RFC 3339 time with its zone, for example 2026-12-02T10:00:00Z") from None
 
 
 def decode_cursor(cursor: str) -> Entry:
     try:
-        return Entry.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return Entry.decode(cursor)
+    except ValueError:
         raise BadCursor("cursor: pass the next_cursor of an earlier page, unchanged") from None

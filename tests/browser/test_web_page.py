@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
 
+from cli.pipeline import LocalPipeline
 from cli.processes import REPO_ROOT
-from cli.up import LocalPipeline
 from tests.conftest import PipelineFactory
 from tests.support import images
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from couchbase.exceptions import AmbiguousTimeoutException, AuthenticationException
 
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port
-from cli.up import LocalPipeline
 from shared.errors import DocumentExists, StartupError, StoreMisconfigured, StoreUnavailable
 from shared.jobs import new_job
 from shared.store.base import image_key, job_key

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli.up import LocalPipeline
+from cli.pipeline import LocalPipeline
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import post_job, submit, wait_terminal

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import redis
 
+from cli.pipeline import LocalPipeline
 from cli.processes import Supervisor, free_port, wait_until
-from cli.up import LocalPipeline
 from shared.constants import WORKERS_PRESENT_KEY
 from tests.conftest import PipelineFactory
 from tests.support import images

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from cli.up import LocalPipeline
+from cli.pipeline import LocalPipeline
 from shared.jobs import JobDoc, JobStatus
 from shared.queue import enqueue, make_celery
 from tests.conftest import PipelineFactory

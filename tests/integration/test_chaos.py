@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port, wait_until
 from cli.redis_server import start_redis
-from cli.up import LocalPipeline
 from shared.jobs import JobStatus, status_of
 from shared.store import open_store
 from shared.store.base import JobStore

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import redis
 
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port
-from cli.up import LocalPipeline
 from shared.constants import EVENTS_CHANNEL
 from shared.store.couchbase import EXPIRES_AT_FIELD, CouchbaseStore
 from tests.support import images

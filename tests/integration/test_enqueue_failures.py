@@ -18,8 +18,8 @@ from kombu.exceptions import OperationalError
 from api.admission import submitter as submission
 from api.admission.submitter import Submitter, Upload
 from api.services import Services
+from cli.pipeline import LocalPipeline
 from cli.processes import wait_until
-from cli.up import LocalPipeline
 from shared.constants import DEFAULT_TENANT, EVENTS_CHANNEL, INFER_QUEUE
 from shared.errors import BatchNotFound, DependencyUnavailable, JobNotFound
 from tests.conftest import PipelineFactory

@@ -51,7 +51,9 @@ def test_a_tenant_lists_its_own_jobs_page_by_page_and_purges_one(make_pipeline: 
 
 @pytest.mark.parametrize(("params", "says"), [
     ({"cursor": "not-a-cursor"}, "cursor"),
-    ({"created_after": "2026-12-02T10:00:00"}, "time zone"),
+    ({"cursor": "1700000000000:"}, "cursor"),
+    ({"created_after": "2026-12-02T10:00:00"}, "with its zone"),
+    ({"created_after": "0.5"}, "created_after"),
     ({"limit": "0"}, "limit"),
     ({"status": "lost"}, "status"),
 ])

@@ -21,9 +21,9 @@ import pytest
 import redis
 
 from cli.consul_dev import INTENTIONS_DIR
+from cli.pipeline import LocalPipeline
 from cli.processes import free_ports
 from cli.redis_server import start_redis
-from cli.up import LocalPipeline
 from tests.support import images
 from tests.support.consul_agent import (
     ConsulAgent,

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from cli.up import LocalPipeline
+from cli.pipeline import LocalPipeline
 from shared.config import Settings
 from shared.constants import MAX_TOP_K
 from shared.preprocessing import decode

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from api.services import Services
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port, wait_until
-from cli.up import LocalPipeline
 from shared.constants import INFER_QUEUE
 from tests.conftest import PipelineFactory
 from tests.support import images

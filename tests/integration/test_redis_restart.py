@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port
 from cli.redis_server import start_redis
-from cli.up import LocalPipeline
 from tests.support import images
 from tests.support.http import wait_terminal
 from tests.support.pipeline import pipeline_env

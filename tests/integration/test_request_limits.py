@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli.up import LocalPipeline
+from cli.pipeline import LocalPipeline
 from tests.conftest import PipelineFactory
 from tests.support import images
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import redis
 
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port, wait_until
-from cli.up import LocalPipeline
 from shared.constants import ADMISSION_RESERVATIONS_KEY, INFER_QUEUE, UNACKED_KEY
 from shared.presence import announce, withdraw
 from shared.scaling import ScalingPolicy, WorkCounts, desired_workers

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.pipeline import LocalPipeline
 from cli.processes import REPO_ROOT, free_port, wait_until
-from cli.up import LocalPipeline
 from client.results_file import iter_results
 from tests.conftest import PipelineFactory
 from tests.support import images

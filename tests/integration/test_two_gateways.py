@@ -7,8 +7,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port
-from cli.up import LocalPipeline
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import post_job, scrape_metrics, stream_events, submit

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from cli.up import LocalPipeline
+from cli.pipeline import LocalPipeline
 from client.gateway import Gateway, GatewayRefused, GatewayUnavailable
 from shared.errors import StoreUnavailable
 from shared.jobs import JobDoc, JobStatus, parse_rfc3339, status_of

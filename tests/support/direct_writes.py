@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cli.pipeline import LocalPipeline
 from cli.processes import free_port
-from cli.up import LocalPipeline
 from shared.config import Settings
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle

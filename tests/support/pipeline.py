@@ -1,4 +1,4 @@
-"""The settings integration tests run the product's own LocalPipeline (cli/up.py) with."""
+"""The settings integration tests run the product's own LocalPipeline (cli/pipeline.py) with."""
 
 from __future__ import annotations
 
