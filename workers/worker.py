@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -85,15 +88,71 @@ def note_timeouts(lifecycle: JobLifecycle, job_ids: Sequence[str], limit_s: floa
             log.warning("job %s: could not note its timeout (%s); it ends worker_lost if it keeps failing", job_id, e)
 
 
+# How a worker stopped by SIGTERM before it consumed exits (128 + SIGTERM, as a shell reports it).
+STOPPED_WHILE_STARTING = 143
+
+
+class StopWhileStarting:
+    """The SIGTERM handler until Celery installs its warm shutdown, as it starts consuming.
+
+    Until then the worker holds no message, only its mesh registration, so the handler
+    deregisters and exits at once. (It does not raise SystemExit instead: model loading runs
+    finalizers, and an exception raised inside one is swallowed: one stop in eight, here.)
+    A SIGTERM during the registration itself is handled once `registration` is set, so that
+    the agent never keeps one that nothing undoes."""
+
+    def __init__(self, exit_process: Callable[[int], object] = os._exit) -> None:
+        self.registration: MeshRegistration | None = None
+        self._exit_process = exit_process
+        self._registering = False
+        self._pending = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self._registering:
+            self._pending = True
+        else:
+            self.leave()
+
+    @contextmanager
+    def registering(self) -> Iterator[None]:
+        self._registering = True
+        try:
+            yield
+        finally:
+            self._registering = False
+        if self._pending:
+            self.leave()
+
+    def leave(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
+        log.info("stopped before consuming; exiting")
+        if self.registration is not None:
+            self.registration.deregister()
+        self._exit_process(STOPPED_WHILE_STARTING)
+
+
 def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | None = None) -> None:
+    """Consume until stopped. SIGTERM (a scale-in, a Kubernetes or compose stop) drains: Celery's
+    warm shutdown stops consuming after the batch that is running, which finishes and is
+    acknowledged; closing the broker connection hands the messages buffered for the next batch
+    (never begun) back to the head of the queue at once (kombu's restore at shutdown); the
+    presence entry goes with the consumer (workers/presence.py); then the mesh registration, here.
+    Nothing the worker held waits a visibility timeout or runs twice."""
     logging.basicConfig(level=loglevel, format=LOG_FORMAT)
+    # Before Celery's handler (seconds of model loading, waiting for Redis), SIGTERM would kill the
+    # process outright and leave the mesh registration behind.
+    stop = StopWhileStarting()
+    signal.signal(signal.SIGTERM, stop)
     registration = None
     if settings.mesh == "consul":
-        from shared.mesh import join_as_worker
+        from shared.mesh import agent_client, join_as_worker, wait_for_agent
 
         # Before the model loads (seconds): the sidecar can start meanwhile, and the check stays
-        # critical until the consumer reports in.
-        registration = join_as_worker(settings)
+        # critical until the consumer reports in. A SIGTERM ends the wait for the agent at once,
+        # and one during the registration once it is held.
+        wait_for_agent(agent_client(settings.consul_url), settings.consul_url, settings.consul_wait_s)
+        with stop.registering():
+            registration = stop.registration = join_as_worker(settings)
     try:
         _consume(settings, loglevel, hostname, registration)
     finally:
