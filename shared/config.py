@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -44,12 +45,15 @@ class Settings(BaseSettings):
     # upstreams are the ports of ASYNCINFER_REDIS_URL (and, with Couchbase, ASYNCINFER_STORE).
     mesh: Literal["none", "consul"] = "none"
     consul_url: str = "http://127.0.0.1:8500"
+    # In both, `%h` stands for this host's name (Celery's --hostname convention): replicas of one
+    # container with one setting (`docker compose up --scale worker=N`, worker-%h) get one each.
     consul_service_id: str = Field(
-        default="", description="This process's registration id; empty: its service name (gateway or worker)."
+        default="", description="This process's registration id, `%h` replaced by the host name; empty: its "
+        "service name (gateway or worker)."
     )
     consul_service_address: str = Field(
-        default="", description="Where the agent's checks and other sidecars reach this process; empty: "
-        "ASYNCINFER_HOST (127.0.0.1 when that is a wildcard, and for workers)."
+        default="", description="Where the agent's checks and other sidecars reach this process, `%h` replaced "
+        "by the host name; empty: ASYNCINFER_HOST (127.0.0.1 when that is a wildcard, and for workers)."
     )
     consul_sidecar_port: int = Field(
         default=0, ge=0, le=65535, description="The sidecar's public mTLS listener; 0: Consul picks one."
@@ -194,6 +198,11 @@ class Settings(BaseSettings):
         if any(len(pair) != 2 for pair in pairs):
             raise ValueError("ASYNCINFER_API_KEYS: use key:tenant,key2:tenant2")
         return {key.strip(): tenant.strip() for key, tenant in pairs}
+
+    @field_validator("consul_service_id", "consul_service_address")
+    @classmethod
+    def _expand_hostname(cls, value: str) -> str:
+        return value.replace("%h", socket.gethostname())
 
     @field_validator("store")
     @classmethod

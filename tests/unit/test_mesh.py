@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from cli.consul_dev import BUILD_SCRIPT, CONSUL_VERSION
 from cli.processes import REPO_ROOT, free_port
+from shared import mesh
 from shared.config import Settings
 from shared.errors import MeshUnavailable
 from shared.mesh import Upstream, agent_client, sidecar_definition, upstreams_for, wait_for_agent
@@ -69,3 +73,55 @@ assert not leaked, leaked
 
 def test_the_launcher_runs_the_consul_release_the_build_script_pins() -> None:
     assert f"CONSUL_VERSION={CONSUL_VERSION}\n" in BUILD_SCRIPT.read_text()
+
+
+class FakeAgent:
+    """Just enough of py-consul's client for join_as_worker: answers, and records registrations."""
+
+    def __init__(self) -> None:
+        self.registrations: list[dict[str, Any]] = []
+        self.agent = SimpleNamespace(self=dict, service=SimpleNamespace(register=self._register))
+
+    def _register(self, name: str, **fields: Any) -> None:
+        self.registrations.append({"name": name, **fields})
+
+
+def test_percent_h_in_the_id_and_address_is_this_hosts_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "3f2a9c1d7b4e")
+    monkeypatch.setenv("ASYNCINFER_CONSUL_SERVICE_ID", "worker-%h")
+    monkeypatch.setenv("ASYNCINFER_CONSUL_SERVICE_ADDRESS", "%h")
+    settings = Settings()
+    assert settings.consul_service_id == "worker-3f2a9c1d7b4e"
+    assert settings.consul_service_address == "3f2a9c1d7b4e"
+    assert settings.with_overrides(port=8001).consul_service_id == "worker-3f2a9c1d7b4e"
+    # Without %h, and empty (the service name), nothing changes.
+    monkeypatch.delenv("ASYNCINFER_CONSUL_SERVICE_ID")
+    monkeypatch.delenv("ASYNCINFER_CONSUL_SERVICE_ADDRESS")
+    assert Settings(consul_service_id="worker-2").consul_service_id == "worker-2"
+    assert Settings().consul_service_id == "" and Settings().consul_service_address == ""
+
+
+def test_replicas_with_one_setting_register_one_id_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker compose up --scale worker=2: the same environment in two containers, two hostnames.
+    fake = FakeAgent()
+    monkeypatch.setattr(mesh, "agent_client", lambda url, timeout_s=mesh.AGENT_TIMEOUT_S: fake)
+    for hostname in ("3f2a9c1d7b4e", "8b0e6d5a1c2f"):
+        monkeypatch.setattr(socket, "gethostname", lambda hostname=hostname: hostname)
+        settings = Settings(mesh="consul", redis_url="redis://127.0.0.1:16380/0", consul_service_id="worker-%h",
+                            consul_service_address="%h", consul_sidecar_port=21003)
+        assert mesh.join_as_worker(settings).service_id == f"worker-{hostname}"
+    first, second = fake.registrations
+    assert first["name"] == second["name"] == mesh.WORKER_SERVICE  # one identity for the intentions
+    assert (first["service_id"], second["service_id"]) == ("worker-3f2a9c1d7b4e", "worker-8b0e6d5a1c2f")
+    for registration, hostname in ((first, "3f2a9c1d7b4e"), (second, "8b0e6d5a1c2f")):
+        assert registration["address"] == hostname
+        checks = registration["connect"]["SidecarService"]["Checks"]
+        assert {"Name": "sidecar listening", "TCP": f"{hostname}:21003", "Interval": "10s"} in checks
+        assert {"Name": f"aliasing worker-{hostname}", "AliasService": f"worker-{hostname}"} in checks
+
+
+def test_without_an_id_a_worker_registers_as_its_service_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeAgent()
+    monkeypatch.setattr(mesh, "agent_client", lambda url, timeout_s=mesh.AGENT_TIMEOUT_S: fake)
+    registration = mesh.join_as_worker(Settings(mesh="consul", redis_url="redis://127.0.0.1:16380/0"))
+    assert registration.service_id == fake.registrations[0]["service_id"] == "worker"
