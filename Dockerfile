@@ -28,6 +28,7 @@ COPY api ./api
 COPY shared ./shared
 COPY cli ./cli
 COPY client ./client
+COPY asyncinfer_client ./asyncinfer_client
 COPY workers ./workers
 COPY web ./web
 # The entrypoint of a compose worker replica: its sidecar, then the worker (docker-compose.yml).

@@ -10,22 +10,10 @@ import httpx
 from tenacity import RetryCallState
 from tenacity.wait import wait_base
 
-# Statuses that mean "not now" rather than "never": backlog full, a dependency down, or a
-# proxy in front of a gateway that is restarting.
-RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+from asyncinfer_client.errors import Problem
 
 # A server may ask for a long pause; past this we ask again anyway (the retry budget still ends it).
 MAX_RETRY_AFTER_S = 60.0
-
-
-class RetryableResponse(Exception):
-    """The gateway answered 429/502/503/504: try again after `retry_after_s` (if it said)."""
-
-    def __init__(self, status: int, detail: str, retry_after_s: float | None) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-        self.retry_after_s = retry_after_s
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -46,7 +34,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def is_retryable(error: BaseException) -> bool:
-    return isinstance(error, RetryableResponse | httpx.TransportError)
+    """429/502/503/504 answers and connection failures: worth asking again."""
+    return (isinstance(error, Problem) and error.retryable) or isinstance(error, httpx.TransportError)
 
 
 class WaitRetryAfter(wait_base):
@@ -59,7 +48,7 @@ class WaitRetryAfter(wait_base):
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
-        if isinstance(error, RetryableResponse) and error.retry_after_s is not None:
+        if isinstance(error, Problem) and error.retry_after_s is not None:
             return min(error.retry_after_s, MAX_RETRY_AFTER_S)
         backoff = min(self.max_s, self.initial_s * 2 ** (retry_state.attempt_number - 1))
         # Full jitter, so that many files retrying together do not come back together.
