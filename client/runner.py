@@ -1,4 +1,10 @@
-"""`asyncinfer submit`: send files with bounded concurrency, record each result as it arrives."""
+"""`asyncinfer submit`: send files with bounded concurrency, record each result as it arrives.
+
+Built on the client library (asyncinfer_client): its retries, stream resumption and long-poll
+fallback are the command's. One job per file, not one batch: a batch (`POST /v1/batches`) is
+all-or-nothing and takes no Idempotency-Key, while a job per file gives each file its own
+idempotent submission and its own result.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from asyncinfer_client import AsyncClient, GatewayUnavailable, Problem, Unauthorized
 from client.files import content_type_of, idempotency_key
-from client.gateway import Gateway, GatewayRefused, GatewayUnavailable, Rejected, Unauthorized
 from client.progress import SubmitProgress
 from client.records import ERROR, REJECTED, FileResult, from_job, one_line
 from client.results_file import ResultsWriter
@@ -34,7 +38,8 @@ class FatalError(Exception):
     """Stops the whole run: no other file could succeed either (bad API key, gateway gone)."""
 
 
-async def process_file(path: Path, gateway: Gateway, options: SubmitOptions, progress: SubmitProgress) -> FileResult:
+async def process_file(path: Path, gateway: AsyncClient, options: SubmitOptions,
+                       progress: SubmitProgress) -> FileResult:
     """Submit one file and wait for its job; every outcome but a fatal one becomes a FileResult."""
     name = str(path)
     try:
@@ -43,25 +48,24 @@ async def process_file(path: Path, gateway: Gateway, options: SubmitOptions, pro
         return FileResult(name, ERROR, error_code="unreadable", error=e.strerror or str(e))
     sha256, key = idempotency_key(data, options.top_k)
     try:
-        job = await gateway.submit(path.name, data, content_type_of(path), top_k=options.top_k, key=key)
-    except Rejected as e:
-        return FileResult(name, REJECTED, sha256, error_code=str(e.status), error=one_line(e.detail))
+        job = await gateway.submit(data, filename=path.name, content_type=content_type_of(path), top_k=options.top_k,
+                                   idempotency_key=key)
     except Unauthorized:
         raise
-    except GatewayRefused as e:
-        return FileResult(name, ERROR, sha256, error_code=str(e.status), error=one_line(e.detail))
+    except Problem as e:  # a 4xx: this file is the problem, sending it again will not help; a 500: ours
+        outcome = REJECTED if e.status < 500 else ERROR
+        return FileResult(name, outcome, sha256, error_code=str(e.status), error=one_line(e.detail))
     progress.submitted()
     try:
-        async with asyncio.timeout(options.timeout_s):
-            doc = await gateway.wait(job)
+        done = await gateway.wait(job, timeout_s=options.timeout_s)
     except TimeoutError:
-        return FileResult(name, ERROR, sha256, job["id"], error_code="timeout",
+        return FileResult(name, ERROR, sha256, job.id, error_code="timeout",
                           error=f"not finished after {options.timeout_s:.0f} s; run again to pick it up")
     except Unauthorized:
         raise
-    except GatewayRefused as e:
-        return FileResult(name, ERROR, sha256, job["id"], error_code=str(e.status), error=one_line(e.detail))
-    return from_job(name, sha256, doc)
+    except Problem as e:
+        return FileResult(name, ERROR, sha256, job.id, error_code=str(e.status), error=one_line(e.detail))
+    return from_job(name, sha256, done.doc)
 
 
 async def submit_all(
@@ -69,11 +73,9 @@ async def submit_all(
     results: list[FileResult],
 ) -> None:
     """Appends to `results` (and writes) as files finish, so an interruption keeps them."""
-    headers = {"X-API-Key": options.api_key} if options.api_key else {}
     # One connection per file in flight (its upload, then its event stream), plus headroom.
-    limits = httpx.Limits(max_connections=options.concurrency + 4, max_keepalive_connections=options.concurrency + 4)
-    async with httpx.AsyncClient(base_url=options.url, headers=headers, limits=limits, timeout=60.0) as client:
-        gateway = Gateway(client, retry_for_s=options.retry_for_s)
+    async with AsyncClient(options.url, api_key=options.api_key, retry_for_s=options.retry_for_s,
+                           max_connections=options.concurrency + 4) as gateway:
         try:
             await gateway.check_reachable()
         except GatewayUnavailable as e:

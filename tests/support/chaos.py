@@ -1,5 +1,5 @@
 """What the chaos suite needs around the product: a steady load of clients that retry with their
-idempotency keys (the submit command's own Gateway client), a keeper that starts a worker again
+idempotency keys (the client library, asyncinfer_client), a keeper that starts a worker again
 when one dies (as `asyncinfer up` and compose do), and the tally of how every accepted job ended."""
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import httpx
-
+from asyncinfer_client import AsyncClient, GatewayUnavailable, Problem
 from cli.pipeline import LocalPipeline
-from client.gateway import Gateway, GatewayRefused, GatewayUnavailable
 from shared.errors import StoreUnavailable
 from shared.jobs import JobDoc, JobStatus, parse_rfc3339, status_of
 from shared.store.base import JobStore
@@ -43,17 +41,17 @@ class Submissions:
         return list(self.accepted.values())
 
 
-async def _submit(gateway: Gateway, key: str, image: bytes, submissions: Submissions) -> None:
+async def _submit(gateway: AsyncClient, key: str, image: bytes, submissions: Submissions) -> None:
     try:
-        job = await gateway.submit(f"{key}.jpg", image, "image/jpeg", top_k=1, key=key)
-    except GatewayRefused as e:
+        job = await gateway.submit(image, filename=f"{key}.jpg", top_k=1, idempotency_key=key)
+    except Problem as e:
         submissions.refused.append(f"{key}: {e}")
         return
     except GatewayUnavailable as e:
         submissions.gave_up.append(f"{key}: {e}")
         return
-    known = submissions.accepted.setdefault(key, job["id"])
-    if known != job["id"]:
+    known = submissions.accepted.setdefault(key, job.id)
+    if known != job.id:
         submissions.replayed_differently.append(key)
 
 
@@ -61,9 +59,7 @@ async def steady_load(url: str, images: Sequence[bytes], rate_per_s: float) -> S
     """Submit `images` one by one at `rate_per_s`, each by a client of its own that retries it
     with its idempotency key (open loop: a stalled gateway does not slow the arrivals)."""
     submissions = Submissions()
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
-        gateway = Gateway(http, retry_for_s=CLIENT_RETRY_S)
+    async with AsyncClient(url, retry_for_s=CLIENT_RETRY_S, timeout_s=30, max_connections=64) as gateway:
         started = time.monotonic()
         tasks = []
         for index, image in enumerate(images):

@@ -1,4 +1,5 @@
-"""Retry-After parsing and the wait between retries of the submit command."""
+"""Retry-After parsing, the wait between retries, and the typed errors of the client library (the
+submit command's too)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import httpx
 import pytest
 from tenacity import RetryCallState
 
-from client.retry import MAX_RETRY_AFTER_S, RetryableResponse, WaitRetryAfter, is_retryable, parse_retry_after
+from asyncinfer_client.errors import (
+    NotFound,
+    Problem,
+    ServerError,
+    ServiceUnavailable,
+    TooManyRequests,
+    UnsupportedImage,
+    problem_of,
+)
+from asyncinfer_client.retry import MAX_RETRY_AFTER_S, WaitRetryAfter, is_retryable, parse_retry_after
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -41,8 +51,8 @@ def state_after(error: BaseException, attempt: int) -> RetryCallState:
 
 def test_wait_honours_retry_after() -> None:
     wait = WaitRetryAfter()
-    assert wait(state_after(RetryableResponse(429, "busy", 7.0), attempt=1)) == 7.0
-    assert wait(state_after(RetryableResponse(503, "down", 3600.0), attempt=1)) == MAX_RETRY_AFTER_S
+    assert wait(state_after(TooManyRequests(429, "busy", retry_after_s=7.0), attempt=1)) == 7.0
+    assert wait(state_after(ServiceUnavailable(503, "down", retry_after_s=3600.0), attempt=1)) == MAX_RETRY_AFTER_S
 
 
 def test_wait_backs_off_exponentially_with_jitter_without_retry_after() -> None:
@@ -54,7 +64,29 @@ def test_wait_backs_off_exponentially_with_jitter_without_retry_after() -> None:
 
 
 def test_what_is_retried() -> None:
-    assert is_retryable(RetryableResponse(503, "down", None))
+    assert is_retryable(ServiceUnavailable(503, "down"))
+    assert is_retryable(TooManyRequests(429, "busy"))
+    assert not is_retryable(NotFound(404, "gone"))
     assert is_retryable(httpx.ConnectError("refused"))
     assert is_retryable(httpx.ReadTimeout("slow"))
     assert not is_retryable(ValueError("bad"))
+
+
+def test_an_error_answer_becomes_its_typed_problem() -> None:
+    body = {"type": "https://asyncinfer.dev/problems/415", "title": "Unsupported image type", "status": 415,
+            "detail": "the bytes are not an image"}
+    response = httpx.Response(415, json=body, headers={"X-Request-ID": "r-1"})
+
+    problem = problem_of(response, retry_after_s=None)
+
+    assert isinstance(problem, UnsupportedImage)
+    assert (problem.status, problem.title, problem.detail, problem.request_id) == (
+        415, "Unsupported image type", "the bytes are not an image", "r-1")
+    assert not problem.retryable
+
+
+def test_a_plain_text_answer_still_becomes_a_problem() -> None:
+    problem = problem_of(httpx.Response(500, text="Internal   Server\nError"), retry_after_s=None)
+    assert isinstance(problem, ServerError) and problem.detail == "Internal Server Error"
+    other = problem_of(httpx.Response(418, text=""), retry_after_s=None)
+    assert type(other) is Problem and other.status == 418
