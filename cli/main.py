@@ -40,15 +40,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_autoscale(args: argparse.Namespace) -> int:
-    import logging
     import os
 
     from cli.autoscale import Bounds, run_autoscaler
     from cli.pipeline import LocalPipeline
     from cli.processes import stop_on_sigterm
-    from shared.constants import LOG_FORMAT
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = get_settings()
     bounds = Bounds.from_settings(settings)
     if args.workers:

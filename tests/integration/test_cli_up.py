@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from cli.processes import REPO_ROOT, free_port, wait_until
+from shared.constants import WORKERS_PRESENT_KEY
 from shared.queue import redis_answers
 from tests.support import images
 from tests.support.http import submit, wait_terminal
@@ -59,3 +62,61 @@ def test_up_without_imagenet_weights_says_how_to_provide_them(tmp_path: Path) ->
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1
     assert "ImageNet weights not found" in message and "ASYNCINFER_WEIGHTS" in message
+
+
+def start_up(tmp_path: Path, *args: str, **settings: str) -> tuple[subprocess.Popen[bytes], Path, str, str]:
+    """`asyncinfer up ARGS` on a Redis of its own; (process, log, gateway URL, Redis URL) once it is ready."""
+    port, redis_port = free_port(), free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    env = clean_env()
+    env.update(ASYNCINFER_WEIGHTS="random", ASYNCINFER_PORT=str(port), ASYNCINFER_REDIS_URL=redis_url,
+               PYTHONUNBUFFERED="1", **settings)
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "cli", "up", *args], cwd=tmp_path, env=env, stdout=log,
+                              stderr=log)
+    wait_until(lambda: "ready at" in log_path.read_text(), 120, "asyncinfer up",
+               failed=lambda: None if up.poll() is None else log_path.read_text()[-2000:])
+    return up, log_path, f"http://127.0.0.1:{port}", redis_url
+
+
+def worker_pids(redis_url: str) -> list[int]:
+    """The pids in the workers' presence entries (`<node>/<pid>/<random>`)."""
+    entries = redis.Redis.from_url(redis_url, decode_responses=True).zrange(WORKERS_PRESENT_KEY, 0, -1)
+    return [int(str(entry).split("/")[1]) for entry in entries]
+
+
+def test_up_starts_a_worker_again_when_it_dies(tmp_path: Path) -> None:
+    up, log_path, url, redis_url = start_up(tmp_path)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert wait_terminal(client, submit(client, images.jpeg(seed=52))["id"])["status"] == "succeeded"
+            (pid,) = wait_until(lambda: worker_pids(redis_url), 30, "the worker's presence")
+            os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+            wait_until(lambda: "worker0 exited with code -9; starting it again" in log_path.read_text(), 30,
+                       "the restart")
+            assert wait_terminal(client, submit(client, images.jpeg(seed=53))["id"], timeout_s=120)["status"] == \
+                "succeeded"
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log_path.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_up_with_a_worker_pool_scales_from_zero_and_back(tmp_path: Path) -> None:
+    up, log_path, url, redis_url = start_up(tmp_path, "--workers", "0..1", ASYNCINFER_SCALE_DOWN_AFTER_S="1",
+                                            ASYNCINFER_SCALE_TO_ZERO_AFTER_S="3")
+    try:
+        assert worker_pids(redis_url) == []  # nothing to do: no worker
+        with httpx.Client(base_url=url, timeout=30) as client:
+            job = submit(client, images.jpeg(seed=54))
+            assert wait_terminal(client, job["id"], timeout_s=120)["status"] == "succeeded"
+        wait_until(lambda: "autoscale: 1 → 0 workers" in log_path.read_text(), 60, "the pool back at zero")
+        wait_until(lambda: worker_pids(redis_url) == [], 30, "the drained worker to leave")
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log_path.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert "autoscale: 0 → 1 workers" in log_path.read_text()
