@@ -30,6 +30,7 @@ COPY cli ./cli
 COPY client ./client
 COPY asyncinfer_client ./asyncinfer_client
 COPY workers ./workers
+COPY models ./models
 COPY web ./web
 # The entrypoint of a compose worker replica: its sidecar, then the worker (docker-compose.yml).
 COPY deploy/worker-with-sidecar.sh ./deploy/

@@ -16,6 +16,7 @@ from api.services import Services
 from shared.config import Settings
 from shared.constants import DEFAULT_TENANT, MAX_TOP_K
 from shared.errors import InvalidApiKey
+from shared.models.spec import MODEL_REF_PATTERN
 
 
 async def get_services(request: Request) -> Services:
@@ -75,7 +76,13 @@ async def get_stream_tenant(
 
 StreamTenantDep = Annotated[str, Depends(get_stream_tenant)]
 
-TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many classes to return")]
+TopK = Annotated[int | None, Query(ge=1, le=MAX_TOP_K, description="How many classes to return; default and "
+                                   "maximum are the model's (GET /v1/models)")]
+ModelParam = Annotated[str | None, Query(
+    max_length=100, pattern=MODEL_REF_PATTERN,
+    description="`name` or `name@version` (GET /v1/models); default: the gateway's default model, at the version "
+    "its traffic split picks",
+)]
 
 # A day: a deadline further out than that is no deadline for a queue that drains in seconds.
 MAX_DEADLINE_S = 86_400.0

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.problems import install_problem_handlers
 from api.recovery import Recoverer
-from api.routes import batches, events, faults, health, jobs, web
+from api.routes import batches, events, faults, health, jobs, models, web
 from api.schemas import extra_components
 from api.services import Services
 from shared.config import Settings, get_settings
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     add_extra_schemas(app)
     install_problem_handlers(app, max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
-    for module in (jobs, batches, events, health, web):
+    for module in (jobs, batches, models, events, health, web):
         app.include_router(module.router)
     if settings.fault_injection == "on":
         app.include_router(faults.router)

@@ -64,7 +64,7 @@ def refresh_gauges(services: Services) -> None:
     rate = services.submitter.backlog.drain_rate.per_s()
     DRAIN_RATE.set(rate or 0.0)
     with contextlib.suppress(redis.RedisError):  # Redis down: /readyz says so; keep the last values
-        counts = count_work(services.redis)
+        counts = count_work(services.redis, services.catalogue.queues())
         signal = scaling_signal(counts, rate, ScalingPolicy.from_settings(services.settings))
         QUEUE_BACKLOG.set(counts.waiting)
         JOBS_UNACKNOWLEDGED.set(counts.unacknowledged)

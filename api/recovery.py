@@ -29,7 +29,7 @@ from shared.config import Settings
 from shared.errors import JobNotFound
 from shared.jobs import JobDoc, missed_its_start, parse_rfc3339, status_of
 from shared.lifecycle import JobLifecycle
-from shared.queue import enqueue, job_ids_with_a_message
+from shared.queue import enqueue, job_ids_with_a_message, queue_of
 from shared.store import JobStore
 from shared.store.open_jobs import bucket_of
 
@@ -80,7 +80,8 @@ class Recoverer:
         if not candidates:
             self._suspects.clear()
             return report
-        delivered = job_ids_with_a_message(self.redis, candidates)
+        queues = sorted({queue_of(doc) for doc in candidates.values()})
+        delivered = job_ids_with_a_message(self.redis, candidates, queues)
         suspects: dict[str, str] = {}
         for job_id, doc in candidates.items():
             if job_id in delivered:
@@ -89,7 +90,7 @@ class Recoverer:
                 suspects[job_id] = doc["updated_at"]  # first sighting: look again next pass
                 continue
             cause = f"{doc['status']}_without_message"
-            enqueue(self.celery, job_id)
+            enqueue(self.celery, job_id, queue_of(doc))  # its own model's queue
             JOBS_RECOVERED.labels(cause).inc()
             report.recovered.append(job_id)
             log.warning("recovered job %s (%s since %s): queued it again", job_id, cause, doc["updated_at"])

@@ -20,7 +20,7 @@ class Public(BaseModel):
 
 class Prediction(Public):
     label: str
-    class_id: int = Field(ge=0, lt=1000)
+    class_id: int = Field(ge=0, description="The index of the class in the model's output (its labels)")
     score: float
 
 
@@ -45,10 +45,52 @@ class JobInput(Public):
 
 
 class ModelInfo(Public):
+    """The model version a job is for; the worker that ran it adds the rest."""
+
     name: str
-    weights: str
-    backend: str
-    device: str
+    version: str
+    weights: str | None = None
+    weights_sha256: str | None = None
+    backend: str | None = None
+    device: str | None = None
+
+
+class ModelInput(Public):
+    width: int
+    height: int
+    resize: Literal["bilinear", "bicubic", "nearest"]
+    normalisation: Literal["minus_one_to_one", "zero_to_one", "raw"]
+    colour: Literal["rgb"]
+    preprocessed_at: Literal["gateway", "worker"]
+
+
+class ModelVersion(Public):
+    version: str
+    status: Literal["serving", "no_workers"] = Field(description="no_workers: jobs are accepted and wait queued")
+    backlog: int = Field(description="Jobs waiting in this version's queue")
+    live_workers: int
+    input: ModelInput
+    runtimes: list[Literal["keras", "onnxruntime"]]
+    default_top_k: int
+    max_top_k: int
+    batch_sizes: dict[str, int]
+    source: str = Field(description="Where the catalogue found it: an entry point or a manifest file")
+
+
+class ModelPublic(Public):
+    name: str
+    task: Literal["image-classification"]
+    description: str
+    default_version: str = Field(description="The version a job naming only the model goes to")
+    status: Literal["serving", "no_workers"]
+    backlog: int
+    live_workers: int
+    versions: list[ModelVersion]
+
+
+class ModelList(Public):
+    default_model: str = Field(description="The model of a job that names none")
+    models: list[ModelPublic]
 
 
 class HistoryEntry(Public):
@@ -75,7 +117,7 @@ class JobPublic(Public):
     attempts: int
     input: JobInput
     params: JobParams
-    model: ModelInfo | None
+    model: ModelInfo
     result: JobResult | None
     error: JobError | None
     history: list[HistoryEntry]

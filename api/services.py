@@ -14,6 +14,7 @@ from api.following.broadcaster import Broadcaster
 from shared.config import Settings
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
+from shared.models.catalogue import Catalogue
 from shared.queue import make_celery
 from shared.store import JobStore, open_store
 
@@ -27,6 +28,7 @@ class Services:
     broadcaster: Broadcaster
     submitter: Submitter
     lifecycle: JobLifecycle
+    catalogue: Catalogue
     open_streams: int = field(default=0)
     # More readiness checks by name (e.g. the Consul agent when the mesh is on).
     extra_readiness_probes: dict[str, Callable[[], object]] = field(default_factory=dict)
@@ -40,14 +42,16 @@ class Services:
         celery = make_celery(settings)
         lifecycle = JobLifecycle(store, EventPublisher(client), max_attempts=settings.max_attempts)
         drain_rate = DrainRate()
+        catalogue = settings.catalogue()
         return cls(
             settings=settings,
             store=store,
             redis=client,
             celery=celery,
             broadcaster=Broadcaster(settings.redis_url, on_finished=drain_rate.record),
-            submitter=Submitter(settings, lifecycle, celery, client, drain_rate),
+            submitter=Submitter(settings, lifecycle, celery, client, catalogue, drain_rate),
             lifecycle=lifecycle,
+            catalogue=catalogue,
         )
 
     def close(self) -> None:

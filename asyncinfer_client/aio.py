@@ -43,11 +43,16 @@ def read_image(image: Image, filename: str | None = None) -> tuple[str, bytes, s
     return name, data, mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def content_key(data: bytes, top_k: int | None) -> tuple[str, str]:
-    """(sha256, Idempotency-Key) of an image: the same file and top_k always give the same key, so
-    submitting it again returns the first job instead of creating another."""
+def _present(**params: Any) -> dict[str, Any]:
+    """The query parameters that are set."""
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def content_key(data: bytes, top_k: int | None, model: str | None = None) -> tuple[str, str]:
+    """(sha256, Idempotency-Key) of an image: the same file, model and top_k always give the same
+    key, so submitting it again returns the first job instead of creating another."""
     sha256 = hashlib.sha256(data).hexdigest()
-    return sha256, f"sha256-{sha256}-top{top_k if top_k is not None else 'default'}"
+    return sha256, f"sha256-{sha256}-{model or 'default'}-top{top_k if top_k is not None else 'default'}"
 
 
 def describe(error: BaseException) -> str:
@@ -110,29 +115,26 @@ class AsyncClient:
         whole retry budget."""
         await self._request("GET", "/healthz", retry_for_s=min(self.retry_for_s, PREFLIGHT_RETRY_S), timeout=5)
 
-    async def submit(self, image: Image, *, filename: str | None = None, content_type: str | None = None,
-                     top_k: int | None = None, idempotency_key: str | None = None,
+    async def submit(self, image: Image, *, model: str | None = None, filename: str | None = None,
+                     content_type: str | None = None, top_k: int | None = None, idempotency_key: str | None = None,
                      deadline_s: float | None = None) -> Job:
-        """Queue one image (bytes or a path); the accepted job. With an `idempotency_key`, a repeat
-        returns the first job (a retry after a lost answer creates nothing new). The content type
-        is guessed from the file name unless given; the gateway checks the bytes in any case."""
+        """Queue one image (bytes or a path) for `model` (`name` or `name@version`; None: the
+        gateway's default); the accepted job. With an `idempotency_key`, a repeat returns the first
+        job (a retry after a lost answer creates nothing new). The content type is guessed from
+        the file name unless given; the gateway checks the bytes in any case."""
         name, data, guessed = read_image(image, filename)
         content_type = content_type or guessed
-        params: dict[str, Any] = {}
-        if top_k is not None:
-            params["top_k"] = top_k
-        if deadline_s is not None:
-            params["deadline_s"] = deadline_s
+        params = _present(model=model, top_k=top_k, deadline_s=deadline_s)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = await self._request("POST", "/v1/jobs", params=params, headers=headers,
                                        files={"file": (name, data, content_type)})
         return Job.of(response.json())
 
-    async def submit_batch(self, images: Iterable[Image], *, top_k: int | None = None,
+    async def submit_batch(self, images: Iterable[Image], *, model: str | None = None, top_k: int | None = None,
                            deadline_s: float | None = None) -> dict[str, Any]:
-        """Queue several images as one batch (all or none); the batch document."""
+        """Queue several images as one batch (all or none) for `model`; the batch document."""
         files = [("files", read_image(image)) for image in images]
-        params: dict[str, Any] = {k: v for k, v in (("top_k", top_k), ("deadline_s", deadline_s)) if v is not None}
+        params = _present(model=model, top_k=top_k, deadline_s=deadline_s)
         response = await self._request("POST", "/v1/batches", params=params, files=files)
         batch: dict[str, Any] = response.json()
         return batch
@@ -158,7 +160,7 @@ class AsyncClient:
                         created_after: datetime | None = None, page_size: int = 100) -> AsyncGenerator[Job, None]:
         """Every job of this API key's tenant, newest first, page after page."""
         params: dict[str, Any] = {"limit": page_size, "status": list(status)}
-        params.update({k: v for k, v in (("batch_id", batch_id), ("model", model)) if v is not None})
+        params.update(_present(batch_id=batch_id, model=model))
         if created_after is not None:
             params["created_after"] = created_after.isoformat()
         cursor = None
@@ -241,8 +243,9 @@ class AsyncClient:
             await asyncio.sleep(0.5 * 2**failures)
 
     # ---- many images -----------------------------------------------------------------------
-    async def submit_many(self, images: Iterable[Image], *, concurrency: int = 8, top_k: int | None = None,
-                          timeout_s: float | None = None) -> AsyncGenerator[tuple[Image, Job | Problem], None]:
+    async def submit_many(self, images: Iterable[Image], *, model: str | None = None, concurrency: int = 8,
+                          top_k: int | None = None, timeout_s: float | None = None,
+                          ) -> AsyncGenerator[tuple[Image, Job | Problem], None]:
         """Submit each image and wait for it, `concurrency` at a time; yields (image, terminal job) as
         each finishes, or (image, Problem) for one the gateway refused. Each image's idempotency key
         comes from its content, so running the same images again creates no second job."""
@@ -252,7 +255,8 @@ class AsyncClient:
         async def one(image: Image) -> tuple[Image, Job | Problem]:
             name, data, _ = read_image(image)
             try:
-                job = await self.submit(data, filename=name, top_k=top_k, idempotency_key=content_key(data, top_k)[1])
+                job = await self.submit(data, model=model, filename=name, top_k=top_k,
+                                        idempotency_key=content_key(data, top_k, model)[1])
                 return image, await self.wait(job, timeout_s=timeout_s)
             except Problem as e:
                 return image, e

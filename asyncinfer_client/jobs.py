@@ -37,6 +37,12 @@ class Job:
         return [Prediction(p["label"], int(p["class_id"]), float(p["score"])) for p in result.get("predictions", [])]
 
     @property
+    def model(self) -> str:
+        """`name@version` of the model version the job is for."""
+        model = self.doc.get("model") or {}
+        return f"{model.get('name')}@{model.get('version')}"
+
+    @property
     def error_code(self) -> str | None:
         """decode_error, timeout, worker_lost or internal for a job that failed (or timed out queued)."""
         return (self.doc.get("error") or {}).get("code")

@@ -117,7 +117,7 @@ class Client:
         return self._iterate(self._async.list_jobs(status=status, batch_id=batch_id, model=model,
                                                    created_after=created_after, page_size=page_size))
 
-    def submit_many(self, images: Iterable[Image], *, concurrency: int = 8, top_k: int | None = None,
-                    timeout_s: float | None = None) -> Iterator[tuple[Image, Job | Problem]]:
-        return self._iterate(self._async.submit_many(images, concurrency=concurrency, top_k=top_k,
+    def submit_many(self, images: Iterable[Image], *, model: str | None = None, concurrency: int = 8,
+                    top_k: int | None = None, timeout_s: float | None = None) -> Iterator[tuple[Image, Job | Problem]]:
+        return self._iterate(self._async.submit_many(images, model=model, concurrency=concurrency, top_k=top_k,
                                                      timeout_s=timeout_s))

@@ -39,19 +39,21 @@ class Ceiling:
         import numpy as np
 
         from shared.config import Settings
-        from shared.constants import MODEL_INPUT_SIZE
         from shared.preprocessing import decode
         from workers.model.classifier import to_model_input
         from workers.model.loading import load_classifier
 
-        self.np, self.decode, self.to_model_input = np, decode, to_model_input
+        self.np = np
         self.runtime = runtime
         self.images = [image.data for image in load_image_dir(image_dir)]
         self.settings = Settings(weights="random", runtime=runtime, max_batch_size=max(batch_sizes), device="cpu")
-        self.classifier = load_classifier(self.settings)
+        spec = self.settings.catalogue().resolve(None)
+        self.decode = lambda data: decode(data, spec.input)
+        self.to_model_input = lambda images: to_model_input(spec, images)
+        self.classifier = load_classifier(self.settings, spec)
         for size in batch_sizes:  # trace every shape before timing anything
-            self.classifier.predict(np.zeros((size, *MODEL_INPUT_SIZE, 3), dtype="float32"))
-        self.decoded = to_model_input([decode(data) for data in self.images])
+            self.classifier.predict(np.zeros((size, spec.input.height, spec.input.width, 3), dtype="float32"))
+        self.decoded = self.to_model_input([self.decode(data) for data in self.images])
         self._cursor = 0
 
     def _next_images(self, count: int) -> list[bytes]:

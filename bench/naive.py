@@ -12,15 +12,15 @@ import numpy as np
 from fastapi import Body, FastAPI
 
 from shared.config import Settings
-from shared.constants import MODEL_INPUT_SIZE
 from shared.preprocessing import decode
-from workers.labels import imagenet_labels
 from workers.model.classifier import to_model_input
-from workers.model.weights import build_model
 from workers.scores import top_k
 
-model, _ = build_model("random", Settings().random_seed)
-model.predict(np.zeros((1, *MODEL_INPUT_SIZE, 3), dtype="float32"), verbose=0)  # builds predict's function once
+settings = Settings()
+spec = settings.catalogue().resolve(None)
+model, _ = spec.build("random", settings.random_seed)
+labels = spec.labels()
+model.predict(np.zeros((1, spec.input.height, spec.input.width, 3), dtype="float32"), verbose=0)  # builds predict once
 app = FastAPI()
 
 
@@ -32,5 +32,5 @@ def healthz() -> dict[str, str]:
 @app.post("/classify")
 def classify(image: Annotated[bytes, Body(media_type="image/*")]) -> dict[str, Any]:
     """FastAPI runs a plain `def` endpoint in its thread pool: one request, one model call."""
-    scores = model.predict(to_model_input([decode(image)]), verbose=0)[0]
-    return {"predictions": top_k(scores, 5, imagenet_labels())}
+    scores = model.predict(to_model_input(spec, [decode(image, spec.input)]), verbose=0)[0]
+    return {"predictions": top_k(scores, 5, labels)}

@@ -104,6 +104,7 @@ class Sampler:
     def __init__(self, pipeline: LocalPipeline) -> None:
         self.url = pipeline.url
         self.redis = redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"])
+        self.queues = Settings().catalogue().queues()
         self.samples: list[tuple[float, int, float]] = []  # (unix time, live workers, predicted wait s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -111,7 +112,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
-            live = count_work(self.redis).live_workers
+            live = count_work(self.redis, self.queues).live_workers
             predicted = gauge(f"{self.url}/metrics", "asyncinfer_queue_wait_predicted_seconds")
             self.samples.append((time.time(), live, predicted))
 

@@ -151,12 +151,15 @@ def run_autoscaler(settings: Settings, pipeline: LocalPipeline, bounds: Bounds) 
     if settings.autoscaler_metrics_port is not None:
         start_http_server(settings.autoscaler_metrics_port, addr="127.0.0.1")
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    # One pool per model version: its own queue, its own workers (ASYNCINFER_MODEL names it).
+    spec = settings.catalogue().worker_model(settings.model)
+    pool_queue = {spec.ref: spec.queue}
     policy = ScalingPolicy(settings.scale_target_jobs_per_worker, bounds.min_workers, bounds.max_workers)
     stabiliser = Stabiliser(bounds, started_at=time.monotonic())
     pool = Pool(pipeline, settings.intra_op_threads)
     outstanding = 0
-    log.info("autoscaling workers %d..%d, %d outstanding jobs per worker", bounds.min_workers, bounds.max_workers,
-             policy.target_per_worker)
+    log.info("autoscaling workers of %s %d..%d, %d outstanding jobs per worker", spec.ref, bounds.min_workers,
+             bounds.max_workers, policy.target_per_worker)
     while True:
         stopped = pipeline.supervisor.exited(ignore=pipeline.workers)
         if stopped:
@@ -164,7 +167,7 @@ def run_autoscaler(settings: Settings, pipeline: LocalPipeline, bounds: Bounds) 
             return 1
         pool.reap()
         try:
-            outstanding = count_work(client).outstanding
+            outstanding = count_work(client, pool_queue).outstanding
         except redis.RedisError as e:
             log.warning("Redis does not answer (%s); keeping %d workers", e, len(pool.running))
         desired = desired_workers(outstanding, policy)

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from cli.processes import EXIT_STARTUP
+from client.records import SUBMIT_TOP_K
 from shared.config import get_settings
-from shared.constants import DEFAULT_TOP_K, MAX_TOP_K
+from shared.constants import MAX_TOP_K
 from shared.errors import StartupError
 
 
@@ -29,7 +30,10 @@ def _cmd_api(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import run_worker
 
-    run_worker(get_settings(), loglevel=args.log_level, hostname=args.hostname)
+    settings = get_settings()
+    if args.model:
+        settings = settings.with_overrides(model=args.model)
+    run_worker(settings, loglevel=args.log_level, hostname=args.hostname)
     return 0
 
 
@@ -78,6 +82,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         url=args.url or f"http://{settings.host}:{settings.port}",
         api_key=args.api_key,
         top_k=args.top_k,
+        model=args.model,
         concurrency=args.concurrency,
         out=Path(args.out) if args.out else None,
         resume=args.resume,
@@ -115,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run an inference worker")
     worker.add_argument("--log-level", default="INFO")
     worker.add_argument("--hostname")
+    worker.add_argument("--model", metavar="NAME[@VERSION]",
+                        help="the one model this worker serves (default: ASYNCINFER_MODEL, else the default model)")
     worker.set_defaults(run=_cmd_worker)
 
     submit = commands.add_parser(
@@ -126,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories of images")
     submit.add_argument("-r", "--recursive", action="store_true", help="also look in subdirectories")
     submit.add_argument("-c", "--concurrency", type=int, default=8, help="files in flight at once (default 8)")
-    submit.add_argument("-k", "--top-k", type=int, default=DEFAULT_TOP_K,
-                        help=f"predictions per image, 1-{MAX_TOP_K} (default {DEFAULT_TOP_K})")
+    submit.add_argument("-m", "--model", metavar="NAME[@VERSION]", help="the model (default: the gateway's)")
+    submit.add_argument("-k", "--top-k", type=int, default=SUBMIT_TOP_K,
+                        help=f"predictions per image (default {SUBMIT_TOP_K}), 1-{MAX_TOP_K}, within the model's maximum")
     submit.add_argument("-o", "--out", metavar="FILE",
                         help="results.jsonl or results.csv (default: JSON lines on stdout)")
     submit.add_argument("--resume", action="store_true", help="skip files already settled in --out; append the rest")

@@ -70,12 +70,14 @@ class LocalPipeline:
                    failed=lambda: self.supervisor.gone("gateway", gateway))
         return gateway
 
-    def start_worker(self, wait_ready: bool = True) -> subprocess.Popen[bytes]:
-        """A worker that `Supervisor.watch` (asyncinfer up) starts again when it exits: after an
-        inference time-out (workers/time_limit.py) or a crash."""
+    def start_worker(self, wait_ready: bool = True, model: str | None = None) -> subprocess.Popen[bytes]:
+        """A worker of `model` (name or name@version; None: the settings' model) that
+        `Supervisor.watch` (asyncinfer up) starts again when it exits: after an inference time-out
+        (workers/time_limit.py) or a crash."""
         name = f"worker{len(self.workers)}"
-        worker = self.supervisor.start_asyncinfer(name, "worker", "--hostname", f"{name}@%h", env=self.env,
-                                                  restart=True)
+        model_args = ("--model", model) if model else ()
+        worker = self.supervisor.start_asyncinfer(name, "worker", "--hostname", f"{name}@%h", *model_args,
+                                                  env=self.env, restart=True)
         self.workers.append(worker)
         if wait_ready:
             self.wait_worker_ready(worker)

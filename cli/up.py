@@ -11,26 +11,17 @@ from cli.pipeline import LocalPipeline
 from cli.processes import StartFailed, stop_on_sigterm
 from cli.redis_server import start_redis
 from shared.config import Settings
+from shared.errors import StartupError
 from shared.queue import redis_answers
-
-
-def _imagenet_weights_missing(settings: Settings) -> str | None:
-    if settings.weights != "imagenet":
-        return None
-    from workers.model.weights import imagenet_weights_path
-
-    if imagenet_weights_path().is_file():
-        return None
-    return (
-        f"ImageNet weights not found at {imagenet_weights_path()}; copy them there, set "
-        "ASYNCINFER_WEIGHTS=/path/to/weights.h5, or ASYNCINFER_WEIGHTS=random to try the pipeline with random weights"
-    )
 
 
 def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[int, int] | None = None) -> int:
     """Redis (when none answers), the gateway and one worker; with `workers` (MIN, MAX), a pool that
     the local autoscaler sizes to the backlog (cli/autoscale.py)."""
-    missing = _imagenet_weights_missing(settings)
+    try:
+        missing = settings.catalogue().worker_model(settings.model).weights_missing(settings.weights)
+    except StartupError as e:
+        missing = str(e)
     if missing:
         print(f"asyncinfer up: {missing}", file=sys.stderr)
         return 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,11 +37,3 @@ def discover(paths: Iterable[str], *, recursive: bool) -> list[Path]:
 def content_type_of(path: Path) -> str:
     """A hint only: the gateway trusts the bytes, not the name."""
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-
-
-def idempotency_key(data: bytes, top_k: int) -> tuple[str, str]:
-    """(sha256, key): the same bytes with the same top_k are the same job, however often sent.
-    top_k is part of the key because the gateway treats a different top_k as a different
-    request (409 on a reused key)."""
-    sha256 = hashlib.sha256(data).hexdigest()
-    return sha256, f"asyncinfer-submit:{sha256}:top_k={top_k}"

@@ -16,6 +16,9 @@ REJECTED = "rejected"
 # Nothing final is known (unreadable file, retries exhausted, timed out): worth another run.
 ERROR = "error"
 
+# Predictions per file unless --top-k says otherwise (within the model's own maximum).
+SUBMIT_TOP_K = 5
+
 
 @dataclass(frozen=True)
 class FileResult:
@@ -26,6 +29,7 @@ class FileResult:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     error_code: str | None = None
     error: str | None = None
+    model: str | None = None  # name@version of the model that answered
 
     @property
     def succeeded(self) -> bool:
@@ -47,6 +51,7 @@ class FileResult:
             status=str(data["status"]),
             sha256=data.get("sha256"),
             job_id=data.get("job_id"),
+            model=data.get("model"),
             predictions=list(data.get("predictions") or []),
             error_code=data.get("error_code"),
             error=data.get("error"),
@@ -62,11 +67,13 @@ def from_job(file: str, sha256: str, doc: dict[str, Any]) -> FileResult:
     """The result of a terminal job document."""
     error = doc.get("error") or {}
     result = doc.get("result") or {}
+    model = doc.get("model") or {}
     return FileResult(
         file=file,
         status=str(doc["status"]),
         sha256=sha256,
         job_id=str(doc["id"]),
+        model=f"{model['name']}@{model['version']}" if model.get("name") else None,
         predictions=list(result.get("predictions") or []),
         error_code=error.get("code"),
         error=one_line(str(error["message"])) if error.get("message") else None,

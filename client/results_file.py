@@ -14,7 +14,7 @@ from typing import Any, Protocol, TextIO
 from client.records import FileResult
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
-_CSV_HEAD = ["file", "status", "sha256", "job_id"]
+_CSV_HEAD = ["file", "status", "sha256", "job_id", "model"]
 _CSV_TAIL = ["error_code", "error"]
 
 
@@ -62,6 +62,7 @@ def from_csv_row(row: dict[str, str]) -> FileResult:
         status=row["status"],
         sha256=row.get("sha256") or None,
         job_id=row.get("job_id") or None,
+        model=row.get("model") or None,
         predictions=predictions,
         error_code=row.get("error_code") or None,
         error=row.get("error") or None,

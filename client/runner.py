@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncinfer_client import AsyncClient, GatewayUnavailable, Problem, Unauthorized
-from client.files import content_type_of, idempotency_key
+from asyncinfer_client import AsyncClient, GatewayUnavailable, Problem, Unauthorized, content_key
+from client.files import content_type_of
 from client.progress import SubmitProgress
 from client.records import ERROR, REJECTED, FileResult, from_job, one_line
 from client.results_file import ResultsWriter
@@ -26,6 +26,7 @@ class SubmitOptions:
     url: str
     api_key: str | None
     top_k: int
+    model: str | None
     concurrency: int
     out: Path | None
     resume: bool
@@ -46,9 +47,10 @@ async def process_file(path: Path, gateway: AsyncClient, options: SubmitOptions,
         data = await asyncio.to_thread(path.read_bytes)
     except OSError as e:
         return FileResult(name, ERROR, error_code="unreadable", error=e.strerror or str(e))
-    sha256, key = idempotency_key(data, options.top_k)
+    sha256, key = content_key(data, options.top_k, options.model)
     try:
-        job = await gateway.submit(data, filename=path.name, content_type=content_type_of(path), top_k=options.top_k,
+        job = await gateway.submit(data, model=options.model, filename=path.name, content_type=content_type_of(path),
+                                   top_k=options.top_k,
                                    idempotency_key=key)
     except Unauthorized:
         raise

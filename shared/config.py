@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import socket
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import SettingsInvalid
+
+if TYPE_CHECKING:
+    from shared.models.catalogue import Catalogue
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "password", "secret"}
 
@@ -92,7 +95,16 @@ class Settings(BaseSettings):
         default_factory=dict, description="API key → tenant. Empty: no authentication."
     )
 
-    # Where uploads become the model's 224×224 pixels. `gateway` (default): the gateway decodes
+    # --- models (shared/models/): plugins from the `asyncinfer.models` entry points, and manifests ---
+    default_model: str = Field(
+        default="mobilenet_v2", description="The model of a job that names none: `name` or `name@version`."
+    )
+    model_dirs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Directories of model manifests (`*.toml`), separated by `:`; read again "
+        "whenever one changes.",
+    )
+
+    # Where uploads become the model's pixels (its declared size and resize). `gateway` (default): the gateway decodes
     # every upload anyway to validate it, so it finishes preprocessing and stores 150 KB of pixels;
     # workers only infer. `worker`: the original upload is stored and each worker decodes it.
     preprocess_at: Literal["gateway", "worker"] = "gateway"
@@ -142,7 +154,14 @@ class Settings(BaseSettings):
         return self
 
     # --- worker ---------------------------------------------------------------------------
-    weights: str = Field(default="imagenet", description="`imagenet`, `random` or a file path.")
+    model: str = Field(
+        default="", description="The one model this worker serves, `name` or `name@version` (its latest); empty: "
+        "ASYNCINFER_DEFAULT_MODEL. `asyncinfer worker --model` sets it."
+    )
+    weights: str = Field(
+        default="default", description="`default` (the model's own: ImageNet's file in Keras' cache for the built-in "
+        "models, `imagenet` is the same), `random` (explicit random weights, for tests) or a file path."
+    )
     random_seed: int = 1234
     runtime: Literal["keras", "onnxruntime"] = Field(
         default="keras",
@@ -199,6 +218,22 @@ class Settings(BaseSettings):
             raise ValueError("ASYNCINFER_API_KEYS: use key:tenant,key2:tenant2")
         return {key.strip(): tenant.strip() for key, tenant in pairs}
 
+    @field_validator("model_dirs", mode="before")
+    @classmethod
+    def _split_model_dirs(cls, value: object) -> object:
+        return [part for part in value.split(":") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("default_model", "model")
+    @classmethod
+    def _check_model_ref(cls, value: str) -> str:
+        from shared.errors import BadRequest
+        from shared.models.spec import ModelRef
+
+        try:
+            return str(ModelRef.parse(value)) if value else value
+        except BadRequest as e:
+            raise ValueError(e.detail) from None
+
     @field_validator("consul_service_id", "consul_service_address")
     @classmethod
     def _expand_hostname(cls, value: str) -> str:
@@ -238,6 +273,12 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> str:
         return self.store.removeprefix("sqlite:///")
+
+    def catalogue(self) -> Catalogue:
+        """The models this installation serves (plugins and the manifests of model_dirs)."""
+        from shared.models.catalogue import Catalogue
+
+        return Catalogue.discover(default_model=self.default_model, manifest_dirs=self.model_dirs)
 
     def with_overrides(self, **overrides: object) -> Settings:
         """A copy with some fields changed, validated like the original (model_copy would not be)."""

@@ -14,9 +14,10 @@ LEASE_KEY_PREFIX: Final = "lease::"
 # Each tenant's jobs, newest first, for GET /v1/jobs (shared/store/tenant_jobs.py).
 TENANT_INDEX_PREFIX: Final = "jobs-of::"
 
-# One Celery queue for inference: every worker consumes it and Redis keeps it as a single list,
-# so its length is the backlog that admission control and autoscaling read.
-INFER_QUEUE: Final = "asyncinfer.infer"
+# One Celery queue per model version, `asyncinfer.infer.<name>.<version>` (shared/queue.py): its
+# workers consume it alone, so a job never reaches a worker of another model, and Redis keeps
+# each as one list, whose lengths are the backlog that admission control and autoscaling read.
+INFER_QUEUE_PREFIX: Final = "asyncinfer.infer."
 INFER_TASK: Final = "asyncinfer.infer"
 # Where kombu's Redis transport keeps delivered, unacknowledged messages (its default name).
 UNACKED_KEY: Final = "unacked"
@@ -45,10 +46,6 @@ DEFAULT_TENANT: Final = "public"
 # Content types the workers decode, by the magic bytes the gateway sniffs.
 SUPPORTED_IMAGE_TYPES: Final = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif")
 
-MODEL_NAME: Final = "mobilenet_v2"
-MODEL_INPUT_SIZE: Final = (224, 224)
-
-# Predictions per job: the model ranks all 1,000 classes, but a client rarely reads past the first
-# few, and each one is stored in the job document and sent with every event.
-DEFAULT_TOP_K: Final = 5
-MAX_TOP_K: Final = 20
+# The most predictions any model may return per job (each model declares its own default and
+# maximum, shared/models/spec.py): each one is stored in the job document and sent with every event.
+MAX_TOP_K: Final = 100

@@ -39,6 +39,10 @@ class BatchNotFound(NotFound):
     pass
 
 
+class UnknownModel(NotFound):
+    """A model name, or a version of it, that no plugin declares; refused before anything is stored."""
+
+
 class ClaimExpired(NotFound):
     """An Idempotency-Key whose claim, or the job it named, has expired."""
 
@@ -114,6 +118,14 @@ class SettingsInvalid(StartupError):
 
 class StoreMisconfigured(StartupError):
     """The job store refused our settings (credentials, bucket); the message names the one to fix."""
+
+
+class WeightsUnavailable(StartupError):
+    """The configured weights cannot be loaded; the message says how to provide them."""
+
+
+class ModelUnavailable(StartupError):
+    """The worker's ASYNCINFER_MODEL names no model the catalogue has (or its plugin failed to load)."""
 
 
 class RedisUnreachable(StartupError):

@@ -56,12 +56,14 @@ def new_job(
     *,
     tenant: str,
     input_info: dict[str, Any],
+    model: dict[str, str],
     top_k: int,
     batch_id: str | None = None,
     job_id: str | None = None,
     deadline_s: float | None = None,
 ) -> JobDoc:
-    """A queued job; with `deadline_s`, one that must start within that many seconds."""
+    """A queued job for `model` ({name, version}: the worker that runs it adds its weights, their
+    sha256, backend and device); with `deadline_s`, one that must start within that many seconds."""
     at = now_rfc3339()
     params: dict[str, Any] = {"top_k": top_k}
     if deadline_s is not None:
@@ -79,7 +81,7 @@ def new_job(
         "attempts": 0,
         "input": input_info,
         "params": params,
-        "model": None,
+        "model": dict(model),
         "result": None,
         "error": None,
         "history": [{"seq": 1, "status": JobStatus.QUEUED.value, "at": at}],

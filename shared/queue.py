@@ -4,7 +4,7 @@ and the probes that tell whether Redis answers."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import redis
 from celery import Celery
@@ -13,8 +13,10 @@ from redis.retry import Retry
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from shared.config import Settings
-from shared.constants import INFER_QUEUE, INFER_TASK, UNACKED_KEY
+from shared.constants import INFER_TASK, UNACKED_KEY
 from shared.errors import RedisUnreachable
+from shared.jobs import JobDoc
+from shared.queue_names import queue_name
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -39,7 +41,6 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
         },
         broker_connection_retry_on_startup=True,
-        task_default_queue=INFER_QUEUE,
         task_serializer="json",
         accept_content=["json"],
         # Results live in the job document, never in a Celery result backend.
@@ -50,22 +51,29 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue(app: Celery, job_id: str) -> None:
-    """Queue one job: the message carries only the id, the image stays in the store. The task id
-    is the job id, so that recovery can tell which jobs have a message (job_ids_with_a_message)."""
-    app.send_task(INFER_TASK, args=[job_id], queue=INFER_QUEUE, task_id=job_id)
+def queue_of(doc: JobDoc) -> str:
+    """The queue of the model version a job was accepted for."""
+    return queue_name(doc["model"]["name"], doc["model"]["version"])
 
 
-def job_ids_with_a_message(client: redis.Redis, job_ids: Iterable[str]) -> set[str]:
-    """Which of `job_ids` have a message in Redis: waiting in the queue, or delivered to a worker
-    that has not acknowledged it (kombu keeps those in the `unacked` hash until the ack, and puts
-    them back after the visibility timeout). Both are read in one transaction, so a message moving
-    from one to the other is seen in exactly one of them."""
+def enqueue(app: Celery, job_id: str, queue: str) -> None:
+    """Queue one job on its model's queue: the message carries only the id, the image stays in the
+    store. The task id is the job id, so that recovery can tell which jobs have a message
+    (job_ids_with_a_message)."""
+    app.send_task(INFER_TASK, args=[job_id], queue=queue, task_id=job_id)
+
+
+def job_ids_with_a_message(client: redis.Redis, job_ids: Iterable[str], queues: Sequence[str]) -> set[str]:
+    """Which of `job_ids` have a message in Redis: waiting in one of `queues`, or delivered to a
+    worker that has not acknowledged it (kombu keeps those in the `unacked` hash until the ack, and
+    puts them back after the visibility timeout). All are read in one transaction, so a message
+    moving from one to the other is seen in exactly one of them."""
     pipe = client.pipeline(transaction=True)
-    pipe.lrange(INFER_QUEUE, 0, -1)
+    for queue in queues:
+        pipe.lrange(queue, 0, -1)
     pipe.hvals(UNACKED_KEY)
-    waiting, held = pipe.execute()
-    present = {json.loads(raw)["headers"]["id"] for raw in waiting}
+    *lists, held = pipe.execute()
+    present = {json.loads(raw)["headers"]["id"] for waiting in lists for raw in waiting}
     present |= {json.loads(raw)[0]["headers"]["id"] for raw in held}
     return present & set(job_ids)
 

@@ -27,7 +27,7 @@ from shared.errors import JobNotFound
 from shared.jobs import ErrorCode, JobDoc, JobStatus, status_of
 from shared.lifecycle import JobLifecycle
 from shared.preprocessing import model_pixels
-from workers.labels import imagenet_labels
+from shared.queue import queue_of
 from workers.model.classifier import Classifier, to_model_input
 from workers.scores import top_k
 
@@ -42,7 +42,7 @@ PassGuard = Callable[[Sequence[str]], AbstractContextManager[object]]
 
 @dataclass
 class BatchReport:
-    """What one batch did with its jobs: delivered = inferred + skipped + failed + unfinished."""
+    """What one batch did with its jobs: delivered = inferred + skipped + failed + unfinished + misrouted."""
 
     delivered: int
     inferred: int  # succeeded
@@ -53,6 +53,8 @@ class BatchReport:
     inference_ms: float = 0.0  # the forward passes; 0 when none ran or they raised
     passes: int = 0  # forward passes run: one for the fresh jobs, one per redelivered job
     unfinished: list[str] = field(default_factory=list)  # the store failed them: to be queued again
+    # Jobs of another model (a message on the wrong queue): job id → the queue of its own model.
+    misrouted: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -88,15 +90,24 @@ class _Batch:
             self._store_failed(job_id, "fail", e)
 
     def status(self, job_id: str) -> JobStatus | None:
-        """The job's status before this delivery; None when it is gone or the store failed."""
+        """The job's status before this delivery; None when it is gone, the store failed, or the
+        job is another model's (it goes to that model's queue, never run here)."""
         try:
-            return status_of(self.lifecycle.read(job_id))
+            doc = self.lifecycle.read(job_id)
         except JobNotFound:
             log.warning("job %s: no such job (its message outlived it); skipped", job_id)
             self.report.skipped += 1
+            return None
         except Exception as e:
             self._store_failed(job_id, "read", e)
-        return None
+            return None
+        model, spec = doc["model"], self.classifier.spec
+        if (model["name"], model["version"]) != (spec.name, spec.version):
+            log.warning("job %s is for model %s@%s, not %s; sending it to its own queue", job_id,
+                        model["name"], model["version"], spec.ref)
+            self.report.misrouted[job_id] = queue_of(doc)
+            return None
+        return status_of(doc)
 
     def begin(self, job_id: str) -> JobDoc | None:
         try:
@@ -123,7 +134,7 @@ class _Batch:
             return None
         try:
             # Pixels the gateway prepared, or (ASYNCINFER_PREPROCESS_AT=worker) the upload to decode.
-            return _Ready(doc, model_pixels(image_bytes))
+            return _Ready(doc, model_pixels(image_bytes, self.classifier.spec.input))
         except Exception as e:  # any decoder failure is this image's problem alone
             self._fail(job_id, ErrorCode.DECODE_ERROR, f"the image does not decode: {e}")
             return None
@@ -137,7 +148,7 @@ class _Batch:
                 if self.before_inference is not None:
                     self.before_inference([item.doc for item in ready])
                 started = time.perf_counter()
-                scores = self.classifier.predict(to_model_input([item.pixels for item in ready]))
+                scores = self.classifier.predict(to_model_input(self.classifier.spec, [item.pixels for item in ready]))
         except Exception as e:
             log.exception("inference failed for a batch of %d", len(ready))
             for item in ready:
@@ -146,7 +157,7 @@ class _Batch:
         inference_ms = (time.perf_counter() - started) * 1000
         self.report.inference_ms += inference_ms
         self.report.passes += 1
-        labels = imagenet_labels()
+        labels = self.classifier.spec.labels()
         for item, row in zip(ready, scores, strict=True):
             result: dict[str, Any] = {
                 "predictions": top_k(row, item.doc["params"]["top_k"], labels),

@@ -47,7 +47,7 @@ class WorkerMetrics:
         self.model = Gauge(
             "asyncinfer_worker_model_info",
             "The loaded model, as the job document's model field; always 1",
-            ["name", "weights", "backend", "device"],
+            ["name", "version", "weights", "weights_sha256", "backend", "device"],
             registry=registry,
         )
         # Every series from the start at 0, so that rates work from the first scrape.
@@ -57,9 +57,7 @@ class WorkerMetrics:
             self.jobs.labels("failed", code.value)
 
     def set_model(self, info: Mapping[str, str]) -> None:
-        self.model.labels(
-            name=info["name"], weights=info["weights"], backend=info["backend"], device=info["device"]
-        ).set(1)
+        self.model.labels(**{label: info[label] for label in self.model._labelnames}).set(1)
 
     def record(self, report: BatchReport) -> None:
         self.batch_size.observe(report.delivered)

@@ -69,8 +69,9 @@ class PresenceBeacon:
                 return
 
 
-def presence_step(redis_url: str, ttl_s: float) -> type[bootsteps.StartStopStep]:
-    """A consumer bootstep class (Celery instantiates steps itself) that announces this worker."""
+def presence_step(redis_url: str, ttl_s: float, model_ref: str) -> type[bootsteps.StartStopStep]:
+    """A consumer bootstep class (Celery instantiates steps itself) that announces this worker of
+    the model version `model_ref` (name@version)."""
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     class WorkerPresence(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -79,9 +80,10 @@ def presence_step(redis_url: str, ttl_s: float) -> type[bootsteps.StartStopStep]
 
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
-            # The node name (worker0@host) for people reading the set; the pid and a random part
+            # The model first, so that a gateway counts each model's workers (shared/work_in_redis.py);
+            # the node name (worker0@host) for people reading the set; the pid and a random part
             # so that two workers never share an entry, even with the same node name.
-            worker_id = f"{parent.hostname}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+            worker_id = f"{model_ref}/{parent.hostname}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
             self.beacon = PresenceBeacon(client, worker_id, ttl_s)
 
         def start(self, consumer: Any) -> None:

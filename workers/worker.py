@@ -13,7 +13,7 @@ import redis
 from celery import Celery
 
 from shared.config import Settings
-from shared.constants import INFER_QUEUE, INFER_TASK, LOG_FORMAT
+from shared.constants import INFER_TASK, LOG_FORMAT
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
 from shared.queue import enqueue, make_celery, wait_for_redis
@@ -64,9 +64,10 @@ def register_infer_task(
         except Exception:
             log.exception("a batch of %d raised; queueing its jobs again", len(job_ids))
             report = BatchReport(len(job_ids), 0, unfinished=job_ids)
-        for job_id in report.unfinished:
+        own_queue = classifier.spec.queue
+        for job_id, queue in [*((job_id, own_queue) for job_id in report.unfinished), *report.misrouted.items()]:
             try:
-                enqueue(app, job_id)
+                enqueue(app, job_id, queue)
             except Exception as e:
                 log.warning("could not queue job %s again (%s); recovery will", job_id, e)
         if metrics is not None:
@@ -161,7 +162,8 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | No
 
 
 def _consume(settings: Settings, loglevel: str, hostname: str | None, registration: MeshRegistration | None) -> None:
-    classifier = load_classifier(settings)  # before consuming: a worker without a model takes nothing
+    spec = settings.catalogue().worker_model(settings.model)
+    classifier = load_classifier(settings, spec)  # before consuming: a worker without a model takes nothing
     metrics = WorkerMetrics()
     metrics.set_model(classifier.info)
     if settings.worker_metrics_port is not None:
@@ -184,7 +186,7 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
     from workers.presence import presence_step
 
     # Gateways count live workers from these entries for the autoscaling signal (shared/scaling.py).
-    app.steps["consumer"].add(presence_step(settings.redis_url, settings.worker_presence_ttl_s))
+    app.steps["consumer"].add(presence_step(settings.redis_url, settings.worker_presence_ttl_s, spec.ref))
     if registration is not None:
         from workers.heartbeat import consumer_heartbeat_step
 
@@ -193,7 +195,7 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
     argv = [
         "worker",
         f"--loglevel={loglevel}",
-        f"--queues={INFER_QUEUE}",
+        f"--queues={spec.queue}",
         # One process runs the batches inline; TensorFlow uses every core inside a batch.
         "--pool=solo",
         # With worker_prefetch_multiplier=1 this is the prefetch count: the worker holds at

@@ -13,31 +13,34 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 import redis
 
-from shared.constants import ADMISSION_RESERVATIONS_KEY, INFER_QUEUE, RESERVATION_TTL_S
+from shared.constants import ADMISSION_RESERVATIONS_KEY, RESERVATION_TTL_S
 from shared.errors import BacklogFull, DeadlineUnreachable, DependencyUnavailable
 
 # Without a measured drain rate (nothing finished lately), a client is asked to retry after this.
 DEFAULT_RETRY_AFTER_S = 5
 MAX_RETRY_AFTER_S = 300
 
-# KEYS: the queue, the reservations (a sorted set of "<id>:<count>" scored by time).
+# KEYS: the reservations (a sorted set of "<id>:<count>" scored by time), then every model's queue.
 # ARGV: now, stale before, this reservation's member, its count, the limit.
 # Returns -1 when reserved, else how many jobs wait (queued and reserved).
 _RESERVE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
-local waiting = redis.call('LLEN', KEYS[1])
-for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local waiting = 0
+for i = 2, #KEYS do
+    waiting = waiting + redis.call('LLEN', KEYS[i])
+end
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     waiting = waiting + tonumber(string.match(member, ':(%d+)$'))
 end
 if waiting + tonumber(ARGV[4]) > tonumber(ARGV[5]) then
     return waiting
 end
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
 return -1
 """
 
@@ -77,14 +80,20 @@ def seconds_to_drain(jobs: float, rate_per_s: float | None) -> int:
 
 
 class Backlog:
-    def __init__(self, client: redis.Redis, limit: int, drain_rate: DrainRate) -> None:
+    """One limit over every model's queue: it bounds what Redis holds, whichever model it is for."""
+
+    def __init__(self, client: redis.Redis, limit: int, drain_rate: DrainRate, queues: Callable[[], list[str]]) -> None:
         self.client = client
         self.limit = limit
         self.drain_rate = drain_rate
+        self.queues = queues
 
     def waiting(self) -> int:
         try:
-            return int(self.client.llen(INFER_QUEUE))
+            pipe = self.client.pipeline(transaction=False)
+            for queue in self.queues():
+                pipe.llen(queue)
+            return sum(int(n) for n in pipe.execute())
         except redis.RedisError as e:
             raise DependencyUnavailable(f"Redis does not answer: {e}") from e
 
@@ -96,7 +105,8 @@ class Backlog:
         now = time.time()
         member = f"{uuid.uuid4().hex}:{count}"
         try:
-            waiting = int(self.client.eval(_RESERVE, 2, INFER_QUEUE, ADMISSION_RESERVATIONS_KEY,
+            queues = self.queues()
+            waiting = int(self.client.eval(_RESERVE, 1 + len(queues), ADMISSION_RESERVATIONS_KEY, *queues,
                                            now, now - RESERVATION_TTL_S, member, count, self.limit))
         except redis.RedisError as e:
             raise DependencyUnavailable(f"Redis does not answer: {e}") from e

@@ -72,9 +72,10 @@ def open_upload(
     max_bytes: int,
     max_pixels: int,
     min_side_px: int,
+    draft_size: tuple[int, int],
 ) -> tuple[ImageInfo, Image.Image]:
     """Validate an upload and raise the error the API reports; or return what it is and the
-    image it decoded (in JPEG draft mode), so that the caller goes on from there without
+    image it decoded (in JPEG draft mode, never below `draft_size`), so that the caller goes on from there without
     decoding the upload a second time."""
     if not data:
         raise BadRequest("the request carries no image: the body is empty")
@@ -110,7 +111,7 @@ def open_upload(
             f"the image is {width}×{height} pixels; the smallest accepted side is "
             f"{min_side_px} pixels"
         )
-    use_draft_mode(image)
+    use_draft_mode(image, draft_size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

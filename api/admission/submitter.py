@@ -16,11 +16,13 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from api.admission.backlog import Backlog, DrainRate
 from api.admission.checks import ImageInfo, open_upload
 from shared.config import Settings
-from shared.errors import AsyncInferError, DependencyUnavailable, UndecodableImage
+from shared.errors import AsyncInferError, BadRequest, DependencyUnavailable, UndecodableImage
 from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
 from shared.lifecycle import JobLifecycle
+from shared.models import ModelSpec
+from shared.models.catalogue import Catalogue
 from shared.preprocessing import pack_pixels, to_model_image
-from shared.queue import enqueue
+from shared.queue import enqueue, queue_of
 from shared.store import Idempotency, JobStore
 
 
@@ -42,12 +44,14 @@ class Upload:
 
 class Submitter:
     def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis,
-                 drain_rate: DrainRate | None = None) -> None:
+                 catalogue: Catalogue, drain_rate: DrainRate | None = None) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.celery = celery
         self.redis = redis_client
-        self.backlog = Backlog(redis_client, settings.backlog_limit, drain_rate or DrainRate())
+        self.catalogue = catalogue
+        self.backlog = Backlog(redis_client, settings.backlog_limit, drain_rate or DrainRate(),
+                               queues=lambda: list(catalogue.queues().values()))
         # Uploads being checked are in memory twice over (bytes, decoded pixels); the others wait
         # spooled. One check per core: checking is CPU-bound, so more would add memory, not speed.
         self._checking = threading.BoundedSemaphore(os.cpu_count() or 1)
@@ -56,52 +60,65 @@ class Submitter:
     def store(self) -> JobStore:
         return self.lifecycle.store
 
-    def inspect(self, upload: Upload) -> tuple[ImageInfo, bytes]:
-        """Validate an upload; returns what it is and the bytes to store for the worker."""
-        with self._checking:
-            return self._inspect(upload.read(), upload.declared_type)
+    def model_for(self, model: str | None, top_k: int | None) -> tuple[ModelSpec, int]:
+        """The model version a job goes to (UnknownModel, 404, before anything is read or stored),
+        and its `top_k`: the model's default, or the client's within the model's maximum."""
+        spec = self.catalogue.resolve(model)
+        if top_k is None:
+            return spec, spec.default_top_k
+        if not 1 <= top_k <= spec.max_top_k:
+            raise BadRequest(f"top_k must be from 1 to {spec.max_top_k} for model {spec.ref}, not {top_k}")
+        return spec, top_k
 
-    def _inspect(self, data: bytes, declared_type: str | None) -> tuple[ImageInfo, bytes]:
+    def inspect(self, upload: Upload, spec: ModelSpec) -> tuple[ImageInfo, bytes]:
+        """Validate an upload; returns what it is and the bytes to store for `spec`'s worker."""
+        with self._checking:
+            return self._inspect(upload.read(), upload.declared_type, spec)
+
+    def _inspect(self, data: bytes, declared_type: str | None, spec: ModelSpec) -> tuple[ImageInfo, bytes]:
         info, image = open_upload(
             data,
             declared_type,
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
             min_side_px=self.settings.min_image_side_px,
+            draft_size=spec.input.size,
         )
-        if self.settings.preprocess_at == "worker":
+        if self.settings.preprocess_at == "worker" or not spec.input.gateway_preprocessing:
             return info, data
         # The image is decoded already (validation needs that): the rest of the preprocessing
-        # is a resize, and the worker then reads 150 KB of pixels instead of decoding again.
+        # is a resize, and the worker then reads the model's pixels instead of decoding again.
         try:
-            return info, pack_pixels(to_model_image(image))
+            return info, pack_pixels(to_model_image(image, spec.input))
         except Exception as e:  # whatever Pillow raises here, the image is at fault
             raise UndecodableImage(f"the {info.content_type} image cannot be preprocessed: {e}") from e
 
 
     def _enqueue(self, doc: JobDoc) -> None:
         try:
-            enqueue(self.celery, doc["id"])
+            enqueue(self.celery, doc["id"], queue_of(doc))
         except (KombuOperationalError, redis.RedisError, OSError) as e:
             raise DependencyUnavailable(f"the queue (Redis) does not answer: {e}") from e
 
     def submit_job(
-        self, upload: Upload, *, tenant: str, top_k: int, idempotency_key: str | None = None,
-        deadline_s: float | None = None,
+        self, upload: Upload, *, tenant: str, model: str | None = None, top_k: int | None = None,
+        idempotency_key: str | None = None, deadline_s: float | None = None,
     ) -> tuple[JobDoc, bool]:
         """Returns (job, created); a repeated idempotency key returns the first job."""
-        info, stored = self.inspect(upload)
+        spec, top_k = self.model_for(model, top_k)
+        info, stored = self.inspect(upload, spec)
         with self.backlog.admit(1, deadline_s):
-            return self._store_and_enqueue(info, stored, tenant, top_k, idempotency_key, deadline_s)
+            return self._store_and_enqueue(info, stored, tenant, spec, top_k, idempotency_key, deadline_s)
 
-    def _store_and_enqueue(self, info: ImageInfo, stored: bytes, tenant: str, top_k: int,
+    def _store_and_enqueue(self, info: ImageInfo, stored: bytes, tenant: str, spec: ModelSpec, top_k: int,
                            idempotency_key: str | None, deadline_s: float | None) -> tuple[JobDoc, bool]:
-        doc = new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k, deadline_s=deadline_s)
+        doc = new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
+                      deadline_s=deadline_s)
         if not idempotency_key:
             doc, _ = self.store.create_job(doc, stored)
             self._enqueue_or_discard(doc)
             return doc, True
-        fingerprint = hashlib.sha256(f"{info.sha256}:{top_k}:{deadline_s}".encode()).hexdigest()
+        fingerprint = hashlib.sha256(f"{info.sha256}:{spec.ref}:{top_k}:{deadline_s}".encode()).hexdigest()
         idempotency = Idempotency(idempotency_key, fingerprint)
         doc, created = self.store.create_job(doc, stored, idempotency)
         if created:
@@ -123,15 +140,16 @@ class Submitter:
                 self.store.release_claim(doc["tenant"], idempotency)
             raise
 
-    def submit_batch(self, uploads: list[Upload], *, tenant: str, top_k: int,
+    def submit_batch(self, uploads: list[Upload], *, tenant: str, model: str | None = None, top_k: int | None = None,
                      deadline_s: float | None = None) -> dict[str, Any]:
         """All or nothing: every file is checked before any job is created."""
+        spec, top_k = self.model_for(model, top_k)
         infos: list[ImageInfo] = []
         stored: list[bytes] = []
         problems: list[dict[str, Any]] = []
         for index, upload in enumerate(uploads):
             try:
-                info, data = self.inspect(upload)
+                info, data = self.inspect(upload, spec)
                 infos.append(info)
                 stored.append(data)
             except AsyncInferError as e:
@@ -141,13 +159,14 @@ class Submitter:
         if problems:
             raise BatchRejected(problems)
         with self.backlog.admit(len(uploads), deadline_s):
-            return self._store_and_enqueue_batch(infos, stored, tenant, top_k, deadline_s)
+            return self._store_and_enqueue_batch(infos, stored, tenant, spec, top_k, deadline_s)
 
-    def _store_and_enqueue_batch(self, infos: list[ImageInfo], stored: list[bytes], tenant: str, top_k: int,
-                                 deadline_s: float | None) -> dict[str, Any]:
+    def _store_and_enqueue_batch(self, infos: list[ImageInfo], stored: list[bytes], tenant: str, spec: ModelSpec,
+                                 top_k: int, deadline_s: float | None) -> dict[str, Any]:
         batch_id = new_id()
         jobs = [
-            new_job(tenant=tenant, input_info=info.as_dict(), top_k=top_k, batch_id=batch_id, deadline_s=deadline_s)
+            new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
+                    batch_id=batch_id, deadline_s=deadline_s)
             for info in infos
         ]
         for doc, data in zip(jobs, stored, strict=True):
@@ -176,6 +195,11 @@ class Submitter:
         for doc in jobs[queued:]:
             self.store.discard_job(doc["id"])
         self.store.discard_batch(batch_id)
+
+
+def model_field(spec: ModelSpec) -> dict[str, str]:
+    """The job document's `model` at acceptance; its worker adds weights, their sha256, backend and device."""
+    return {"name": spec.name, "version": spec.version}
 
 
 class BatchRejected(AsyncInferError):

@@ -18,6 +18,7 @@ from starlette.types import Message
 from api.admission.submitter import Upload
 from shared.constants import MAX_TOP_K
 from shared.errors import BadRequest, RequestTooLarge, UnsupportedImageType
+from shared.models import ModelRef
 
 # Multipart framing and form fields on top of the image itself.
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -101,7 +102,7 @@ async def read_single_upload(request: Request, max_bytes: int) -> tuple[Upload, 
     return Upload(spooled.file, content_type), None
 
 
-def form_top_k(form: FormData | None, default: int) -> int:
+def form_top_k(form: FormData | None, default: int | None) -> int | None:
     """`top_k` may come as a form field too; the query string is the default."""
     if form is None or "top_k" not in form:
         return default
@@ -110,3 +111,13 @@ def form_top_k(form: FormData | None, default: int) -> int:
     if not isinstance(raw, str) or not _TOP_K.fullmatch(raw.strip()) or not 1 <= int(raw) <= MAX_TOP_K:
         raise BadRequest(f"top_k must be a whole number from 1 to {MAX_TOP_K}, not {raw!r}")
     return int(raw)
+
+
+def form_model(form: FormData | None, default: str | None) -> str | None:
+    """`model` may come as a form field too; the query string is the default."""
+    if form is None or "model" not in form:
+        return default
+    raw = form["model"]
+    if not isinstance(raw, str):
+        raise BadRequest("the form field `model` must be text: a name or name@version")
+    return str(ModelRef.parse(raw))

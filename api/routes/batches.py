@@ -6,12 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.admission.uploads import form_top_k, is_multipart, read_form, to_upload
-from api.deps import DeadlineS, ServicesDep, TenantDep, TopK
+from api.admission.uploads import form_model, form_top_k, is_multipart, read_form, to_upload
+from api.deps import DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
 from api.following.batch_progress import batch_view
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, BatchPublic, upload_body
-from shared.constants import DEFAULT_TOP_K
 from shared.errors import BadRequest
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -25,7 +24,7 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
     openapi_extra=upload_body("files", many=True, raw_image=False),
 )
 async def submit_batch(
-    request: Request, services: ServicesDep, tenant: TenantDep, top_k: TopK = DEFAULT_TOP_K,
+    request: Request, services: ServicesDep, tenant: TenantDep, model: ModelParam = None, top_k: TopK = None,
     deadline_s: DeadlineS = None,
 ) -> JSONResponse:
     settings = services.settings
@@ -41,7 +40,8 @@ async def submit_batch(
         raise BadRequest("the multipart body has no `files` field")
     uploads = [await to_upload(item, "files") for item in items]
     batch = await run_in_threadpool(
-        services.submitter.submit_batch, uploads, tenant=tenant, top_k=form_top_k(form, top_k),
+        services.submitter.submit_batch, uploads, tenant=tenant, model=form_model(form, model),
+        top_k=form_top_k(form, top_k),
         deadline_s=deadline_s,
     )
     JOBS_SUBMITTED.inc(len(batch["job_ids"]))

@@ -11,12 +11,11 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.admission.uploads import form_top_k, read_single_upload
-from api.deps import DeadlineS, ServicesDep, TenantDep, TopK
+from api.admission.uploads import form_model, form_top_k, read_single_upload
+from api.deps import DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
 from api.following.long_poll import wait_for_terminal
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, JobPage, JobPublic, upload_body
-from shared.constants import DEFAULT_TOP_K
 from shared.errors import BadCursor, BadRequest
 from shared.jobs import JobStatus, public_view
 from shared.store.tenant_jobs import Entry, JobQuery
@@ -41,7 +40,8 @@ async def submit_job(
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
-    top_k: TopK = DEFAULT_TOP_K,
+    model: ModelParam = None,
+    top_k: TopK = None,
     deadline_s: DeadlineS = None,
     idempotency_key: Annotated[
         str | None,
@@ -54,6 +54,7 @@ async def submit_job(
         services.submitter.submit_job,
         upload,
         tenant=tenant,
+        model=form_model(form, model),
         top_k=form_top_k(form, top_k),
         deadline_s=deadline_s,
         idempotency_key=idempotency_key,

@@ -1,5 +1,5 @@
-"""The web page: static files shipped in the `web` package, no build step. The page's limits and
-status names come from the same constants as the API's."""
+"""The web page: static files shipped in the `web` package, no build step. The page's limits are
+the default model's, and its status names come from the same constants as the API's."""
 
 from __future__ import annotations
 
@@ -10,22 +10,23 @@ from string import Template
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from shared.constants import DEFAULT_TOP_K, MAX_TOP_K
+from api.deps import ServicesDep
 from shared.jobs import TERMINAL
 
 router = APIRouter(include_in_schema=False)
 
 
 @cache
-def index_html() -> str:
+def index_html(default_top_k: int, max_top_k: int) -> str:
     page = Template(resources.files("web").joinpath("index.html").read_text())
     return page.substitute(
-        max_top_k=MAX_TOP_K,
-        default_top_k=DEFAULT_TOP_K,
+        max_top_k=max_top_k,
+        default_top_k=default_top_k,
         terminal_statuses=" ".join(sorted(status.value for status in TERMINAL)),
     )
 
 
 @router.get("/", response_class=HTMLResponse)
-async def index() -> HTMLResponse:
-    return HTMLResponse(index_html())
+async def index(services: ServicesDep) -> HTMLResponse:
+    spec = services.catalogue.resolve(None)
+    return HTMLResponse(index_html(spec.default_top_k, spec.max_top_k))

@@ -21,6 +21,7 @@ from shared.store.couchbase import CouchbaseStore
 from tests.contract.conftest import couchbase_settings
 from tests.support.couchbase_mock import CouchbaseMock, couchbase_mock
 from tests.support.http import post_job
+from tests.support.models import MOBILENET_V2
 from tests.support.pipeline import pipeline_env
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ KV_TIMEOUT_S = 0.5
 
 
 def a_job() -> dict[str, Any]:
-    return new_job(tenant="t", input_info={"content_type": "image/png", "bytes": 3}, top_k=1)
+    return new_job(model=MOBILENET_V2, tenant="t", input_info={"content_type": "image/png", "bytes": 3}, top_k=1)
 
 
 @pytest.fixture

@@ -14,13 +14,14 @@ from shared.jobs import JobDoc, JobStatus, new_job, public_view, transition
 from shared.lifecycle import JobLifecycle
 from shared.store import Idempotency, JobStore
 from tests.contract.conftest import StoreFactory
+from tests.support.models import MOBILENET_V2
 
 IMAGE = b"\x89PNG not really, but bytes are bytes"
 
 
 def a_job(tenant: str = "tenant-a", batch_id: str | None = None) -> JobDoc:
     info = {"content_type": "image/png", "bytes": len(IMAGE), "sha256": "0" * 64, "width": 8, "height": 8}
-    return new_job(tenant=tenant, input_info=info, top_k=3, batch_id=batch_id)
+    return new_job(model=MOBILENET_V2, tenant=tenant, input_info=info, top_k=3, batch_id=batch_id)
 
 
 def created(store: JobStore, tenant: str = "tenant-a") -> JobDoc:

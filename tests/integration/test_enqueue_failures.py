@@ -20,11 +20,12 @@ from api.admission.submitter import Submitter, Upload
 from api.services import Services
 from cli.pipeline import LocalPipeline
 from cli.processes import wait_until
-from shared.constants import DEFAULT_TENANT, EVENTS_CHANNEL, INFER_QUEUE
+from shared.constants import DEFAULT_TENANT, EVENTS_CHANNEL
 from shared.errors import BatchNotFound, DependencyUnavailable, JobNotFound
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import post_job, wait_terminal
+from tests.support.models import MOBILENET_V2_QUEUE
 from tests.support.pipeline import settings_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -46,7 +47,7 @@ def submitter(gateway: LocalPipeline, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def queued_messages(pipeline: LocalPipeline) -> int:
-    return int(redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"]).llen(INFER_QUEUE))
+    return int(redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"]).llen(MOBILENET_V2_QUEUE))
 
 
 def post(client: httpx.Client, key: str) -> httpx.Response:
@@ -89,10 +90,10 @@ def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: Local
     real_enqueue = submission.enqueue
     sent: list[str] = []
 
-    def fails_on_the_third(app: Celery, job_id: str) -> None:
+    def fails_on_the_third(app: Celery, job_id: str, queue: str) -> None:
         if len(sent) == 2:
             raise OperationalError("Connection reset by peer")
-        real_enqueue(app, job_id)
+        real_enqueue(app, job_id, queue)
         sent.append(job_id)
 
     uploads = [Upload(images.jpeg(200, 150, seed=80 + n), "image/jpeg") for n in range(5)]

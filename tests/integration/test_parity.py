@@ -10,13 +10,15 @@ import pytest
 
 from cli.pipeline import LocalPipeline
 from shared.config import Settings
-from shared.constants import MAX_TOP_K
 from shared.preprocessing import decode
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import stream_events
+from tests.support.models import builtin
 from workers.model.classifier import to_model_input
-from workers.model.weights import build_model
+
+MOBILENET_V2 = builtin()
+MAX_TOP_K = MOBILENET_V2.max_top_k
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -26,12 +28,12 @@ TOLERANCE = 1e-4
 @pytest.fixture(scope="module")
 def direct_model():  # type: ignore[no-untyped-def]
     """The same random weights the workers use (same seed), loaded in this process."""
-    model, _ = build_model("random", Settings().random_seed)
+    model, _ = MOBILENET_V2.build("random", Settings().random_seed)
     return model
 
 
 def direct_scores(model, data: bytes) -> np.ndarray:  # type: ignore[no-untyped-def]
-    return np.asarray(model.predict_on_batch(to_model_input([decode(data)])))[0]
+    return np.asarray(model.predict_on_batch(to_model_input(MOBILENET_V2, [decode(data, MOBILENET_V2.input)])))[0]
 
 
 def assert_pipeline_matches_direct_calls(url: str, direct_model, backend: str) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ batch and stay unacknowledged long enough to scrape.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +22,11 @@ import redis
 
 from cli.pipeline import LocalPipeline
 from cli.processes import free_port, wait_until
-from shared.constants import ADMISSION_RESERVATIONS_KEY, INFER_QUEUE, UNACKED_KEY
+from shared.constants import ADMISSION_RESERVATIONS_KEY, UNACKED_KEY
 from shared.presence import announce, withdraw
+from shared.queue_names import queue_name
 from shared.scaling import ScalingPolicy, WorkCounts, desired_workers
-from shared.work_in_redis import count_work
+from shared.work_in_redis import ModelWork, count_work, work_by_model
 from tests.support import images
 from tests.support.http import scrape_metrics
 from tests.support.pipeline import pipeline_env
@@ -187,30 +189,43 @@ def test_desired_workers_follow_a_step_of_load_up_and_down(with_a_worker: LocalP
 
 
 def test_counts_read_the_list_the_unacked_hash_reservations_and_presence(redis_url: str) -> None:
-    """count_work against Redis itself: each place work sits, stale reservations and lapsed workers left out."""
+    """count_work against Redis itself: each place work sits, stale reservations and lapsed workers left
+    out, and each model's work told apart from another's."""
     client = redis.Redis.from_url(f"{redis_url}/{COUNTS_DB}")
     client.flushdb()
+    mine = {"mobilenet_v2@1": queue_name("mobilenet_v2", "1")}
+    other = {"mobilenet_v3_small@1": queue_name("mobilenet_v3_small", "1")}
     try:
-        client.rpush(INFER_QUEUE, *[f"message {i}" for i in range(4)])
-        client.hset(UNACKED_KEY, mapping={f"tag{i}": "[{}]" for i in range(6)})
+        client.rpush(mine["mobilenet_v2@1"], *[f"message {i}" for i in range(4)])
+        client.rpush(other["mobilenet_v3_small@1"], "message 4", "message 5")
+        # kombu's unacked entries: [message, exchange, routing key].
+        client.hset(UNACKED_KEY, mapping={f"tag{i}": json.dumps([{}, "", mine["mobilenet_v2@1"]]) for i in range(6)})
+        client.hset(UNACKED_KEY, "tag9", json.dumps([{}, "", other["mobilenet_v3_small@1"]]))
         now = time.time()
         client.zadd(ADMISSION_RESERVATIONS_KEY, {"a:3": now, "b:250": now - 60})  # b: a crashed gateway's
-        announce(client, "brief", ttl_s=0.5)
-        announce(client, "steady", ttl_s=30)
-        assert count_work(client) == WorkCounts(waiting=4, unacknowledged=6, admitting=3, live_workers=2)
+        announce(client, "mobilenet_v2@1/brief", ttl_s=0.5)
+        announce(client, "mobilenet_v2@1/steady", ttl_s=30)
+        announce(client, "mobilenet_v3_small@1/other", ttl_s=30)
+        assert count_work(client, mine) == WorkCounts(waiting=4, unacknowledged=6, admitting=3, live_workers=2)
+        assert count_work(client, other) == WorkCounts(waiting=2, unacknowledged=1, admitting=3, live_workers=1)
+        assert count_work(client, {**mine, **other}).outstanding == 6 + 7 + 3
+        assert work_by_model(client, {**mine, **other}) == {
+            "mobilenet_v2@1": ModelWork(waiting=4, live_workers=2),
+            "mobilenet_v3_small@1": ModelWork(waiting=2, live_workers=1),
+        }
         time.sleep(0.6)
-        assert count_work(client).live_workers == 1
-        withdraw(client, "steady")
-        assert count_work(client) == WorkCounts(waiting=4, unacknowledged=6, admitting=3, live_workers=0)
-        assert count_work(client).outstanding == 13
+        assert count_work(client, mine).live_workers == 1
+        withdraw(client, "mobilenet_v2@1/steady")
+        assert count_work(client, mine) == WorkCounts(waiting=4, unacknowledged=6, admitting=3, live_workers=0)
+        assert count_work(client, mine).outstanding == 13
 
-        beacon = PresenceBeacon(client, "worker9@test/1/abc", ttl_s=0.6)
+        beacon = PresenceBeacon(client, "mobilenet_v2@1/worker9@test/1/abc", ttl_s=0.6)
         beacon.start()
-        wait_until(lambda: count_work(client).live_workers == 1, 2, "the beacon's first refresh")
+        wait_until(lambda: count_work(client, mine).live_workers == 1, 2, "the beacon's first refresh")
         time.sleep(1.0)  # longer than its time to live: the refreshes keep it current
-        assert count_work(client).live_workers == 1
+        assert count_work(client, mine).live_workers == 1
         beacon.stop()
-        assert count_work(client).live_workers == 0  # withdrawn at once, not after the TTL
+        assert count_work(client, mine).live_workers == 0  # withdrawn at once, not after the TTL
     finally:
         client.flushdb()
         client.close()

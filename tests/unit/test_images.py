@@ -8,7 +8,7 @@ from api.admission.checks import normalise_declared_type, open_upload, sniff_typ
 from shared.errors import BadRequest, ImageTooLarge, UndecodableImage, UnsupportedImageType
 from tests.support import images
 
-LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000, "min_side_px": 8}
+LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000, "min_side_px": 8, "draft_size": (224, 224)}
 
 
 @pytest.mark.parametrize(("data", "expected"), [

@@ -15,13 +15,12 @@ import pytest
 from shared.errors import StoreUnavailable
 from shared.jobs import JobDoc, JobStatus, new_job
 from shared.lifecycle import TIMED_OUT_FIELD, JobLifecycle
-from shared.preprocessing import PIXELS_BYTES, PIXELS_HEADER
 from shared.store.sqlite import SqliteStore
-from workers import inference
+from tests.support.models import MOBILENET_V2, blank_pixels, builtin
 from workers.inference import process_batch
 from workers.time_limit import TIMED_OUT_EXIT_CODE, InferenceTimeLimit
 
-PIXELS = PIXELS_HEADER + bytes(PIXELS_BYTES)
+PIXELS = blank_pixels()
 MAX_ATTEMPTS = 3
 
 
@@ -31,8 +30,10 @@ class Publisher:
 
 
 class Classifier:
+    spec = builtin()
     max_batch_size = 8
-    info: ClassVar = {"name": "mobilenet_v2", "weights": "random", "backend": "onnxruntime", "device": "cpu"}
+    info: ClassVar = {"name": "mobilenet_v2", "version": "1", "weights": "random", "weights_sha256": "0" * 64,
+                      "backend": "onnxruntime", "device": "cpu"}
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         return np.full((len(inputs), 1000), 1 / 1000, dtype="float32")
@@ -53,11 +54,6 @@ class FlakyStore(SqliteStore):
         return super().get_job(job_id, tenant=tenant)
 
 
-@pytest.fixture(autouse=True)
-def no_keras(monkeypatch: pytest.MonkeyPatch) -> None:
-    """to_model_input imports Keras; stacking is enough for this classifier."""
-    monkeypatch.setattr(inference, "to_model_input", lambda images: np.stack(images).astype("float32"))
-
 
 @pytest.fixture
 def store(tmp_path: Path) -> FlakyStore:
@@ -71,7 +67,7 @@ def lifecycle(store: FlakyStore) -> JobLifecycle:
 
 def queued(store: SqliteStore, sha256: str = "0" * 64) -> str:
     info = {"content_type": "image/png", "bytes": 1, "sha256": sha256, "width": 8, "height": 8}
-    doc, _ = store.create_job(new_job(tenant="t", input_info=info, top_k=1), PIXELS)
+    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=info, top_k=1), PIXELS)
     return str(doc["id"])
 
 

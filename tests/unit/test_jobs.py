@@ -6,12 +6,13 @@ import pytest
 
 from shared.errors import IllegalTransition
 from shared.jobs import ALLOWED, ErrorCode, JobStatus, error_info, new_job, public_view, seq_of, transition
+from tests.support.models import MOBILENET_V2
 
 INPUT = {"content_type": "image/png", "bytes": 10, "sha256": "x", "width": 8, "height": 8}
 
 
 def job() -> dict:
-    return new_job(tenant="t", input_info=INPUT, top_k=5)
+    return new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT, top_k=5)
 
 
 def test_a_new_job_is_queued_with_one_history_entry() -> None:

@@ -18,12 +18,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from shared.errors import IllegalTransition
 from shared.jobs import ALLOWED, JobDoc, JobStatus, new_job
 from shared.lifecycle import JobLifecycle
-from shared.preprocessing import PIXELS_BYTES, PIXELS_HEADER
 from shared.store.sqlite import SqliteStore
-from workers import inference
+from tests.support.models import MOBILENET_V2, blank_pixels, builtin
 from workers.inference import process_batch
 
-PIXELS = PIXELS_HEADER + bytes(PIXELS_BYTES)
+PIXELS = blank_pixels()
 MAX_ATTEMPTS = 3
 
 
@@ -40,8 +39,10 @@ class Publisher:
 
 
 class Classifier:
+    spec = builtin()
     max_batch_size = 8
-    info: dict[str, str] = {"name": "mobilenet_v2", "weights": "random", "backend": "onnxruntime", "device": "cpu"}  # noqa: RUF012
+    info: dict[str, str] = {"name": "mobilenet_v2", "version": "1", "weights": "random",  # noqa: RUF012
+                            "weights_sha256": "0" * 64, "backend": "onnxruntime", "device": "cpu"}
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         return np.full((len(inputs), 1000), 1 / 1000, dtype="float32")
@@ -50,9 +51,6 @@ class Classifier:
 class JobLives(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        # to_model_input imports Keras; stacking is enough for this classifier (put back at teardown).
-        self._to_model_input = inference.to_model_input
-        inference.to_model_input = lambda images: np.stack(images).astype("float32")  # type: ignore[assignment]
         self.directory = tempfile.TemporaryDirectory()
         self.store = SqliteStore(str(Path(self.directory.name) / "jobs.db"), ttl_s=3600)
         self.publisher = Publisher()
@@ -61,14 +59,13 @@ class JobLives(RuleBasedStateMachine):
         self.queue: list[str] = []  # messages in Redis, in order; a delivered batch leaves only when acked
 
     def teardown(self) -> None:
-        inference.to_model_input = self._to_model_input  # type: ignore[assignment]
         self.store.close()
         self.directory.cleanup()
 
     @rule()
     def submit(self) -> None:
         info = {"content_type": "image/png", "bytes": 1, "sha256": f"{len(self.jobs):064x}", "width": 8, "height": 8}
-        doc, _ = self.store.create_job(new_job(tenant="t", input_info=info, top_k=1), PIXELS)
+        doc, _ = self.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=info, top_k=1), PIXELS)
         self.jobs.append(doc["id"])
         self.queue.append(doc["id"])
 

@@ -16,6 +16,7 @@ from cli.processes import free_port
 from shared.config import Settings, describe_validation_error
 from shared.events import EventPublisher
 from shared.jobs import new_job
+from tests.support.models import MOBILENET_V2
 
 
 def failures() -> float:
@@ -25,7 +26,7 @@ def failures() -> float:
 def test_a_failed_publish_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     closed_port = redis.Redis(host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 0))
     publisher = EventPublisher(closed_port)
-    doc = new_job(tenant="t", input_info={}, top_k=5)
+    doc = new_job(model=MOBILENET_V2, tenant="t", input_info={}, top_k=5)
     before = failures()
 
     with caplog.at_level(logging.WARNING, logger="shared.events"):

@@ -7,16 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.errors import WeightsUnavailable
+from tests.support.models import builtin
 from workers.model import keras_runtime
-from workers.model.classifier import CPU_BATCH_SIZE, GPU_BATCH_SIZE, batch_size_for
 from workers.model.keras_runtime import RuntimeUnavailable, detect_device
-from workers.model.weights import WeightsUnavailable, build_model
+
+build_model = builtin().build
 
 
-def test_batch_size_follows_the_device_unless_configured() -> None:
-    assert batch_size_for("cpu", 0) == CPU_BATCH_SIZE
-    assert batch_size_for("gpu:0", 0) == GPU_BATCH_SIZE
-    assert batch_size_for("gpu:0", 24) == 24
+def test_batch_size_follows_the_model_and_the_device_unless_configured() -> None:
+    spec = builtin()
+    assert spec.batch_size_for("cpu") == spec.batch_sizes["cpu"] == 16
+    assert spec.batch_size_for("gpu:0") == spec.batch_sizes["gpu"] == 64
+    assert spec.batch_size_for("gpu:0", 24) == 24
+    assert builtin("mobilenet_v3_small").batch_size_for("cpu") == 32
 
 
 def test_device_detection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,6 +44,8 @@ def test_missing_imagenet_weights_refuse_with_instructions(monkeypatch: pytest.M
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailable, match="ASYNCINFER_WEIGHTS"):
         build_model("imagenet", 0)
+    with pytest.raises(WeightsUnavailable, match=r"weights_mobilenet_v3_small_224_1\.0_float\.h5"):
+        builtin("mobilenet_v3_small").build("default", 0)
     with pytest.raises(WeightsUnavailable, match="no such file"):
         build_model(str(tmp_path / "missing.h5"), 0)
 

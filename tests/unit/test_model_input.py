@@ -8,34 +8,58 @@ from PIL import Image
 
 from api.admission.submitter import Submitter, Upload
 from shared.config import Settings
-from shared.preprocessing import PIXELS_HEADER, decode, is_packed_pixels, model_pixels, pack_pixels
+from shared.models import InputSpec, ModelSpec
+from shared.preprocessing import decode, model_pixels, pack_pixels, packed_size
 from tests.support import images
+from tests.support.models import builtin
+
+MODELS = ["mobilenet_v2", "mobilenet_v3_small"]
 
 
-def gateway_stored_bytes(data: bytes, content_type: str, preprocess_at: str = "gateway") -> bytes:
-    submitter = Submitter(Settings(preprocess_at=preprocess_at), lifecycle=None, celery=None, redis_client=None)  # type: ignore[arg-type]
-    _, stored = submitter.inspect(Upload(data, content_type))
+def gateway_stored_bytes(data: bytes, content_type: str, spec: ModelSpec, preprocess_at: str = "gateway") -> bytes:
+    submitter = Submitter(Settings(preprocess_at=preprocess_at), lifecycle=None, celery=None, redis_client=None,  # type: ignore[arg-type]
+                          catalogue=None)  # type: ignore[arg-type]
+    _, stored = submitter.inspect(Upload(data, content_type), spec)
     return stored
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("name", list(images.parity_set()))
-def test_gateway_pixels_equal_a_worker_decode_bit_for_bit(name: str) -> None:
+def test_gateway_pixels_equal_a_worker_decode_bit_for_bit(name: str, model: str) -> None:
+    spec = builtin(model)
     data, content_type = images.parity_set()[name]
-    stored = gateway_stored_bytes(data, content_type)
-    assert is_packed_pixels(stored) and len(stored) < len(PIXELS_HEADER) + 224 * 224 * 3 + 1
-    assert np.array_equal(model_pixels(stored), np.asarray(decode(data)))
+    stored = gateway_stored_bytes(data, content_type, spec)
+    assert packed_size(stored) == spec.input.size
+    assert np.array_equal(model_pixels(stored, spec.input), np.asarray(decode(data, spec.input)))
+
+
+def test_each_model_gets_its_own_resize() -> None:
+    data, content_type = images.parity_set()[next(iter(images.parity_set()))]
+    bilinear = model_pixels(gateway_stored_bytes(data, content_type, builtin("mobilenet_v2")), builtin().input)
+    bicubic = model_pixels(gateway_stored_bytes(data, content_type, builtin("mobilenet_v3_small")), builtin().input)
+    assert not np.array_equal(bilinear, bicubic)
+
+
+def test_pixels_are_packed_at_any_size_and_refused_at_the_wrong_one() -> None:
+    small = InputSpec(96, 64)
+    data = images.jpeg(640, 480)
+    stored = pack_pixels(decode(data, small))
+    assert packed_size(stored) == (96, 64)
+    assert model_pixels(stored, small).shape == (64, 96, 3)
+    with pytest.raises(ValueError, match="96×64; this model takes 224×224"):
+        model_pixels(stored, builtin().input)
 
 
 def test_with_worker_preprocessing_the_upload_is_stored_as_it_came() -> None:
     data = images.jpeg(640, 480)
-    stored = gateway_stored_bytes(data, "image/jpeg", preprocess_at="worker")
-    assert stored == data and not is_packed_pixels(stored)
-    assert np.array_equal(model_pixels(stored), np.asarray(decode(data)))
+    spec = builtin()
+    stored = gateway_stored_bytes(data, "image/jpeg", spec, preprocess_at="worker")
+    assert stored == data and packed_size(stored) is None
+    assert np.array_equal(model_pixels(stored, spec.input), np.asarray(decode(data, spec.input)))
 
 
-def test_packing_refuses_anything_but_model_sized_rgb() -> None:
-    with pytest.raises(ValueError, match="RGB"):
-        pack_pixels(Image.new("RGB", (100, 100)))
+def test_packing_refuses_anything_but_rgb() -> None:
     with pytest.raises(ValueError, match="RGB"):
         pack_pixels(Image.new("L", (224, 224)))
-    assert not is_packed_pixels(PIXELS_HEADER + b"short")
+    packed = pack_pixels(Image.new("RGB", (224, 224)))
+    assert packed_size(packed[:-1]) is None, "a short pixel record is an upload, not pixels"

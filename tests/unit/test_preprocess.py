@@ -1,17 +1,26 @@
-"""The contract's fixed preprocessing: orientation, alpha, first frame, draft decode, scaling."""
+"""Preprocessing as a model's input declares it: orientation, alpha, first frame, draft decode,
+resize, normalisation."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from shared.preprocessing import decode
+from shared.models import InputSpec
+from shared.preprocessing import decode as decode_for
 from tests.support import images
-from workers.labels import imagenet_labels
+from tests.support.models import builtin
 from workers.model.classifier import to_model_input
 from workers.scores import top_k
+
+MOBILENET_V2 = builtin()
+
+
+def decode(data: bytes) -> Image.Image:
+    return decode_for(data, MOBILENET_V2.input)
 
 
 def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
@@ -45,16 +54,34 @@ def test_jpeg_draft_decode_stays_close_to_a_full_decode() -> None:
     assert mean_abs_diff(decode(data), full) < 2  # docs/contract.md: a mean difference under 2/255
 
 
-def test_model_input_is_scaled_to_minus_one_one() -> None:
-    batch = to_model_input([Image.new("RGB", (224, 224), (0, 0, 0)), Image.new("RGB", (224, 224), (255, 255, 255))])
+def test_mobilenet_v2_input_is_scaled_to_minus_one_one() -> None:
+    batch = to_model_input(MOBILENET_V2, [Image.new("RGB", (224, 224), (0, 0, 0)),
+                                          Image.new("RGB", (224, 224), (255, 255, 255))])
     assert batch.shape == (2, 224, 224, 3) and batch.dtype == np.float32
     assert batch[0].max() == -1.0 and batch[1].min() == 1.0
+
+
+@pytest.mark.parametrize(("normalisation", "black", "white"),
+                         [("minus_one_to_one", -1.0, 1.0), ("zero_to_one", 0.0, 1.0), ("raw", 0.0, 255.0)])
+def test_each_normalisation_maps_black_and_white(normalisation: str, black: float, white: float) -> None:
+    spec = InputSpec(8, 8, normalisation=normalisation)  # type: ignore[arg-type]
+    batch = spec.normalise(np.stack([np.zeros((8, 8, 3), "uint8"), np.full((8, 8, 3), 255, "uint8")]))
+    assert batch.dtype == np.float32 and (batch[0].min(), batch[1].max()) == (black, white)
+
+
+def test_mobilenet_v3_small_takes_raw_pixels_resized_bicubic() -> None:
+    spec = builtin("mobilenet_v3_small")
+    assert (spec.input.resize, spec.input.normalisation) == ("bicubic", "raw")
+    data = images.jpeg(640, 480, seed=2)
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+    assert mean_abs_diff(decode_for(data, spec.input), full.resize((224, 224), Image.Resampling.BICUBIC)) < 2
 
 
 def test_top_k_names_the_best_classes_in_order() -> None:
     scores = np.zeros(1000, dtype="float32")
     scores[[281, 7, 999]] = [0.5, 0.3, 0.2]
-    best = top_k(scores, 2, imagenet_labels())
+    labels = MOBILENET_V2.labels()
+    best = top_k(scores, 2, labels)
     assert best == [{"label": "tabby", "class_id": 281, "score": 0.5},
                     {"label": "cock", "class_id": 7, "score": 0.30000001192092896}]
-    assert len(imagenet_labels()) == 1000
+    assert len(labels) == 1000 and builtin("mobilenet_v3_small").labels() == labels

@@ -12,6 +12,7 @@ from client.results_file import UnknownFormat, format_of, open_results, read_res
 GOOD = FileResult(
     "imgs/a.jpg", SUCCEEDED, "ab" * 32, "job-1",
     [{"label": "tabby", "class_id": 281, "score": 0.83}, {"label": "tiger_cat", "class_id": 282, "score": 0.1}],
+    model="mobilenet_v2@1",
 )
 BAD = FileResult("imgs/notes.txt", REJECTED, "cd" * 32, error_code="415", error="text/plain is not an image type")
 
@@ -42,7 +43,7 @@ def test_csv_has_flat_columns(tmp_path: Path) -> None:
 
     header, row = path.read_text().splitlines()
 
-    assert header == "file,status,sha256,job_id,label_1,score_1,label_2,score_2,label_3,score_3,error_code,error"
+    assert header == "file,status,sha256,job_id,model,label_1,score_1,label_2,score_2,label_3,score_3,error_code,error"
     assert row.startswith("imgs/a.jpg,succeeded,") and ",tabby,0.83,tiger_cat,0.1,,,," in row
 
 
@@ -114,10 +115,10 @@ def test_unknown_extensions_are_refused(name: str) -> None:
 
 
 def test_record_from_a_job_document() -> None:
-    failed = {"id": "j", "status": "failed", "result": None,
+    failed = {"id": "j", "status": "failed", "result": None, "model": {"name": "mobilenet_v2", "version": "1"},
               "error": {"code": "decode_error", "message": "broken\nJPEG", "retryable": False}}
 
     result = from_job("x.jpg", "ff", failed)
 
-    assert result == FileResult("x.jpg", "failed", "ff", "j", [], "decode_error", "broken JPEG")
+    assert result == FileResult("x.jpg", "failed", "ff", "j", [], "decode_error", "broken JPEG", "mobilenet_v2@1")
     assert result.reason == "failed (decode_error: broken JPEG)"

@@ -6,10 +6,11 @@ import couchbase.subdocument as SD
 
 from shared.jobs import JobStatus, new_job, transition
 from shared.store.subdoc import MAX_SPECS, changes_as_specs
+from tests.support.models import MOBILENET_V2
 
 
 def a_job() -> dict[str, object]:
-    return new_job(tenant="t", input_info={"bytes": 1}, top_k=1)
+    return new_job(model=MOBILENET_V2, tenant="t", input_info={"bytes": 1}, top_k=1)
 
 
 def test_a_transition_sends_the_changed_fields_and_appends_one_history_entry() -> None:

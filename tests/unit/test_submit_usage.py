@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from asyncinfer_client import content_key
 from cli.main import main
-from client.files import MissingPath, discover, idempotency_key
+from client.files import MissingPath, discover
 from client.records import CANCELLED, ERROR, FAILED, REJECTED, SUCCEEDED, FileResult
 from client.resume import split_done
 
@@ -41,12 +42,13 @@ def test_a_missing_path_is_named(tree: Path) -> None:
         discover([str(tree / "nope.jpg")], recursive=False)
 
 
-def test_idempotency_key_depends_on_content_and_top_k_only() -> None:
-    sha, key = idempotency_key(b"image bytes", 5)
+def test_idempotency_key_depends_on_content_model_and_top_k_only() -> None:
+    sha, key = content_key(b"image bytes", 5)
     assert sha in key
-    assert idempotency_key(b"image bytes", 5) == (sha, key)
-    assert idempotency_key(b"image bytes", 3)[1] != key
-    assert idempotency_key(b"other bytes", 5)[0] != sha
+    assert content_key(b"image bytes", 5) == (sha, key)
+    assert content_key(b"image bytes", 3)[1] != key
+    assert content_key(b"image bytes", 5, "mobilenet_v3_small")[1] != key
+    assert content_key(b"other bytes", 5)[0] != sha
 
 
 def test_resume_skips_settled_files_and_retries_the_rest() -> None:
@@ -76,7 +78,7 @@ def test_resume_matches_paths_however_they_were_written() -> None:
         (["missing-dir"], "missing-dir: no such file or directory"),
         (["{tree}", "--out", "results.txt"], "the extension must be .jsonl or .csv, not .txt"),
         (["{tree}", "--resume"], "--resume needs --out FILE"),
-        (["{tree}", "--top-k", "0"], "--top-k must be from 1 to 20"),
+        (["{tree}", "--top-k", "0"], "--top-k must be from 1 to 100"),
         (["{tree}", "--concurrency", "0"], "--concurrency must be at least 1"),
         (["{tree}/empty"], "no image files found in"),
     ],

@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry
 from cli.processes import free_port
 from shared.config import Settings
 from shared.jobs import ErrorCode
-from shared.preprocessing import PIXELS_BYTES, PIXELS_HEADER
-from workers import inference as batch
+from tests.support.models import MOBILENET_V2, blank_pixels, builtin
 from workers.inference import BatchReport, process_batch
 from workers.metrics import MetricsUnavailable, WorkerMetrics, serve
 
-MODEL_INFO = {"name": "mobilenet_v2", "weights": "random", "backend": "onnxruntime", "device": "cpu"}
+MODEL_INFO = {"name": "mobilenet_v2", "version": "1", "weights": "random", "weights_sha256": "0" * 64,
+              "backend": "onnxruntime", "device": "cpu"}
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ class FakeLifecycle:
         self.succeeded: list[str] = []
 
     def read(self, job_id: str) -> dict[str, Any]:
-        return {"id": job_id, "status": "queued" if self.jobs[job_id][0] else "succeeded"}
+        return {"id": job_id, "status": "queued" if self.jobs[job_id][0] else "succeeded", "model": MOBILENET_V2}
 
     def begin(self, job_id: str) -> dict[str, Any] | None:
         return {"id": job_id, "params": {"top_k": 1}} if self.jobs[job_id][0] else None
@@ -102,6 +102,7 @@ class FakeLifecycle:
 
 
 class FakeClassifier:
+    spec = builtin()
     max_batch_size = 8
     info = MODEL_INFO
 
@@ -114,13 +115,8 @@ class FakeClassifier:
         return np.full((len(inputs), 1000), 1 / 1000, dtype="float32")
 
 
-PIXELS = PIXELS_HEADER + bytes(PIXELS_BYTES)
+PIXELS = blank_pixels()
 
-
-@pytest.fixture(autouse=True)
-def no_keras(monkeypatch: pytest.MonkeyPatch) -> None:
-    """to_model_input imports Keras; stacking is enough for a fake classifier."""
-    monkeypatch.setattr(batch, "to_model_input", lambda images: np.stack(images).astype("float32"))
 
 
 def test_process_batch_reports_skipped_jobs_and_failures_by_code() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.constants import MODEL_NAME
 from shared.errors import StartupError
+from shared.models import ModelSpec
 
 # Keras runs on TensorFlow here: the project installs no other Keras backend (jax, torch).
 KERAS_BACKEND = "tensorflow"
@@ -61,8 +61,10 @@ def limit_tensorflow_threads(threads: int) -> None:
 class KerasClassifier:
     """A loaded Keras model and the compiled forward pass the worker calls once per batch."""
 
+    spec: ModelSpec
     model: Any
     weights: str
+    weights_sha256: str
     backend: str
     device: str
     max_batch_size: int
@@ -70,13 +72,15 @@ class KerasClassifier:
     @property
     def info(self) -> dict[str, str]:
         return {
-            "name": MODEL_NAME,
+            "name": self.spec.name,
+            "version": self.spec.version,
             "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
             "backend": self.backend,
             "device": self.device,
         }
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax scores, shape (n, 1000). `predict_on_batch` runs the backend's compiled
+        """Scores, shape (n, classes). `predict_on_batch` runs the backend's compiled
         function (a tf.function under TensorFlow), never eager per-layer calls."""
         return np.asarray(self.model.predict_on_batch(batch))

@@ -5,36 +5,45 @@ from __future__ import annotations
 import logging
 
 from shared.config import Settings
-from workers.model.classifier import Classifier, batch_size_for, warm_up
+from shared.errors import ModelUnavailable
+from shared.models import ModelSpec
+from workers.model.classifier import Classifier, warm_up
 from workers.model.keras_runtime import KerasClassifier, detect_device, limit_tensorflow_threads, select_backend
-from workers.model.weights import build_model
+from workers.model.weights import weights_sha256
 
 log = logging.getLogger(__name__)
 
 
-def load_classifier(settings: Settings) -> Classifier:
-    """The model for `settings.runtime`, warmed up. The ONNX runtime starts from the same Keras
+def load_classifier(settings: Settings, spec: ModelSpec) -> Classifier:
+    """`spec`'s model for `settings.runtime`, warmed up. The ONNX runtime starts from the same Keras
     weights, so both runtimes give the same scores (within 1e-4)."""
+    if settings.runtime not in spec.runtimes:
+        raise ModelUnavailable(f"model {spec.ref} runs on {', '.join(spec.runtimes)}, not ASYNCINFER_RUNTIME="
+                               f"{settings.runtime}")
     backend = select_backend()
     limit_tensorflow_threads(settings.intra_op_threads)
-    model, weights = build_model(settings.weights, settings.random_seed)
+    model, weights = spec.build(settings.weights, settings.random_seed)
+    sha256 = weights_sha256(model)
     classifier: Classifier
     if settings.runtime == "onnxruntime":
         from workers.model.onnx_runtime import load_onnx_classifier
 
-        classifier = load_onnx_classifier(settings, model, weights)
+        classifier = load_onnx_classifier(settings, spec, model, weights, sha256)
     else:
         device = detect_device(settings.device)
         classifier = KerasClassifier(
+            spec=spec,
             model=model,
             weights=weights,
+            weights_sha256=sha256,
             backend=backend,
             device=device,
-            max_batch_size=batch_size_for(device, settings.max_batch_size),
+            max_batch_size=spec.batch_size_for(device, settings.max_batch_size),
         )
     info = classifier.info
     log.info(
-        "model ready: %s runtime on %s, batches up to %d, %.1fs warm-up",
-        info["backend"], info["device"], classifier.max_batch_size, warm_up(classifier),
+        "model %s ready: %s runtime on %s, weights %s (sha256 %s…), batches up to %d, %.1fs warm-up",
+        spec.ref, info["backend"], info["device"], info["weights"], sha256[:12], classifier.max_batch_size,
+        warm_up(classifier),
     )
     return classifier

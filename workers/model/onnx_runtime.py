@@ -2,13 +2,12 @@
 
 On this kind of machine ONNX Runtime runs MobileNetV2 about twice as fast as TensorFlow. The
 export goes Keras → `tf.function` → tf2onnx; it takes seconds, so the file is kept under
-`<cache_dir>/onnx/<sha256>.onnx`, where the hash covers every weight (and the export recipe),
-and any worker with the same weights loads it directly the next time.
+`<cache_dir>/onnx/<sha256>.onnx`, where the hash covers every weight, the input size and the
+export recipe, and any worker with the same model loads it directly the next time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -20,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from shared.config import Settings
-from shared.constants import MODEL_INPUT_SIZE, MODEL_NAME
-from workers.model.classifier import batch_size_for
+from shared.models import ModelSpec
 from workers.model.keras_runtime import RuntimeUnavailable
+from workers.model.weights import weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +31,16 @@ INPUT_NAME = "images"
 EXPORT_RECIPE = f"tf2onnx-function/opset{ONNX_OPSET}/{INPUT_NAME}/v1"
 
 
-def weights_sha256(model: Any) -> str:
-    """A digest of every weight (path, shape, dtype and values) plus the export recipe."""
-    digest = hashlib.sha256(EXPORT_RECIPE.encode())
-    for weight in model.weights:
-        value = np.ascontiguousarray(np.asarray(weight.numpy()))
-        digest.update(f"{weight.path}|{value.shape}|{value.dtype}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
+def export_key(model: Any, input_size: tuple[int, int]) -> str:
+    """The cache key of an export: the recipe, the input size and every weight."""
+    return weights_sha256(model, salt=f"{EXPORT_RECIPE}/{input_size[0]}x{input_size[1]}")
 
 
 def onnx_cache_path(cache_dir: str | Path, sha256: str) -> Path:
     return Path(cache_dir).expanduser() / "onnx" / f"{sha256}.onnx"
 
 
-def export_onnx(model: Any, path: Path) -> None:
+def export_onnx(model: Any, path: Path, input_size: tuple[int, int]) -> None:
     """Write the model as ONNX, through a compiled `tf.function` with a dynamic batch axis.
 
     Written to a temporary file and renamed: workers starting together may export at the
@@ -55,7 +49,8 @@ def export_onnx(model: Any, path: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
-    spec = (tf.TensorSpec((None, *MODEL_INPUT_SIZE, 3), tf.float32, name=INPUT_NAME),)
+    width, height = input_size
+    spec = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
 
     @tf.function(input_signature=spec)  # type: ignore[untyped-decorator]
     def forward(images: Any) -> Any:
@@ -68,14 +63,14 @@ def export_onnx(model: Any, path: Path) -> None:
     os.replace(part.name, path)
 
 
-def cached_onnx(model: Any, cache_dir: str | Path) -> tuple[Path, float | None]:
-    """The ONNX file of `model`, exported when the cache lacks it. Returns the path and the
-    seconds the export took (None on a cache hit)."""
-    path = onnx_cache_path(cache_dir, weights_sha256(model))
+def cached_onnx(model: Any, cache_dir: str | Path, input_size: tuple[int, int]) -> tuple[Path, float | None]:
+    """The ONNX file of `model` at `input_size` (width, height), exported when the cache lacks it.
+    Returns the path and the seconds the export took (None on a cache hit)."""
+    path = onnx_cache_path(cache_dir, export_key(model, input_size))
     if path.is_file():
         return path, None
     started = time.perf_counter()
-    export_onnx(model, path)
+    export_onnx(model, path, input_size)
     export_s = time.perf_counter() - started
     log.info("exported the model to ONNX in %.1fs: %s", export_s, path)
     return path, export_s
@@ -101,7 +96,7 @@ def open_session(path: Path, *, threads: int, providers: list[str]) -> Any:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    # MobileNetV2 is one chain of layers: nothing runs in parallel between operators.
+    # MobileNets are one chain of layers: nothing runs in parallel between operators.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -116,23 +111,27 @@ def open_session(path: Path, *, threads: int, providers: list[str]) -> Any:
 class OnnxClassifier:
     """Same interface as the Keras classifier: `predict(batch)` returns softmax scores."""
 
+    spec: ModelSpec
     session: Any
     weights: str
+    weights_sha256: str
     device: str
     max_batch_size: int
 
     @property
     def info(self) -> dict[str, str]:
-        return {"name": MODEL_NAME, "weights": self.weights, "backend": "onnxruntime", "device": self.device}
+        return {"name": self.spec.name, "version": self.spec.version, "weights": self.weights,
+                "weights_sha256": self.weights_sha256, "backend": "onnxruntime", "device": self.device}
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax scores, shape (n, 1000)."""
+        """Scores, shape (n, classes)."""
         return np.asarray(self.session.run(None, {INPUT_NAME: batch.astype("float32", copy=False)})[0])
 
 
-def load_onnx_classifier(settings: Settings, keras_model: Any, weights: str) -> OnnxClassifier:
+def load_onnx_classifier(settings: Settings, spec: ModelSpec, keras_model: Any, weights: str,
+                         sha256: str) -> OnnxClassifier:
     """Export (or find) the ONNX file of `keras_model` and open an inference session on it."""
-    path, export_s = cached_onnx(keras_model, settings.cache_dir)
+    path, export_s = cached_onnx(keras_model, settings.cache_dir, spec.input.size)
     if export_s is None:
         log.info("ONNX model from cache: %s", path)
     providers = execution_providers(settings.device)
@@ -141,8 +140,10 @@ def load_onnx_classifier(settings: Settings, keras_model: Any, weights: str) -> 
         raise RuntimeUnavailable("ASYNCINFER_DEVICE=gpu, but this onnxruntime build has no CUDA provider")
     session = open_session(path, threads=intra_op_threads(settings.intra_op_threads), providers=providers)
     return OnnxClassifier(
+        spec=spec,
         session=session,
         weights=weights,
+        weights_sha256=sha256,
         device=device,
-        max_batch_size=batch_size_for(device, settings.max_batch_size),
+        max_batch_size=spec.batch_size_for(device, settings.max_batch_size),
     )

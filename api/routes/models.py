@@ -1,0 +1,73 @@
+"""/v1/models: which models this gateway serves, each version's input, backlog and live workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ServicesDep, TenantDep
+from api.schemas import PROBLEM_RESPONSES, ModelList, ModelPublic
+from api.services import Services
+from shared.errors import DependencyUnavailable
+from shared.models import ModelSpec
+from shared.work_in_redis import ModelWork, work_by_model
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _version_view(spec: ModelSpec, work: ModelWork) -> dict[str, Any]:
+    return {
+        "version": spec.version,
+        "status": "serving" if work.live_workers else "no_workers",
+        "backlog": work.waiting,
+        "live_workers": work.live_workers,
+        "input": spec.input.as_dict(),
+        "runtimes": list(spec.runtimes),
+        "default_top_k": spec.default_top_k,
+        "max_top_k": spec.max_top_k,
+        "batch_sizes": dict(spec.batch_sizes),
+        "source": spec.source,
+    }
+
+
+def _model_view(services: Services, name: str, work: dict[str, ModelWork]) -> dict[str, Any]:
+    versions = services.catalogue.versions(name)
+    latest = next(reversed(versions.values()))
+    views = [_version_view(spec, work[spec.ref]) for spec in versions.values()]
+    return {
+        "name": name,
+        "task": latest.task,
+        "description": latest.description,
+        "default_version": services.catalogue.resolve(name).version,
+        "status": "serving" if any(view["live_workers"] for view in views) else "no_workers",
+        "backlog": sum(view["backlog"] for view in views),
+        "live_workers": sum(view["live_workers"] for view in views),
+        "versions": views,
+    }
+
+
+def _work(services: Services) -> dict[str, ModelWork]:
+    try:
+        return work_by_model(services.redis, services.catalogue.queues())
+    except redis.RedisError as e:
+        raise DependencyUnavailable(f"Redis does not answer: {e}") from e
+
+
+@router.get("", summary="Every model, with its versions, default version, backlog and live workers",
+            responses={200: {"model": ModelList}, **PROBLEM_RESPONSES})
+async def list_models(services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    work = await run_in_threadpool(_work, services)
+    models = [_model_view(services, name, work) for name in services.catalogue.models()]
+    return JSONResponse({"default_model": services.catalogue.resolve(None).name, "models": models})
+
+
+@router.get("/{name}", summary="One model, with its versions, default version, backlog and live workers",
+            responses={200: {"model": ModelPublic}, **PROBLEM_RESPONSES})
+async def get_model(name: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    services.catalogue.versions(name)  # 404 before Redis is asked
+    work = await run_in_threadpool(_work, services)
+    return JSONResponse(_model_view(services, name, work))

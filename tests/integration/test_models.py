@@ -1,0 +1,207 @@
+"""Models as plugins, on real processes: two built-in models served at once by their own workers, a
+third added as a manifest while the gateway runs, and the refusals that come before anything is stored."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from cli.pipeline import LocalPipeline
+from cli.processes import asyncinfer_command, free_port, wait_until
+from shared.config import Settings
+from shared.models import ModelSpec
+from shared.models.manifest import read_manifest
+from shared.preprocessing import decode
+from tests.support import images
+from tests.support.http import stream_events
+from tests.support.models import builtin
+from tests.support.pipeline import clean_env, pipeline_env
+from workers.model.classifier import to_model_input
+from workers.model.weights import weights_sha256
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+TOLERANCE = 1e-4
+SEED = Settings().random_seed
+TINY_LABELS = ["round", "square", "striped"]
+TINY_MANIFEST = """
+name = "tiny_cnn"
+version = "1"
+description = "a three-class test model at 96×64, added at test time"
+[input]
+width = 96
+height = 64
+resize = "nearest"
+normalisation = "zero_to_one"
+[weights]
+file = "tiny_cnn.keras"
+[labels]
+file = "labels.txt"
+[top_k]
+default = 2
+max = 3
+[batch_sizes]
+cpu = 4
+"""
+
+
+def write_tiny_model(directory: Path) -> Path:
+    """A team's model as a manifest: a saved Keras model, its labels and the manifest beside them.
+    Written elsewhere first and moved in, as a deployment would, so the gateway never reads half of it."""
+    import keras
+
+    staging = directory.parent / "staging"
+    staging.mkdir()
+    inputs = keras.Input((64, 96, 3))
+    hidden = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    outputs = keras.layers.Dense(len(TINY_LABELS), activation="softmax")(hidden)
+    keras.Model(inputs, outputs).save(staging / "tiny_cnn.keras")
+    (staging / "labels.txt").write_text("\n".join(TINY_LABELS) + "\n")
+    (staging / "tiny_cnn.toml").write_text(TINY_MANIFEST)
+    target = directory / "tiny_cnn"
+    staging.rename(target)
+    return target / "tiny_cnn.toml"
+
+
+def direct_scores(spec: ModelSpec, datas: list[bytes]) -> tuple[np.ndarray, str]:
+    """The model called directly in this process on the same preprocessing, with the workers'
+    random weights (same seed), and those weights' digest."""
+    model, _ = spec.build("random", SEED)
+    batch = to_model_input(spec, [decode(data, spec.input) for data in datas])
+    return np.asarray(model.predict_on_batch(batch)), weights_sha256(model)
+
+
+def submit_batch_and_follow(client: httpx.Client, model: str, datas: list[bytes], **params: Any) -> list[dict[str, Any]]:
+    files = [("files", (f"image{i}", data, "application/octet-stream")) for i, data in enumerate(datas)]
+    response = client.post("/v1/batches", files=files, params={"model": model, **params})
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    stream_events(client, f"/v1/batches/{batch['id']}/events")
+    return [client.get(f"/v1/jobs/{job['id']}").json() for job in batch["jobs"]]
+
+
+def assert_answered_by(docs: list[dict[str, Any]], spec: ModelSpec, datas: list[bytes]) -> None:
+    expected, sha256 = direct_scores(spec, datas)
+    # The comparison means something only if the model tells the images apart.
+    assert len({round(float(row.max()), 5) for row in expected}) > 1, f"{spec.ref} scores every image alike"
+    for doc, row in zip(docs, expected, strict=True):
+        assert doc["status"] == "succeeded", doc["error"]
+        assert doc["model"]["name"] == spec.name and doc["model"]["version"] == spec.version
+        assert doc["model"]["weights_sha256"] == sha256
+        predictions = doc["result"]["predictions"]
+        ids = list(np.argsort(-row, kind="stable")[: len(predictions)])
+        assert [p["class_id"] for p in predictions] == ids
+        assert np.abs(np.array([p["score"] for p in predictions]) - row[ids]).max() <= TOLERANCE
+        assert [p["label"] for p in predictions] == [spec.labels()[i] for i in ids]
+
+
+@pytest.fixture(scope="module")
+def two_models(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A gateway with a manifest directory (empty at first) and one worker for each built-in model."""
+    workdir = tmp_path_factory.mktemp("models")
+    (workdir / "model-dirs").mkdir()
+    env = pipeline_env(f"{redis_url}/13", workdir, ASYNCINFER_MODEL_DIRS=str(workdir / "model-dirs"))
+    redis.Redis.from_url(f"{redis_url}/13").flushdb()
+    pipeline = LocalPipeline(env=env, workdir=workdir, port=free_port())
+    try:
+        pipeline.start(workers=0, gateway=True)
+        pipeline.start_worker(model="mobilenet_v2")
+        pipeline.start_worker(model="mobilenet_v3_small@1")
+        yield pipeline, workdir / "model-dirs"
+    finally:
+        pipeline.stop()
+
+
+def test_two_models_at_once_each_job_answered_by_its_own(two_models: Any) -> None:
+    pipeline, _ = two_models
+    datas = [data for data, _ in list(images.parity_set().values())[:6]]
+    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
+        v2 = submit_batch_and_follow(client, "mobilenet_v2", datas, top_k=5)
+        v3 = submit_batch_and_follow(client, "mobilenet_v3_small", datas, top_k=5)
+        default = client.post("/v1/jobs", files={"file": ("a", datas[0], "application/octet-stream")}).json()
+        listed = client.get("/v1/models").json()
+    assert_answered_by(v2, builtin("mobilenet_v2"), datas)
+    assert_answered_by(v3, builtin("mobilenet_v3_small"), datas)
+    assert [d["result"]["predictions"] for d in v2] != [d["result"]["predictions"] for d in v3]
+    # A client that names no model gets the default one, as before models were plugins.
+    assert default["model"] == {"name": "mobilenet_v2", "version": "1"}
+    assert default["params"]["top_k"] == builtin().default_top_k
+    by_name = {model["name"]: model for model in listed["models"]}
+    assert listed["default_model"] == "mobilenet_v2"
+    assert {"mobilenet_v2", "mobilenet_v3_small"} <= set(by_name)
+    for name in ("mobilenet_v2", "mobilenet_v3_small"):
+        assert by_name[name]["status"] == "serving" and by_name[name]["live_workers"] == 1
+        assert by_name[name]["default_version"] == "1"
+    assert by_name["mobilenet_v3_small"]["versions"][0]["input"]["resize"] == "bicubic"
+    # Each worker's log says which model it serves: neither ever ran the other's jobs.
+    assert "model mobilenet_v2@1 ready" in pipeline.logs("worker0")
+    assert "model mobilenet_v3_small@1 ready" in pipeline.logs("worker1")
+    assert "not mobilenet" not in pipeline.logs("worker0") + pipeline.logs("worker1")
+
+
+def test_unknown_models_and_bad_requests_are_refused_before_anything_is_stored(two_models: Any) -> None:
+    pipeline, _ = two_models
+    data = images.jpeg(320, 240, seed=41)
+    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
+        before = len(client.get("/v1/jobs", params={"limit": 100}).json()["jobs"])
+        cases = {
+            "no_such_model": (404, "no model is named 'no_such_model'"),
+            "mobilenet_v2@7": (404, "model mobilenet_v2 has no version '7'; it has: 1"),
+            "Bad Name!": (400, "model"),
+        }
+        for model, (status, detail) in cases.items():
+            for path, field in (("/v1/jobs", "file"), ("/v1/batches", "files")):
+                response = client.post(path, files={field: ("a.jpg", data, "image/jpeg")}, params={"model": model})
+                assert response.status_code == status, (model, path, response.text)
+                assert response.headers["content-type"] == "application/problem+json"
+                assert detail in response.json()["detail"]
+        # The form field works like the query parameter.
+        response = client.post("/v1/jobs", files={"file": ("a.jpg", data, "image/jpeg")}, data={"model": "nope"})
+        assert response.status_code == 404
+        too_many = client.post("/v1/jobs", files={"file": ("a.jpg", data, "image/jpeg")},
+                               params={"model": "mobilenet_v2", "top_k": 21})
+        assert too_many.status_code == 400 and "from 1 to 20 for model mobilenet_v2@1" in too_many.json()["detail"]
+        assert client.get("/v1/models/no_such_model").status_code == 404
+        assert len(client.get("/v1/jobs", params={"limit": 100}).json()["jobs"]) == before
+
+
+def test_a_third_model_added_as_a_manifest_serves_without_a_gateway_restart(two_models: Any) -> None:
+    pipeline, model_dirs = two_models
+    manifest = write_tiny_model(model_dirs)
+    spec = read_manifest(manifest)
+    datas = [images.encode(images.picture(300, 200, seed=60 + i), "PNG") for i in range(4)]
+    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
+        wait_until(lambda: client.get("/v1/models/tiny_cnn").status_code == 200, 10, "the gateway to read the manifest")
+        # No worker serves it yet: its jobs are accepted and wait queued (documented in the README).
+        waiting = client.post("/v1/jobs", files={"file": ("a.png", datas[0], "image/png")},
+                              params={"model": "tiny_cnn"})
+        assert waiting.status_code == 202, waiting.text
+        assert waiting.json()["params"]["top_k"] == 2  # the manifest's default
+        tiny = client.get("/v1/models/tiny_cnn").json()
+        assert (tiny["status"], tiny["backlog"], tiny["live_workers"]) == ("no_workers", 1, 0)
+        assert tiny["versions"][0]["input"] == {"width": 96, "height": 64, "resize": "nearest",
+                                                 "normalisation": "zero_to_one", "colour": "rgb",
+                                                 "preprocessed_at": "gateway"}
+        pipeline.start_worker(model="tiny_cnn")
+        first = client.get(f"/v1/jobs/{waiting.json()['id']}", params={"wait": 30}).json()
+        docs = submit_batch_and_follow(client, "tiny_cnn@1", datas, top_k=3)
+        assert client.get("/v1/models/tiny_cnn").json()["status"] == "serving"
+    assert_answered_by([first, *docs], spec, [datas[0], *datas])
+    assert all(p["label"] in TINY_LABELS for doc in docs for p in doc["result"]["predictions"])
+    assert pipeline.gateway is not None and pipeline.gateway.poll() is None, "the gateway was not restarted"
+
+
+def test_a_worker_for_an_unknown_model_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(asyncinfer_command("worker", "--model", "no_such_model"), cwd=tmp_path,
+                            env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "asyncinfer worker: ASYNCINFER_MODEL=no_such_model: no model is named 'no_such_model'")
