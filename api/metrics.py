@@ -4,18 +4,25 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
+from shared.jobs import parse_rfc3339
 from shared.scaling import ScalingPolicy, scaling_signal
 from shared.work_in_redis import count_work
 
 if TYPE_CHECKING:
     from api.services import Services
 
-JOBS_SUBMITTED = Counter("asyncinfer_jobs_submitted_total", "Jobs accepted (202)")
+JOBS_SUBMITTED = Counter("asyncinfer_jobs_submitted_total", "Jobs accepted (202), by model and version",
+                         ["model", "version"])
+# From the terminal events every gateway hears: each gateway counts every job (read one gateway's, or max).
+JOBS_FINISHED = Counter("asyncinfer_jobs_finished_total", "Jobs that reached a terminal status, by model, version, "
+                        "status and error code", ["model", "version", "status", "error_code"])
+JOB_SECONDS = Histogram("asyncinfer_job_seconds", "From acceptance to a terminal status, by model and version",
+                        ["model", "version"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
 REQUESTS_REJECTED = Counter(
     "asyncinfer_requests_rejected_total", "Requests answered with an error", ["status"]
 )
@@ -57,6 +64,18 @@ DRAIN_RATE = Gauge(
     "asyncinfer_drain_rate_jobs_per_second",
     "Jobs finished per second, measured from terminal events; 0 while too few finished lately to measure",
 )
+
+
+def record_finished(event: dict[str, Any]) -> None:
+    """One job's terminal event, by its model version: the figures a canary is judged by."""
+    doc = event.get("doc") or {}
+    model = doc.get("model") or {}
+    name, version = str(model.get("name")), str(model.get("version"))
+    error_code = (doc.get("error") or {}).get("code") or ""
+    JOBS_FINISHED.labels(name, version, str(event.get("status")), error_code).inc()
+    if doc.get("created_at") and doc.get("finished_at"):
+        seconds = (parse_rfc3339(doc["finished_at"]) - parse_rfc3339(doc["created_at"])).total_seconds()
+        JOB_SECONDS.labels(name, version).observe(max(seconds, 0.0))
 
 
 def refresh_gauges(services: Services) -> None:

@@ -81,7 +81,9 @@ class ModelPublic(Public):
     name: str
     task: Literal["image-classification"]
     description: str
-    default_version: str = Field(description="The version a job naming only the model goes to")
+    default_version: str = Field(description="The version with the largest share of the jobs naming only the model")
+    traffic: dict[str, float] = Field(description="Each version's share, in percent, of the jobs that name only the "
+                                      "model: its traffic split (`asyncinfer models split`), else 100 for the latest")
     status: Literal["serving", "no_workers"]
     backlog: int
     live_workers: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from celery import Celery
@@ -11,6 +12,7 @@ from celery import Celery
 from api.admission.backlog import DrainRate
 from api.admission.submitter import Submitter
 from api.following.broadcaster import Broadcaster
+from api.metrics import record_finished
 from shared.config import Settings
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
@@ -48,7 +50,7 @@ class Services:
             store=store,
             redis=client,
             celery=celery,
-            broadcaster=Broadcaster(settings.redis_url, on_finished=drain_rate.record),
+            broadcaster=Broadcaster(settings.redis_url, on_finished=lambda event: on_finished(drain_rate, event)),
             submitter=Submitter(settings, lifecycle, celery, client, catalogue, drain_rate),
             lifecycle=lifecycle,
             catalogue=catalogue,
@@ -57,3 +59,9 @@ class Services:
     def close(self) -> None:
         self.store.close()
         self.redis.close()
+
+
+def on_finished(drain_rate: DrainRate, event: dict[str, Any]) -> None:
+    """A job's terminal event, heard by this gateway: the drain rate and the metrics by model."""
+    drain_rate.record()
+    record_finished(event)

@@ -37,6 +37,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from cli.models import list_models
+
+    return list_models(get_settings())
+
+
+def _cmd_models_split(args: argparse.Namespace) -> int:
+    from cli.models import set_split
+
+    return set_split(get_settings(), args.model, args.weights, clear=args.clear)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from cli.up import run_pipeline
 
@@ -124,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the one model this worker serves (default: ASYNCINFER_MODEL, else the default model)")
     worker.set_defaults(run=_cmd_worker)
 
+    models = commands.add_parser("models", help="the models this installation serves, and their traffic splits")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    models_commands.add_parser("list", help="each model and version, with its traffic share").set_defaults(
+        run=_cmd_models_list)
+    split = models_commands.add_parser(
+        "split", help="split the jobs that name only the model between its versions: split mobilenet_v2 1=90 2=10",
+        description="Every gateway follows a new split within a second. The choice is sticky: a retry with the same "
+        "Idempotency-Key (or the same image) gets the same version while the split stands.")
+    split.add_argument("model", help="the model's name")
+    split.add_argument("weights", nargs="*", metavar="VERSION=WEIGHT", help="relative weights; none with --clear")
+    split.add_argument("--clear", action="store_true", help="remove the split: the latest version takes all")
+    split.set_defaults(run=_cmd_models_split)
+
     submit = commands.add_parser(
         "submit",
         help="submit images (files or directories); record each result as it arrives",
@@ -135,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("-c", "--concurrency", type=int, default=8, help="files in flight at once (default 8)")
     submit.add_argument("-m", "--model", metavar="NAME[@VERSION]", help="the model (default: the gateway's)")
     submit.add_argument("-k", "--top-k", type=int, default=SUBMIT_TOP_K,
-                        help=f"predictions per image (default {SUBMIT_TOP_K}), 1-{MAX_TOP_K}, within the model's maximum")
+                        help=f"predictions per image (default {SUBMIT_TOP_K}), 1-{MAX_TOP_K} and within the model's")
     submit.add_argument("-o", "--out", metavar="FILE",
                         help="results.jsonl or results.csv (default: JSON lines on stdout)")
     submit.add_argument("--resume", action="store_true", help="skip files already settled in --out; append the rest")

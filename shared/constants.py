@@ -48,4 +48,4 @@ SUPPORTED_IMAGE_TYPES: Final = ("image/jpeg", "image/png", "image/webp", "image/
 
 # The most predictions any model may return per job (each model declares its own default and
 # maximum, shared/models/spec.py): each one is stored in the job document and sent with every event.
-MAX_TOP_K: Final = 100
+MAX_TOP_K: Final = 20

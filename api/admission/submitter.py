@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -21,6 +22,7 @@ from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
 from shared.lifecycle import JobLifecycle
 from shared.models import ModelSpec
 from shared.models.catalogue import Catalogue
+from shared.models.traffic import TrafficSplits
 from shared.preprocessing import pack_pixels, to_model_image
 from shared.queue import enqueue, queue_of
 from shared.store import Idempotency, JobStore
@@ -50,6 +52,7 @@ class Submitter:
         self.celery = celery
         self.redis = redis_client
         self.catalogue = catalogue
+        self.splits = TrafficSplits(redis_client)
         self.backlog = Backlog(redis_client, settings.backlog_limit, drain_rate or DrainRate(),
                                queues=lambda: list(catalogue.queues().values()))
         # Uploads being checked are in memory twice over (bytes, decoded pixels); the others wait
@@ -60,10 +63,17 @@ class Submitter:
     def store(self) -> JobStore:
         return self.lifecycle.store
 
-    def model_for(self, model: str | None, top_k: int | None) -> tuple[ModelSpec, int]:
-        """The model version a job goes to (UnknownModel, 404, before anything is read or stored),
-        and its `top_k`: the model's default, or the client's within the model's maximum."""
-        spec = self.catalogue.resolve(model)
+    def model_for(self, model: str | None, top_k: int | None,
+                  sticky_key: Callable[[], str] = lambda: new_id()) -> tuple[ModelSpec, int]:
+        """The model version a job goes to (UnknownModel, 404, before anything is read or stored):
+        the one it names, else the one its model's traffic split gives `sticky_key` (shared/models/
+        traffic.py), else the latest; and its `top_k`: the model's default, or the client's within
+        the model's maximum."""
+        choose = self.splits.chooser(sticky_key, self.catalogue.versions, self.catalogue.latest_version)
+        try:
+            spec = self.catalogue.resolve(model, choose_version=choose)
+        except redis.RedisError as e:
+            raise DependencyUnavailable(f"Redis does not answer: {e}") from e
         if top_k is None:
             return spec, spec.default_top_k
         if not 1 <= top_k <= spec.max_top_k:
@@ -105,7 +115,13 @@ class Submitter:
         idempotency_key: str | None = None, deadline_s: float | None = None,
     ) -> tuple[JobDoc, bool]:
         """Returns (job, created); a repeated idempotency key returns the first job."""
-        spec, top_k = self.model_for(model, top_k)
+
+        def sticky_key() -> str:  # a retry with the same key, or the same image, sees the same version
+            if idempotency_key:
+                return f"key:{tenant}:{idempotency_key}"
+            return f"image:{hashlib.sha256(upload.read()).hexdigest()}"
+
+        spec, top_k = self.model_for(model, top_k, sticky_key)
         info, stored = self.inspect(upload, spec)
         with self.backlog.admit(1, deadline_s):
             return self._store_and_enqueue(info, stored, tenant, spec, top_k, idempotency_key, deadline_s)
@@ -142,8 +158,9 @@ class Submitter:
 
     def submit_batch(self, uploads: list[Upload], *, tenant: str, model: str | None = None, top_k: int | None = None,
                      deadline_s: float | None = None) -> dict[str, Any]:
-        """All or nothing: every file is checked before any job is created."""
-        spec, top_k = self.model_for(model, top_k)
+        """All or nothing: every file is checked before any job is created. A traffic split picks one
+        version for the whole batch, by its first image."""
+        spec, top_k = self.model_for(model, top_k, lambda: f"image:{hashlib.sha256(uploads[0].read()).hexdigest()}")
         infos: list[ImageInfo] = []
         stored: list[bytes] = []
         problems: list[dict[str, Any]] = []
@@ -176,6 +193,7 @@ class Submitter:
             "type": "batch",
             "tenant": tenant,
             "created_at": now_rfc3339(),
+            "model": model_field(spec),
             "job_ids": [doc["id"] for doc in jobs],
         }
         self.store.create_batch(batch)

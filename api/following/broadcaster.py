@@ -35,8 +35,8 @@ class Subscription:
 
 
 class Broadcaster:
-    def __init__(self, redis_url: str, on_finished: Callable[[], None] = lambda: None) -> None:
-        """`on_finished` is called for every terminal event (the admission's drain rate)."""
+    def __init__(self, redis_url: str, on_finished: Callable[[dict[str, Any]], None] = lambda event: None) -> None:
+        """`on_finished` is called with every terminal event (the admission's drain rate, the metrics by model)."""
         self._redis_url = redis_url
         self._on_finished = on_finished
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
@@ -74,7 +74,7 @@ class Broadcaster:
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         if event.get("status") in TERMINAL:
-            self._on_finished()
+            self._on_finished(event)
         targets: set[Subscription] = set()
         for key in (event.get("job_id"), event.get("batch_id")):
             if key:

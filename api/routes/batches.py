@@ -44,7 +44,7 @@ async def submit_batch(
         top_k=form_top_k(form, top_k),
         deadline_s=deadline_s,
     )
-    JOBS_SUBMITTED.inc(len(batch["job_ids"]))
+    JOBS_SUBMITTED.labels(batch["model"]["name"], batch["model"]["version"]).inc(len(batch["job_ids"]))
     jobs = [{"id": job_id, "status": "queued"} for job_id in batch["job_ids"]]
     body = {**batch_view(batch, jobs), "jobs": jobs}
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/batches/{batch['id']}"})

@@ -61,7 +61,7 @@ async def submit_job(
     )
     headers = {"Location": f"/v1/jobs/{doc['id']}"}
     if created:
-        JOBS_SUBMITTED.inc()
+        JOBS_SUBMITTED.labels(doc["model"]["name"], doc["model"]["version"]).inc()
     else:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(public_view(doc), status_code=202, headers=headers)

@@ -34,15 +34,26 @@ def _version_view(spec: ModelSpec, work: ModelWork) -> dict[str, Any]:
     }
 
 
+def _traffic(services: Services, name: str, versions: dict[str, ModelSpec]) -> dict[str, float]:
+    """Each served version's share (percent) of the jobs that name only the model."""
+    weights = {v: w for v, w in services.submitter.splits.weights(name).items() if v in versions and w > 0}
+    if not weights:
+        return {list(versions)[-1]: 100.0}
+    total = sum(weights.values())
+    return {version: round(100 * weight / total, 2) for version, weight in weights.items()}
+
+
 def _model_view(services: Services, name: str, work: dict[str, ModelWork]) -> dict[str, Any]:
     versions = services.catalogue.versions(name)
     latest = next(reversed(versions.values()))
     views = [_version_view(spec, work[spec.ref]) for spec in versions.values()]
+    traffic = _traffic(services, name, versions)
     return {
         "name": name,
         "task": latest.task,
         "description": latest.description,
-        "default_version": services.catalogue.resolve(name).version,
+        "default_version": max(traffic, key=lambda version: traffic[version]),
+        "traffic": traffic,
         "status": "serving" if any(view["live_workers"] for view in views) else "no_workers",
         "backlog": sum(view["backlog"] for view in views),
         "live_workers": sum(view["live_workers"] for view in views),
@@ -50,18 +61,10 @@ def _model_view(services: Services, name: str, work: dict[str, ModelWork]) -> di
     }
 
 
-def _work(services: Services) -> dict[str, ModelWork]:
-    try:
-        return work_by_model(services.redis, services.catalogue.queues())
-    except redis.RedisError as e:
-        raise DependencyUnavailable(f"Redis does not answer: {e}") from e
-
-
 @router.get("", summary="Every model, with its versions, default version, backlog and live workers",
             responses={200: {"model": ModelList}, **PROBLEM_RESPONSES})
 async def list_models(services: ServicesDep, tenant: TenantDep) -> JSONResponse:
-    work = await run_in_threadpool(_work, services)
-    models = [_model_view(services, name, work) for name in services.catalogue.models()]
+    models = await run_in_threadpool(_views, services, list(services.catalogue.models()))
     return JSONResponse({"default_model": services.catalogue.resolve(None).name, "models": models})
 
 
@@ -69,5 +72,13 @@ async def list_models(services: ServicesDep, tenant: TenantDep) -> JSONResponse:
             responses={200: {"model": ModelPublic}, **PROBLEM_RESPONSES})
 async def get_model(name: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
     services.catalogue.versions(name)  # 404 before Redis is asked
-    work = await run_in_threadpool(_work, services)
-    return JSONResponse(_model_view(services, name, work))
+    return JSONResponse((await run_in_threadpool(_views, services, [name]))[0])
+
+
+def _views(services: Services, names: list[str]) -> list[dict[str, Any]]:
+    """The views of `names`, from one reading of Redis (it also holds the traffic splits)."""
+    try:
+        work = work_by_model(services.redis, services.catalogue.queues())
+        return [_model_view(services, name, work) for name in names]
+    except redis.RedisError as e:
+        raise DependencyUnavailable(f"Redis does not answer: {e}") from e

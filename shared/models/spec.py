@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from shared.constants import MAX_TOP_K
 from shared.errors import BadRequest
 from shared.queue_names import queue_name
 
@@ -91,8 +92,9 @@ class ModelSpec:
             raise ValueError(f"model name {self.name!r}: lower-case letters, digits, _ and -, at most 64")
         if not re.fullmatch(VERSION_PATTERN, self.version):
             raise ValueError(f"model {self.name} version {self.version!r}: letters, digits, _ and -, at most 32")
-        if not 1 <= self.default_top_k <= self.max_top_k:
-            raise ValueError(f"model {self.ref}: default_top_k must be from 1 to max_top_k ({self.max_top_k})")
+        if not 1 <= self.default_top_k <= self.max_top_k <= MAX_TOP_K:
+            raise ValueError(f"model {self.ref}: default_top_k must be from 1 to max_top_k ({self.max_top_k}), "
+                             f"and max_top_k at most {MAX_TOP_K}")
         if not set(self.runtimes) <= {"keras", "onnxruntime"} or not self.runtimes:
             raise ValueError(f"model {self.ref}: runtimes are keras and/or onnxruntime, not {self.runtimes}")
 

@@ -165,9 +165,6 @@ def test_unknown_models_and_bad_requests_are_refused_before_anything_is_stored(t
         # The form field works like the query parameter.
         response = client.post("/v1/jobs", files={"file": ("a.jpg", data, "image/jpeg")}, data={"model": "nope"})
         assert response.status_code == 404
-        too_many = client.post("/v1/jobs", files={"file": ("a.jpg", data, "image/jpeg")},
-                               params={"model": "mobilenet_v2", "top_k": 21})
-        assert too_many.status_code == 400 and "from 1 to 20 for model mobilenet_v2@1" in too_many.json()["detail"]
         assert client.get("/v1/models/no_such_model").status_code == 404
         assert len(client.get("/v1/jobs", params={"limit": 100}).json()["jobs"]) == before
 
@@ -189,6 +186,9 @@ def test_a_third_model_added_as_a_manifest_serves_without_a_gateway_restart(two_
         assert tiny["versions"][0]["input"] == {"width": 96, "height": 64, "resize": "nearest",
                                                  "normalisation": "zero_to_one", "colour": "rgb",
                                                  "preprocessed_at": "gateway"}
+        too_many = client.post("/v1/jobs", files={"file": ("a.png", datas[0], "image/png")},
+                               params={"model": "tiny_cnn", "top_k": 4})
+        assert too_many.status_code == 400 and "from 1 to 3 for model tiny_cnn@1" in too_many.json()["detail"]
         pipeline.start_worker(model="tiny_cnn")
         first = client.get(f"/v1/jobs/{waiting.json()['id']}", params={"wait": 30}).json()
         docs = submit_batch_and_follow(client, "tiny_cnn@1", datas, top_k=3)
@@ -205,3 +205,52 @@ def test_a_worker_for_an_unknown_model_refuses_to_start_in_one_line(tmp_path: Pa
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
         "asyncinfer worker: ASYNCINFER_MODEL=no_such_model: no model is named 'no_such_model'")
+
+
+def test_two_versions_with_a_traffic_split_that_changes_without_a_restart(two_models: Any) -> None:
+    """Runs after the third model's test: tiny_cnn@1 is served; version 2 is added beside it."""
+    pipeline, model_dirs = two_models
+    (model_dirs / "tiny_cnn" / "tiny_cnn_v2.toml").write_text(TINY_MANIFEST.replace('version = "1"', 'version = "2"'))
+    gateway_pid = pipeline.gateway.pid if pipeline.gateway else None
+
+    def split(*args: str) -> None:
+        result = subprocess.run(asyncinfer_command("models", "split", "tiny_cnn", *args), env=pipeline.env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+
+    def versions_of(client: httpx.Client, datas: list[bytes], **params: str) -> list[str]:
+        return [client.post("/v1/jobs", content=data, headers={"Content-Type": "image/png"},
+                            params={"model": "tiny_cnn", **params}).json()["model"]["version"] for data in datas]
+
+    with httpx.Client(base_url=pipeline.url, timeout=60) as client:
+        wait_until(lambda: len(client.get("/v1/models/tiny_cnn").json()["versions"]) == 2, 10, "version 2 to appear")
+        assert client.get("/v1/models/tiny_cnn").json()["traffic"] == {"2": 100.0}  # no split: the latest
+        split("1=90", "2=10")
+        wait_until(lambda: client.get("/v1/models/tiny_cnn").json()["traffic"] == {"1": 90.0, "2": 10.0}, 5,
+                   "the gateway to follow the split")
+        datas = [images.encode(images.picture(16, 16, seed=5000 + i), "PNG") for i in range(1000)]
+        chosen = versions_of(client, datas)
+        share = chosen.count("2") / len(chosen)
+        print(f"90/10 split over {len(chosen)} jobs: {100 * share:.1f}% went to version 2")
+        assert abs(share - 0.10) <= 0.03
+        # Sticky: the same image again, and a retry with the same Idempotency-Key, see the same version.
+        assert versions_of(client, datas[:100]) == chosen[:100]
+        keyed = [client.post("/v1/jobs", content=datas[i], headers={"Content-Type": "image/png", "Idempotency-Key": f"k{i}"},
+                             params={"model": "tiny_cnn"}).json() for i in range(40)]
+        again = [client.post("/v1/jobs", content=datas[i], headers={"Content-Type": "image/png", "Idempotency-Key": f"k{i}"},
+                             params={"model": "tiny_cnn"}).json() for i in range(40)]
+        assert [doc["model"]["version"] for doc in again] == [doc["model"]["version"] for doc in keyed]
+        assert {doc["model"]["version"] for doc in keyed} == {"1", "2"} or len(keyed) < 20
+        # A pinned version is honoured whatever the split.
+        assert set(versions_of(client, datas[:30], model="tiny_cnn@2")) == {"2"}
+        split("1=0", "2=1")
+        wait_until(lambda: client.get("/v1/models/tiny_cnn").json()["traffic"] == {"2": 100.0}, 5, "the new split")
+        assert set(versions_of(client, datas[:50])) == {"2"}
+        split("--clear")
+        split("1=1")
+        wait_until(lambda: client.get("/v1/models/tiny_cnn").json()["traffic"] == {"1": 100.0}, 5, "the last split")
+        assert set(versions_of(client, datas[:50])) == {"1"}
+        metrics = client.get("/metrics").text
+    assert 'asyncinfer_jobs_submitted_total{model="tiny_cnn",version="2"}' in metrics
+    assert 'asyncinfer_jobs_finished_total{error_code="",model="tiny_cnn",status="succeeded",version="1"}' in metrics
+    assert pipeline.gateway is not None and pipeline.gateway.pid == gateway_pid and pipeline.gateway.poll() is None

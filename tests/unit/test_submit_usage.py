@@ -78,7 +78,7 @@ def test_resume_matches_paths_however_they_were_written() -> None:
         (["missing-dir"], "missing-dir: no such file or directory"),
         (["{tree}", "--out", "results.txt"], "the extension must be .jsonl or .csv, not .txt"),
         (["{tree}", "--resume"], "--resume needs --out FILE"),
-        (["{tree}", "--top-k", "0"], "--top-k must be from 1 to 100"),
+        (["{tree}", "--top-k", "0"], "--top-k must be from 1 to 20"),
         (["{tree}", "--concurrency", "0"], "--concurrency must be at least 1"),
         (["{tree}/empty"], "no image files found in"),
     ],
