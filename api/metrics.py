@@ -52,6 +52,14 @@ WORKERS_DESIRED = Gauge(
     "Workers the outstanding work needs: ceil(outstanding / ASYNCINFER_SCALE_TARGET_JOBS_PER_WORKER), "
     "within ASYNCINFER_SCALE_MIN_WORKERS..ASYNCINFER_SCALE_MAX_WORKERS",
 )
+# The same signal for each model version's own pool (`model` = name@version): scale each pool on these.
+MODEL_JOBS_OUTSTANDING = Gauge("asyncinfer_model_jobs_outstanding",
+                               "Jobs of this model version not finished (waiting, held by its workers, being admitted)",
+                               ["model"])
+MODEL_WORKERS_LIVE = Gauge("asyncinfer_model_workers_live", "Live workers of this model version", ["model"])
+MODEL_WORKERS_DESIRED = Gauge("asyncinfer_model_workers_desired",
+                              "Workers this model version's outstanding work needs, as asyncinfer_workers_desired",
+                              ["model"])
 QUEUE_WAIT_PREDICTED = Gauge(
     "asyncinfer_queue_wait_predicted_seconds",
     "Outstanding jobs / drain rate: about how long a job submitted now waits; "
@@ -92,3 +100,9 @@ def refresh_gauges(services: Services) -> None:
         WORKERS_DESIRED.set(signal.desired_workers)
         QUEUE_WAIT_PREDICTED.set(signal.predicted_wait_s)
         BACKLOG_WITHOUT_CAPACITY.set(int(signal.without_capacity))
+        policy = ScalingPolicy.from_settings(services.settings)
+        for ref, queue in services.catalogue.queues().items():
+            pool = scaling_signal(count_work(services.redis, {ref: queue}), rate, policy)
+            MODEL_JOBS_OUTSTANDING.labels(ref).set(pool.outstanding)
+            MODEL_WORKERS_LIVE.labels(ref).set(pool.live_workers)
+            MODEL_WORKERS_DESIRED.labels(ref).set(pool.desired_workers)

@@ -31,9 +31,10 @@ import pytest
 import referencing
 import yaml
 
-from api.metrics import BACKLOG_WITHOUT_CAPACITY, WORKERS_DESIRED
+from api.metrics import BACKLOG_WITHOUT_CAPACITY, MODEL_WORKERS_DESIRED
 from cli.processes import REPO_ROOT
 from shared.config import Settings
+from shared.models.catalogue import Catalogue
 
 pytestmark = [pytest.mark.integration]
 
@@ -221,13 +222,16 @@ def test_the_trigger_uses_only_parameters_the_prometheus_scaler_has(keda_dir: Pa
 # --- the facts -------------------------------------------------------------------------------
 
 
-def test_the_trigger_reads_the_gauge_the_gateway_exports() -> None:
+def test_the_trigger_reads_the_gauge_the_gateway_exports(monkeypatch: pytest.MonkeyPatch) -> None:
     (trigger,) = scaled_object()["spec"]["triggers"]
-    exported = WORKERS_DESIRED.describe()[0].name
-    assert exported == "asyncinfer_workers_desired"
-    # max(): every gateway exports the same value, so sum() would multiply it by the gateways.
-    assert trigger["metadata"]["query"] == f"max({exported})"
+    exported = MODEL_WORKERS_DESIRED.describe()[0].name
+    assert exported == "asyncinfer_model_workers_desired"
+    # The pool of the model version the Deployment serves, on its own signal; max(): every gateway
+    # exports the same value, so sum() would multiply it by the gateways.
+    model = settings_of(monkeypatch, container(the("Deployment", "asyncinfer-worker"), "worker")).model
+    assert trigger["metadata"]["query"] == f'max({exported}{{model="{model}"}})'
     assert set(re.findall(r"asyncinfer_\w+", trigger["metadata"]["query"])) == {exported}
+    assert Catalogue.discover(default_model="mobilenet_v2").resolve(model).ref == model
     # One worker per unit of the signal: the count is the signal itself.
     assert trigger["metadata"]["threshold"] == "1"
     assert trigger.get("metricType", "AverageValue") == "AverageValue"

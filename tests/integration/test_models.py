@@ -19,7 +19,7 @@ from shared.models import ModelSpec
 from shared.models.manifest import read_manifest
 from shared.preprocessing import decode
 from tests.support import images
-from tests.support.http import stream_events
+from tests.support.http import scrape_metrics, stream_events
 from tests.support.models import builtin
 from tests.support.pipeline import clean_env, pipeline_env
 from workers.model.classifier import to_model_input
@@ -140,6 +140,10 @@ def test_two_models_at_once_each_job_answered_by_its_own(two_models: Any) -> Non
         assert by_name[name]["status"] == "serving" and by_name[name]["live_workers"] == 1
         assert by_name[name]["default_version"] == "1"
     assert by_name["mobilenet_v3_small"]["versions"][0]["input"]["resize"] == "bicubic"
+    # Each pool has its own autoscaling signal, the one its ScaledObject reads.
+    metrics = scrape_metrics(f"{pipeline.url}/metrics")
+    for ref in ("mobilenet_v2@1", "mobilenet_v3_small@1"):
+        assert metrics[("asyncinfer_model_workers_live", (("model", ref),))] == 1
     # Each worker's log says which model it serves: neither ever ran the other's jobs.
     assert "model mobilenet_v2@1 ready" in pipeline.logs("worker0")
     assert "model mobilenet_v3_small@1 ready" in pipeline.logs("worker1")
@@ -189,6 +193,10 @@ def test_a_third_model_added_as_a_manifest_serves_without_a_gateway_restart(two_
         too_many = client.post("/v1/jobs", files={"file": ("a.png", datas[0], "image/png")},
                                params={"model": "tiny_cnn", "top_k": 4})
         assert too_many.status_code == 400 and "from 1 to 3 for model tiny_cnn@1" in too_many.json()["detail"]
+        metrics = scrape_metrics(f"{pipeline.url}/metrics")
+        assert metrics[("asyncinfer_model_workers_live", (("model", "tiny_cnn@1"),))] == 0
+        assert metrics[("asyncinfer_model_workers_desired", (("model", "tiny_cnn@1"),))] == 1  # its pool from zero
+        assert metrics[("asyncinfer_model_jobs_outstanding", (("model", "tiny_cnn@1"),))] == 1
         pipeline.start_worker(model="tiny_cnn")
         first = client.get(f"/v1/jobs/{waiting.json()['id']}", params={"wait": 30}).json()
         docs = submit_batch_and_follow(client, "tiny_cnn@1", datas, top_k=3)
