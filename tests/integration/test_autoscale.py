@@ -12,14 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from cli.pipeline import LocalPipeline
 from cli.processes import Supervisor, free_port, wait_until
-from shared.constants import WORKERS_PRESENT_KEY
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import scrape_metrics, wait_terminal
+from tests.support.pipeline import worker_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -47,11 +46,6 @@ def autoscaler_figures(port: int) -> dict[str, float]:
         return {}
     return {name: value for (name, labels), value in samples.items() if not labels}
 
-
-def worker_pids(redis_url: str) -> set[int]:
-    """The pids in the workers' presence entries (`<node>/<pid>/<random>`)."""
-    entries = redis.Redis.from_url(redis_url, decode_responses=True).zrange(WORKERS_PRESENT_KEY, 0, -1)
-    return {int(str(entry).split("/")[1]) for entry in entries}
 
 
 def alive(pid: int) -> bool:

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from cli.processes import REPO_ROOT, free_port, wait_until
-from shared.constants import WORKERS_PRESENT_KEY
 from shared.queue import redis_answers
 from tests.support import images
 from tests.support.http import submit, wait_terminal
-from tests.support.pipeline import clean_env
+from tests.support.pipeline import clean_env, worker_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -79,11 +77,6 @@ def start_up(tmp_path: Path, *args: str, **settings: str) -> tuple[subprocess.Po
                failed=lambda: None if up.poll() is None else log_path.read_text()[-2000:])
     return up, log_path, f"http://127.0.0.1:{port}", redis_url
 
-
-def worker_pids(redis_url: str) -> list[int]:
-    """The pids in the workers' presence entries (`<node>/<pid>/<random>`)."""
-    entries = redis.Redis.from_url(redis_url, decode_responses=True).zrange(WORKERS_PRESENT_KEY, 0, -1)
-    return [int(str(entry).split("/")[1]) for entry in entries]
 
 
 def test_up_starts_a_worker_again_when_it_dies(tmp_path: Path) -> None:

@@ -25,7 +25,10 @@ def test_single_job_streams_every_status_to_the_result(client: httpx.Client) -> 
     final = events[-1][2]
     assert final["id"] == job["id"]
     assert len(final["result"]["predictions"]) == 3
-    assert final["model"] == {"name": "mobilenet_v2", "weights": "random", "backend": "tensorflow", "device": "cpu"}
+    sha256 = final["model"].pop("weights_sha256")
+    assert final["model"] == {"name": "mobilenet_v2", "version": "1", "weights": "random", "backend": "tensorflow",
+                              "device": "cpu"}
+    assert len(sha256) == 64 and int(sha256, 16) >= 0
     assert [h["status"] for h in final["history"]] == ["queued", "running", "succeeded"]
 
 

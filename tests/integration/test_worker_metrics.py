@@ -26,9 +26,12 @@ def test_worker_metrics_count_the_jobs_it_ran(make_pipeline: PipelineFactory) ->
     pipeline = make_pipeline(workers=1, ASYNCINFER_WORKER_METRICS_PORT=str(port))
     before = scrape(port)  # served once the model is loaded, before the first batch
     assert before[("asyncinfer_worker_batch_size_count", ())] == 0
-    assert before[("asyncinfer_worker_model_info", (
-        ("backend", "tensorflow"), ("device", "cpu"), ("name", "mobilenet_v2"), ("weights", "random"),
-    ))] == 1
+    (model_info,) = [(dict(labels), value) for (name, labels), value in before.items()
+                     if name == "asyncinfer_worker_model_info"]
+    labels, value = model_info
+    assert value == 1 and len(labels.pop("weights_sha256")) == 64
+    assert labels == {"backend": "tensorflow", "device": "cpu", "name": "mobilenet_v2", "version": "1",
+                      "weights": "random"}
 
     with httpx.Client(base_url=pipeline.url, timeout=60) as client:
         job_ids = [submit(client, images.jpeg(seed=60 + i))["id"] for i in range(JOBS)]

@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import redis
 
 from shared.config import Settings
+from shared.constants import WORKERS_PRESENT_KEY
 
 
 def clean_env(*keep: str) -> dict[str, str]:
@@ -43,3 +45,9 @@ def settings_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setting
         if key.startswith("ASYNCINFER_"):
             monkeypatch.setenv(key, value)
     return Settings()
+
+
+def worker_pids(redis_url: str) -> list[int]:
+    """The pids in the workers' presence entries (`<model>@<version>/<node>/<pid>/<random>`, workers/presence.py)."""
+    entries = redis.Redis.from_url(redis_url, decode_responses=True).zrange(WORKERS_PRESENT_KEY, 0, -1)
+    return [int(str(entry).split("/")[-2]) for entry in entries]
