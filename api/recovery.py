@@ -60,6 +60,9 @@ class Recoverer:
         self.celery = celery
         self.redis = redis_client
         self.grace_s = settings.recovery_grace_s
+        # For jobs accepted by a version before models were plugins: they go to the default model.
+        default = settings.catalogue().resolve(None)
+        self.default_model = {"name": default.name, "version": default.version}
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A holder that misses a pass or two (a busy machine) keeps it; a dead one loses it soon.
         duration_s = max(3 * settings.recovery_interval_s, MIN_LEASE_S)
@@ -80,6 +83,9 @@ class Recoverer:
         if not candidates:
             self._suspects.clear()
             return report
+        for job_id, doc in list(candidates.items()):
+            if not (doc.get("model") or {}).get("version"):
+                candidates[job_id] = self.lifecycle.adopt_model(job_id, self.default_model)
         queues = sorted({queue_of(doc) for doc in candidates.values()})
         delivered = job_ids_with_a_message(self.redis, candidates, queues)
         suspects: dict[str, str] = {}

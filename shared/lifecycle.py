@@ -88,6 +88,15 @@ class JobLifecycle:
             self.publisher.publish(doc)
         return doc, changed
 
+    def adopt_model(self, job_id: str, model: dict[str, str]) -> JobDoc:
+        """Give `model` ({name, version}) to a job accepted before models had versions, whose `model`
+        is null or names no version: without it the job has no queue (recovery, api/recovery.py)."""
+
+        def mutate(doc: JobDoc) -> JobDoc | None:
+            return None if (doc.get("model") or {}).get("version") else {**doc, "model": dict(model)}
+
+        return self._write(job_id, mutate)[0]
+
     def read(self, job_id: str) -> JobDoc:
         """The job as stored (JobNotFound when it is gone), waiting out a store outage like the writes do."""
         return self._with_store_retry(self.store.get_job, job_id)

@@ -13,10 +13,12 @@ import redis
 from api.services import Services
 from cli.pipeline import LocalPipeline
 from cli.processes import free_port, wait_until
+from shared.constants import DEFAULT_TENANT
+from shared.jobs import JobStatus, new_job, transition
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import scrape_metrics, submit, wait_terminal
-from tests.support.models import MOBILENET_V2_QUEUE
+from tests.support.models import MOBILENET_V2, MOBILENET_V2_QUEUE, blank_pixels
 from tests.support.pipeline import settings_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -52,6 +54,29 @@ def test_queued_jobs_whose_messages_redis_lost_are_queued_again(make_pipeline: P
     assert [(doc["status"], doc["attempts"]) for doc in docs] == [("succeeded", 1)] * 5
     assert metric(pipeline.url, "asyncinfer_jobs_recovered_total", cause="queued_without_message") == 5
     assert metric(pipeline.url, "asyncinfer_recovery_lease_held") == 1
+
+
+def test_jobs_accepted_before_models_had_versions_are_adopted_by_the_default_model(
+        make_pipeline: PipelineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade: a queued job whose `model` is null and a running one whose model names no version,
+    their messages on the old single queue that no worker reads any more."""
+    pipeline = make_pipeline(workers=1, **FAST_RECOVERY)
+    services = Services.create(settings_of(pipeline.env, monkeypatch))
+    old_worker_model = {"name": "mobilenet_v2", "weights": "random", "backend": "tensorflow", "device": "cpu"}
+    legacy = []
+    for i, status in enumerate(("queued", "running")):
+        doc = new_job(model=MOBILENET_V2, tenant=DEFAULT_TENANT, input_info={"bytes": 1}, top_k=3)
+        doc["model"] = None if status == "queued" else old_worker_model
+        if status == "running":
+            doc = transition(doc, JobStatus.RUNNING)
+        created, _ = services.store.create_job(doc, blank_pixels())
+        queue(pipeline).rpush("asyncinfer.infer", f"a message of the old queue {i}")
+        legacy.append(created["id"])
+    with httpx.Client(base_url=pipeline.url, timeout=30) as client:
+        docs = [wait_terminal(client, job_id, timeout_s=60) for job_id in legacy]
+    services.close()
+    assert [(doc["status"], doc["model"]["name"], doc["model"]["version"]) for doc in docs] == [
+        ("succeeded", "mobilenet_v2", "1")] * 2
 
 
 def test_a_running_job_whose_message_is_gone_runs_again(make_pipeline: PipelineFactory,
