@@ -20,12 +20,9 @@ def list_models(settings: Settings) -> int:
     catalogue = settings.catalogue()
     splits = _splits(settings)
     for name, versions in catalogue.models().items():
-        weights = {v: w for v, w in splits.weights(name).items() if v in versions and w > 0}
-        total = sum(weights.values())
+        shares = splits.shares(name, list(versions))
         for version, spec in versions.items():
-            latest = version == list(versions)[-1]
-            share = 100 * weights.get(version, 0) / total if total else (100.0 if latest else 0.0)
-            print(f"{spec.ref}\t{share:.0f}%\t{spec.input.width}x{spec.input.height}\t{spec.source}")
+            print(f"{spec.ref}\t{shares.get(version, 0.0):.0f}%\t{spec.input.width}x{spec.input.height}\t{spec.source}")
     for source, problem in catalogue.problems.items():
         print(f"asyncinfer models: {source} failed to load: {problem}", file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import redis
 
@@ -81,6 +81,19 @@ class TrafficSplits:
             self._cache[name] = (now, weights)
         return weights
 
+    def served_weights(self, name: str, served: Collection[str]) -> dict[str, float]:
+        """The split's weights of the versions in `served` that have a share; empty: no split applies."""
+        return {version: weight for version, weight in self.weights(name).items() if version in served and weight > 0}
+
+    def shares(self, name: str, versions: Sequence[str]) -> dict[str, float]:
+        """Each version's percent of the jobs that name only the model: by the split, else all of
+        them to the latest (`versions` oldest first)."""
+        weights = self.served_weights(name, versions)
+        if not weights:
+            return {versions[-1]: 100.0}
+        total = sum(weights.values())
+        return {version: 100 * weight / total for version, weight in weights.items()}
+
     def set(self, name: str, weights: Mapping[str, float]) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(SPLIT_KEY_PREFIX + name)
@@ -97,8 +110,8 @@ class TrafficSplits:
         only when a split applies (it may read the upload)."""
 
         def choose_version(name: str) -> str:
-            weights = {v: w for v, w in self.weights(name).items() if v in served(name)}
-            if not any(w > 0 for w in weights.values()):
+            weights = self.served_weights(name, served(name).keys())
+            if not weights:
                 return latest(name)
             return choose(weights, sticky_key())
 
