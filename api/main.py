@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if registration is not None:
             own.extra_readiness_probes["consul"] = registration.agent_answers
         await own.broadcaster.start()
-        recoverer = Recoverer(settings, own.lifecycle, own.celery, own.redis)
+        recoverer = Recoverer(settings, own.lifecycle, own.celery, own.redis, own.submitter.tenant_limits)
         background = [
             asyncio.create_task(sweep_forever(own)),
             asyncio.create_task(recover_forever(recoverer, settings.recovery_interval_s)),

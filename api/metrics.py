@@ -11,7 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shared.jobs import parse_rfc3339
 from shared.scaling import ScalingPolicy, scaling_signal
-from shared.work_in_redis import count_work
+from shared.work_in_redis import count_work_by_model, total_work
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -91,8 +91,11 @@ def refresh_gauges(services: Services) -> None:
     rate = services.submitter.backlog.drain_rate.per_s()
     DRAIN_RATE.set(rate or 0.0)
     with contextlib.suppress(redis.RedisError):  # Redis down: /readyz says so; keep the last values
-        counts = count_work(services.redis, services.catalogue.queues())
-        signal = scaling_signal(counts, rate, ScalingPolicy.from_settings(services.settings))
+        # One reading for the whole system's signal and each model version's.
+        by_model = count_work_by_model(services.redis, services.catalogue.queues())
+        counts = total_work(by_model.values())
+        policy = ScalingPolicy.from_settings(services.settings)
+        signal = scaling_signal(counts, rate, policy)
         QUEUE_BACKLOG.set(counts.waiting)
         JOBS_UNACKNOWLEDGED.set(counts.unacknowledged)
         JOBS_OUTSTANDING.set(signal.outstanding)
@@ -100,9 +103,8 @@ def refresh_gauges(services: Services) -> None:
         WORKERS_DESIRED.set(signal.desired_workers)
         QUEUE_WAIT_PREDICTED.set(signal.predicted_wait_s)
         BACKLOG_WITHOUT_CAPACITY.set(int(signal.without_capacity))
-        policy = ScalingPolicy.from_settings(services.settings)
-        for ref, queue in services.catalogue.queues().items():
-            pool = scaling_signal(count_work(services.redis, {ref: queue}), rate, policy)
+        for ref, model_counts in by_model.items():
+            pool = scaling_signal(model_counts, rate, policy)
             MODEL_JOBS_OUTSTANDING.labels(ref).set(pool.outstanding)
             MODEL_WORKERS_LIVE.labels(ref).set(pool.live_workers)
             MODEL_WORKERS_DESIRED.labels(ref).set(pool.desired_workers)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 
+from api.admission.tenant_limits import TenantLimits
 from api.metrics import JOBS_RECOVERED, RECOVERY_LEASE_HELD
 from shared.config import Settings
 from shared.errors import JobNotFound
@@ -50,11 +51,14 @@ class RecoveryPass:
     held_lease: bool
     open_jobs: int = 0
     recovered: list[str] = field(default_factory=list)
+    tenant_slots_freed: int = 0  # tenants' open-job entries of jobs that had ended unheard
 
 
 class Recoverer:
-    def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis,
+                 tenant_limits: TenantLimits | None = None) -> None:
         self.lifecycle = lifecycle
+        self.tenant_limits = tenant_limits
         self.store: JobStore = lifecycle.store
         store = self.store
         self.celery = celery
@@ -80,6 +84,9 @@ class Recoverer:
         open_jobs = self._open_jobs(now)
         candidates = {job_id: doc for job_id, doc in open_jobs.items() if _age_s(doc, now) >= self.grace_s}
         report = RecoveryPass(held_lease=True, open_jobs=len(open_jobs))
+        if self.tenant_limits is not None:
+            # A job whose terminal event no gateway heard still counted against its tenant.
+            report.tenant_slots_freed = self.tenant_limits.prune(open_jobs, now)
         if not candidates:
             self._suspects.clear()
             return report

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,10 @@ from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
 from shared.models.catalogue import Catalogue
 from shared.queue import make_celery
+from shared.queue_names import lane_of
 from shared.store import JobStore, open_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,15 +47,16 @@ class Services:
         )
         celery = make_celery(settings)
         lifecycle = JobLifecycle(store, EventPublisher(client), max_attempts=settings.max_attempts)
-        drain_rate = DrainRate()
         catalogue = settings.catalogue()
+        submitter = Submitter(settings, lifecycle, celery, client, catalogue, DrainRate())
+        warn_of_shared_lanes(settings.api_keys.values())
         return cls(
             settings=settings,
             store=store,
             redis=client,
             celery=celery,
-            broadcaster=Broadcaster(settings.redis_url, on_finished=lambda event: on_finished(drain_rate, event)),
-            submitter=Submitter(settings, lifecycle, celery, client, catalogue, drain_rate),
+            broadcaster=Broadcaster(settings.redis_url, on_finished=lambda event: on_finished(submitter, event)),
+            submitter=submitter,
             lifecycle=lifecycle,
             catalogue=catalogue,
         )
@@ -61,7 +66,20 @@ class Services:
         self.redis.close()
 
 
-def on_finished(drain_rate: DrainRate, event: dict[str, Any]) -> None:
-    """A job's terminal event, heard by this gateway: the drain rate and the metrics by model."""
-    drain_rate.record()
+def on_finished(submitter: Submitter, event: dict[str, Any]) -> None:
+    """A job's terminal event, heard by this gateway: the drain rates, the tenant's open jobs and
+    the metrics by model."""
+    submitter.backlog.drain_rate.record()
+    submitter.tenant_limits.job_finished(str(event.get("tenant")), str(event.get("job_id")))
     record_finished(event)
+
+
+def warn_of_shared_lanes(tenants: Iterable[str]) -> None:
+    """Tenants in one fair lane share its turns (shared/queue_names.py): say which, once, at start."""
+    by_lane: dict[int, set[str]] = {}
+    for tenant in tenants:
+        by_lane.setdefault(lane_of(tenant), set()).add(tenant)
+    for lane, sharing in sorted(by_lane.items()):
+        if len(sharing) > 1:
+            log.warning("tenants %s share fair lane %d: between them, jobs are served first come, first served",
+                        ", ".join(sorted(sharing)), lane)

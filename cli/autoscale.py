@@ -153,7 +153,7 @@ def run_autoscaler(settings: Settings, pipeline: LocalPipeline, bounds: Bounds) 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     # One pool per model version: its own queue, its own workers (ASYNCINFER_MODEL names it).
     spec = settings.catalogue().worker_model(settings.model)
-    pool_queue = {spec.ref: spec.queue}
+    pool_queue = {spec.ref: spec.queues}
     policy = ScalingPolicy(settings.scale_target_jobs_per_worker, bounds.min_workers, bounds.max_workers)
     stabiliser = Stabiliser(bounds, started_at=time.monotonic())
     pool = Pool(pipeline, settings.intra_op_threads)

@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     max_headers: int = Field(default=100, ge=1)
     backlog_limit: int = 10_000
+    # Each tenant's jobs accepted and not yet ended (api/admission/tenant_limits.py); over it, that
+    # tenant alone gets 429. 0: no limit per tenant (the backlog limit still holds).
+    tenant_max_outstanding: int = Field(
+        default=0, ge=0, description="Most jobs one tenant may have queued or running; 0: no limit per tenant."
+    )
+    # NoDecode: the env value is `tenant:limit,…` (or JSON), parsed by _parse_tenant_limits below.
+    tenant_limits: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict, description="Per-tenant exceptions to ASYNCINFER_TENANT_MAX_OUTSTANDING: "
+        "`tenant:limit,…`; 0 lifts a tenant's limit.",
+    )
     max_sse_streams: int = 10_000
     sse_ping_s: float = 15.0
     # A stream or long poll that hears nothing for this long re-reads the store: a lost publish
@@ -217,6 +227,23 @@ class Settings(BaseSettings):
         if any(len(pair) != 2 for pair in pairs):
             raise ValueError("ASYNCINFER_API_KEYS: use key:tenant,key2:tenant2")
         return {key.strip(): tenant.strip() for key, tenant in pairs}
+
+    @field_validator("tenant_limits", mode="before")
+    @classmethod
+    def _parse_tenant_limits(cls, value: object) -> object:
+        """Accept `tenant1:100,tenant2:0` as well as JSON."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("{"):
+            return json.loads(value)
+        pairs = [item.rsplit(":", 1) for item in value.split(",") if item.strip()]
+        if any(len(pair) != 2 or not pair[1].strip().isdigit() for pair in pairs):
+            raise ValueError("ASYNCINFER_TENANT_LIMITS: use tenant:limit,tenant2:limit2 (whole numbers; 0: none)")
+        return {tenant.strip(): int(limit) for tenant, limit in pairs}
+
+    def outstanding_limit_of(self, tenant: str) -> int:
+        """The most jobs `tenant` may have open; 0: no limit."""
+        return self.tenant_limits.get(tenant, self.tenant_max_outstanding)
 
     @field_validator("model_dirs", mode="before")
     @classmethod

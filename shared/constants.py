@@ -14,8 +14,8 @@ LEASE_KEY_PREFIX: Final = "lease::"
 # Each tenant's jobs, newest first, for GET /v1/jobs (shared/store/tenant_jobs.py).
 TENANT_INDEX_PREFIX: Final = "jobs-of::"
 
-# One Celery queue per model version, `asyncinfer.infer.<name>.<version>` (shared/queue.py): its
-# workers consume it alone, so a job never reaches a worker of another model, and Redis keeps
+# Celery queues per model version, `asyncinfer.infer.<name>.<version>.<lane>` (shared/queue_names.py):
+# its workers consume them alone, so a job never reaches a worker of another model, and Redis keeps
 # each as one list, whose lengths are the backlog that admission control and autoscaling read.
 INFER_QUEUE_PREFIX: Final = "asyncinfer.infer."
 INFER_TASK: Final = "asyncinfer.infer"
@@ -27,6 +27,8 @@ UNACKED_KEY: Final = "unacked"
 ADMISSION_RESERVATIONS_KEY: Final = "asyncinfer:admitting"
 # Longer than storing and queueing a whole batch takes; a leaked reservation blocks no longer.
 RESERVATION_TTL_S: Final = 30.0
+# Each tenant's open jobs, one sorted set per tenant (api/admission/tenant_limits.py).
+TENANT_OPEN_JOBS_PREFIX: Final = "asyncinfer:open-jobs-of:"
 
 # The workers that are alive (shared/presence.py): workers run without Celery's heartbeats and
 # gossip, so this sorted set, one entry per worker scored with the time it lapses, is how a gateway

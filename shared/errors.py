@@ -86,6 +86,13 @@ class BacklogFull(AsyncInferError):
     retry_after_s = 5
 
 
+class TenantBusy(AsyncInferError):
+    """The tenant has as many jobs open as it may; other tenants are not affected."""
+
+    status, title = 429, "Too many open jobs for this tenant"
+    retry_after_s = 5
+
+
 class DeadlineUnreachable(AsyncInferError):
     """At the measured drain rate, the job could not start within the deadline its client set."""
 

@@ -52,8 +52,8 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def queue_of(doc: JobDoc) -> str:
-    """The queue of the model version a job was accepted for."""
-    return queue_name(doc["model"]["name"], doc["model"]["version"])
+    """The queue of the model version a job was accepted for: its tenant's lane."""
+    return queue_name(doc["model"]["name"], doc["model"]["version"], doc["tenant"])
 
 
 def enqueue(app: Celery, job_id: str, queue: str) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import redis
 
@@ -45,10 +45,11 @@ def _of_models(workers: list[tuple[bytes | str, float]], refs: Iterable[str]) ->
     return [entry for entry in entries if entry[0].startswith(prefixes)]
 
 
-def count_work(client: redis.Redis, queues: dict[str, str]) -> WorkCounts:
-    """The work of the model versions `queues` names (`name@version` → its queue): what waits in
-    their queues, is held by their workers, and their live workers; with admission reservations,
-    which are not told apart by model. Raises RedisError when Redis does not answer."""
+def count_work_by_model(client: redis.Redis, queues: Mapping[str, Sequence[str]]) -> dict[str, WorkCounts]:
+    """The work of each model version `queues` names (`name@version` → its lanes), from one reading:
+    what waits in its lanes, is held by its workers, and its live workers; with admission
+    reservations, which are not told apart by model (each version's counts hold all of them).
+    Raises RedisError when Redis does not answer."""
     # Reservations are scored on the gateways' clocks, as admission's own script reads them.
     stale_before = time.time() - RESERVATION_TTL_S
     pipe = client.pipeline(transaction=True)
@@ -56,34 +57,35 @@ def count_work(client: redis.Redis, queues: dict[str, str]) -> WorkCounts:
     pipe.hvals(UNACKED_KEY)
     pipe.zrangebyscore(ADMISSION_RESERVATIONS_KEY, f"({stale_before}", "+inf")
     pipe.zrange(WORKERS_PRESENT_KEY, 0, -1, withscores=True)
-    for queue in queues.values():
-        pipe.llen(queue)
-    now, held, reservations, workers, *waiting = pipe.execute()
-    wanted = set(queues.values())
-    return WorkCounts(
-        waiting=sum(int(n) for n in waiting),
-        unacknowledged=sum(1 for raw in held if _routing_key(raw) in wanted),
-        admitting=_reserved_jobs(reservations),
-        live_workers=count_live(_of_models(workers, queues), redis_time_s(now)),
-    )
-
-
-@dataclass(frozen=True)
-class ModelWork:
-    waiting: int  # messages in the model version's queue
-    live_workers: int  # its workers whose presence entry is current
-
-
-def work_by_model(client: redis.Redis, queues: dict[str, str]) -> dict[str, ModelWork]:
-    """For each model version (`name@version` → its queue), what waits and who serves it."""
-    pipe = client.pipeline(transaction=True)
-    pipe.time()
-    pipe.zrange(WORKERS_PRESENT_KEY, 0, -1, withscores=True)
-    for queue in queues.values():
-        pipe.llen(queue)
-    now, workers, *waiting = pipe.execute()
+    for lanes in queues.values():
+        for queue in lanes:
+            pipe.llen(queue)
+    now, held, reservations, workers, *lengths = pipe.execute()
+    held_from = Counter(_routing_key(raw) for raw in held)
+    admitting = _reserved_jobs(reservations)
     now_s = redis_time_s(now)
-    return {
-        ref: ModelWork(int(length), count_live(_of_models(workers, [ref]), now_s))
-        for ref, length in zip(queues, waiting, strict=True)
-    }
+    counts: dict[str, WorkCounts] = {}
+    for ref, lanes in queues.items():
+        waiting, lengths = lengths[:len(lanes)], lengths[len(lanes):]
+        counts[ref] = WorkCounts(
+            waiting=sum(int(n) for n in waiting),
+            unacknowledged=sum(held_from[queue] for queue in lanes),
+            admitting=admitting,
+            live_workers=count_live(_of_models(workers, [ref]), now_s),
+        )
+    return counts
+
+
+def count_work(client: redis.Redis, queues: Mapping[str, Sequence[str]]) -> WorkCounts:
+    """The work of the model versions `queues` names, together (one pool's, or the whole system's)."""
+    return total_work(count_work_by_model(client, queues).values())
+
+
+def total_work(by_model: Collection[WorkCounts]) -> WorkCounts:
+    """Model versions' counts of one reading, together."""
+    return WorkCounts(
+        waiting=sum(c.waiting for c in by_model),
+        unacknowledged=sum(c.unacknowledged for c in by_model),
+        admitting=max((c.admitting for c in by_model), default=0),  # the same reservations in each
+        live_workers=sum(c.live_workers for c in by_model),
+    )

@@ -64,8 +64,9 @@ def register_infer_task(
         except Exception:
             log.exception("a batch of %d raised; queueing its jobs again", len(job_ids))
             report = BatchReport(len(job_ids), 0, unfinished=job_ids)
-        own_queue = classifier.spec.queue
-        for job_id, queue in [*((job_id, own_queue) for job_id in report.unfinished), *report.misrouted.items()]:
+        lane_of_job = {request.args[0]: delivered_from(request, classifier.spec.queues[0]) for request in requests}
+        for job_id, queue in [*((job_id, lane_of_job[job_id]) for job_id in report.unfinished),
+                              *report.misrouted.items()]:
             try:
                 enqueue(app, job_id, queue)
             except Exception as e:
@@ -79,6 +80,12 @@ def register_infer_task(
         )
 
     return infer
+
+
+def delivered_from(request: Any, fallback: str) -> str:
+    """The lane a message came from, to queue its job again in its tenant's turn (the job's
+    document, which names the tenant, may be what could not be read)."""
+    return str((getattr(request, "delivery_info", None) or {}).get("routing_key") or fallback)
 
 
 def note_timeouts(lifecycle: JobLifecycle, job_ids: Sequence[str], limit_s: float) -> None:
@@ -195,7 +202,7 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
     argv = [
         "worker",
         f"--loglevel={loglevel}",
-        f"--queues={spec.queue}",
+        f"--queues={','.join(spec.queues)}",  # every lane, taken in turn (shared/queue_names.py)
         # One process runs the batches inline; TensorFlow uses every core inside a batch.
         "--pool=solo",
         # With worker_prefetch_multiplier=1 this is the prefetch count: the worker holds at

@@ -16,6 +16,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from api.admission.backlog import Backlog, DrainRate
 from api.admission.checks import ImageInfo, open_upload
+from api.admission.tenant_limits import TenantLimits
 from shared.config import Settings
 from shared.errors import AsyncInferError, BadRequest, DependencyUnavailable, UndecodableImage
 from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
@@ -54,7 +55,8 @@ class Submitter:
         self.catalogue = catalogue
         self.splits = TrafficSplits(redis_client)
         self.backlog = Backlog(redis_client, settings.backlog_limit, drain_rate or DrainRate(),
-                               queues=lambda: list(catalogue.queues().values()))
+                               queues=lambda: [queue for lanes in catalogue.queues().values() for queue in lanes])
+        self.tenant_limits = TenantLimits(redis_client, settings.outstanding_limit_of)
         # Uploads being checked are in memory twice over (bytes, decoded pixels); the others wait
         # spooled. One check per core: checking is CPU-bound, so more would add memory, not speed.
         self._checking = threading.BoundedSemaphore(os.cpu_count() or 1)
@@ -123,13 +125,19 @@ class Submitter:
 
         spec, top_k = self.model_for(model, top_k, sticky_key)
         info, stored = self.inspect(upload, spec)
-        with self.backlog.admit(1, deadline_s):
-            return self._store_and_enqueue(info, stored, tenant, spec, top_k, idempotency_key, deadline_s)
+        job_id = new_id()
+        # The tenant's own limit first: a tenant at its limit is told so, whatever the backlog.
+        with self.tenant_limits.admit(tenant, [job_id]), self.backlog.admit(1, deadline_s):
+            doc, created = self._store_and_enqueue(job_id, info, stored, tenant, spec, top_k, idempotency_key,
+                                                   deadline_s)
+        if not created:  # the key's first job, counted when it was accepted
+            self.tenant_limits.release(tenant, [job_id])
+        return doc, created
 
-    def _store_and_enqueue(self, info: ImageInfo, stored: bytes, tenant: str, spec: ModelSpec, top_k: int,
-                           idempotency_key: str | None, deadline_s: float | None) -> tuple[JobDoc, bool]:
+    def _store_and_enqueue(self, job_id: str, info: ImageInfo, stored: bytes, tenant: str, spec: ModelSpec,
+                           top_k: int, idempotency_key: str | None, deadline_s: float | None) -> tuple[JobDoc, bool]:
         doc = new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
-                      deadline_s=deadline_s)
+                      job_id=job_id, deadline_s=deadline_s)
         if not idempotency_key:
             doc, _ = self.store.create_job(doc, stored)
             self._enqueue_or_discard(doc)
@@ -175,16 +183,17 @@ class Submitter:
                 )
         if problems:
             raise BatchRejected(problems)
-        with self.backlog.admit(len(uploads), deadline_s):
-            return self._store_and_enqueue_batch(infos, stored, tenant, spec, top_k, deadline_s)
+        job_ids = [new_id() for _ in uploads]
+        with self.tenant_limits.admit(tenant, job_ids), self.backlog.admit(len(uploads), deadline_s):
+            return self._store_and_enqueue_batch(job_ids, infos, stored, tenant, spec, top_k, deadline_s)
 
-    def _store_and_enqueue_batch(self, infos: list[ImageInfo], stored: list[bytes], tenant: str, spec: ModelSpec,
-                                 top_k: int, deadline_s: float | None) -> dict[str, Any]:
+    def _store_and_enqueue_batch(self, job_ids: list[str], infos: list[ImageInfo], stored: list[bytes], tenant: str,
+                                 spec: ModelSpec, top_k: int, deadline_s: float | None) -> dict[str, Any]:
         batch_id = new_id()
         jobs = [
             new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
-                    batch_id=batch_id, deadline_s=deadline_s)
-            for info in infos
+                    batch_id=batch_id, job_id=job_id, deadline_s=deadline_s)
+            for job_id, info in zip(job_ids, infos, strict=True)
         ]
         for doc, data in zip(jobs, stored, strict=True):
             self.store.create_job(doc, data)

@@ -14,12 +14,13 @@ from api.schemas import PROBLEM_RESPONSES, ModelList, ModelPublic
 from api.services import Services
 from shared.errors import DependencyUnavailable
 from shared.models import ModelSpec
-from shared.work_in_redis import ModelWork, work_by_model
+from shared.scaling import WorkCounts
+from shared.work_in_redis import count_work_by_model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _version_view(spec: ModelSpec, work: ModelWork) -> dict[str, Any]:
+def _version_view(spec: ModelSpec, work: WorkCounts) -> dict[str, Any]:
     return {
         "version": spec.version,
         "status": "serving" if work.live_workers else "no_workers",
@@ -36,14 +37,11 @@ def _version_view(spec: ModelSpec, work: ModelWork) -> dict[str, Any]:
 
 def _traffic(services: Services, name: str, versions: dict[str, ModelSpec]) -> dict[str, float]:
     """Each served version's share (percent) of the jobs that name only the model."""
-    weights = {v: w for v, w in services.submitter.splits.weights(name).items() if v in versions and w > 0}
-    if not weights:
-        return {list(versions)[-1]: 100.0}
-    total = sum(weights.values())
-    return {version: round(100 * weight / total, 2) for version, weight in weights.items()}
+    shares = services.submitter.splits.shares(name, list(versions))
+    return {version: round(share, 2) for version, share in shares.items()}
 
 
-def _model_view(services: Services, name: str, work: dict[str, ModelWork]) -> dict[str, Any]:
+def _model_view(services: Services, name: str, work: dict[str, WorkCounts]) -> dict[str, Any]:
     versions = services.catalogue.versions(name)
     latest = next(reversed(versions.values()))
     views = [_version_view(spec, work[spec.ref]) for spec in versions.values()]
@@ -78,7 +76,7 @@ async def get_model(name: str, services: ServicesDep, tenant: TenantDep) -> JSON
 def _views(services: Services, names: list[str]) -> list[dict[str, Any]]:
     """The views of `names`, from one reading of Redis (it also holds the traffic splits)."""
     try:
-        work = work_by_model(services.redis, services.catalogue.queues())
+        work = count_work_by_model(services.redis, services.catalogue.queues())
         return [_model_view(services, name, work) for name in names]
     except redis.RedisError as e:
         raise DependencyUnavailable(f"Redis does not answer: {e}") from e

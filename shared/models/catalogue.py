@@ -123,18 +123,19 @@ class Catalogue:
                               versions[spec.version].source, spec.source)
                     continue
                 versions[spec.version] = spec
-            self._models = models
+            # Sorted once per change, not on every call (each submit asks).
+            self._models = {name: dict(sorted(versions.items(), key=lambda item: version_order(item[0])))
+                            for name, versions in sorted(models.items())}
             self.problems = {**self._plugin_problems, **problems}
 
     def models(self) -> dict[str, dict[str, ModelSpec]]:
         """name → version → spec, names sorted, versions oldest first."""
         self._refresh()
-        return {name: dict(sorted(versions.items(), key=lambda item: version_order(item[0])))
-                for name, versions in sorted(self._models.items())}
+        return self._models  # replaced whole on a change, never altered: safe to hand out
 
-    def queues(self) -> dict[str, str]:
-        """`name@version` → its queue, for every model version."""
-        return {spec.ref: spec.queue for versions in self.models().values() for spec in versions.values()}
+    def queues(self) -> dict[str, tuple[str, ...]]:
+        """`name@version` → its queues (lanes), for every model version."""
+        return {spec.ref: spec.queues for versions in self.models().values() for spec in versions.values()}
 
     def versions(self, name: str) -> dict[str, ModelSpec]:
         versions = self.models().get(name)

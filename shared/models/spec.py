@@ -12,7 +12,7 @@ import numpy as np
 
 from shared.constants import MAX_TOP_K
 from shared.errors import BadRequest
-from shared.queue_names import queue_name
+from shared.queue_names import model_queues, queue_name
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}"
@@ -103,8 +103,12 @@ class ModelSpec:
         return f"{self.name}@{self.version}"
 
     @property
-    def queue(self) -> str:
-        return queue_name(self.name, self.version)
+    def queues(self) -> tuple[str, ...]:
+        """Its lanes, one per share of tenants (shared/queue_names.py)."""
+        return model_queues(self.name, self.version)
+
+    def queue_for(self, tenant: str) -> str:
+        return queue_name(self.name, self.version, tenant)
 
     def batch_size_for(self, device: str, configured: int = 0) -> int:
         """The configured maximum batch size, or the model's own for the device."""

@@ -16,7 +16,7 @@ from shared.queue import enqueue, make_celery
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import wait_terminal
-from tests.support.models import MOBILENET_V2_QUEUE
+from tests.support.models import builtin
 from tests.support.pipeline import settings_of
 from workers.faults import CRASH_EXIT_CODE
 from workers.time_limit import TIMED_OUT_EXIT_CODE
@@ -43,7 +43,7 @@ def test_a_message_whose_job_is_gone_does_not_strand_its_batch_mates(make_pipeli
     app = make_celery(settings_of(pipeline.env, monkeypatch))
     with httpx.Client(base_url=pipeline.url, timeout=30) as client:
         jobs = batch_of(client, [images.jpeg(seed=1200 + i) for i in range(3)])
-        enqueue(app, "a-job-that-was-never-stored", MOBILENET_V2_QUEUE)
+        enqueue(app, "a-job-that-was-never-stored", builtin().queue_for("public"))
         jobs += batch_of(client, [images.jpeg(seed=1210 + i) for i in range(3)])
         pipeline.start_worker()
         docs = [wait_terminal(client, job_id, timeout_s=60) for job_id in jobs]

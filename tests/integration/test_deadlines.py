@@ -17,7 +17,7 @@ from cli.processes import wait_until
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import post_job, submit, wait_terminal
-from tests.support.models import MOBILENET_V2_QUEUE
+from tests.support.models import waiting_jobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -30,7 +30,7 @@ def test_concurrent_submits_cannot_overshoot_the_backlog_limit(make_pipeline: Pi
 
     statuses = sorted(response.status_code for response in answers)
     assert statuses == [202] * 5 + [429] * 11
-    assert redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"]).llen(MOBILENET_V2_QUEUE) == 5
+    assert waiting_jobs(redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"])) == 5
 
 
 def test_a_job_not_started_by_its_deadline_ends_cancelled_with_timeout(make_pipeline: PipelineFactory) -> None:

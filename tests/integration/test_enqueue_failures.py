@@ -25,7 +25,7 @@ from shared.errors import BatchNotFound, DependencyUnavailable, JobNotFound
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import post_job, wait_terminal
-from tests.support.models import MOBILENET_V2_QUEUE
+from tests.support.models import waiting_jobs
 from tests.support.pipeline import settings_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -47,7 +47,7 @@ def submitter(gateway: LocalPipeline, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def queued_messages(pipeline: LocalPipeline) -> int:
-    return int(redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"]).llen(MOBILENET_V2_QUEUE))
+    return waiting_jobs(redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"]))
 
 
 def post(client: httpx.Client, key: str) -> httpx.Response:

@@ -18,7 +18,7 @@ from shared.jobs import JobStatus, new_job, transition
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import scrape_metrics, submit, wait_terminal
-from tests.support.models import MOBILENET_V2, MOBILENET_V2_QUEUE, blank_pixels
+from tests.support.models import MOBILENET_V2, blank_pixels, drop_waiting_jobs, waiting_jobs
 from tests.support.pipeline import settings_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -37,17 +37,17 @@ def queue(pipeline: LocalPipeline) -> redis.Redis:
 
 def lose_the_queued_messages(pipeline: LocalPipeline) -> None:
     """What a Redis crash under `appendfsync everysec` can do to the last second of writes."""
-    queue(pipeline).delete(MOBILENET_V2_QUEUE)
+    drop_waiting_jobs(queue(pipeline))
 
 
 def test_queued_jobs_whose_messages_redis_lost_are_queued_again(make_pipeline: PipelineFactory) -> None:
     pipeline = make_pipeline(workers=0, **FAST_RECOVERY)
     with httpx.Client(base_url=pipeline.url, timeout=30) as client:
         jobs = [submit(client, images.jpeg(seed=1000 + i)) for i in range(5)]
-        assert queue(pipeline).llen(MOBILENET_V2_QUEUE) == 5
+        assert waiting_jobs(queue(pipeline)) == 5
         lose_the_queued_messages(pipeline)
 
-        wait_until(lambda: queue(pipeline).llen(MOBILENET_V2_QUEUE) == 5, 30, "recovery to queue the 5 jobs again")
+        wait_until(lambda: waiting_jobs(queue(pipeline)) == 5, 30, "recovery to queue the 5 jobs again")
         pipeline.start_worker()
         docs = [wait_terminal(client, job["id"]) for job in jobs]
 
@@ -89,7 +89,7 @@ def test_a_running_job_whose_message_is_gone_runs_again(make_pipeline: PipelineF
         assert services.lifecycle.begin(job["id"]) is not None
         lose_the_queued_messages(pipeline)
 
-        wait_until(lambda: queue(pipeline).llen(MOBILENET_V2_QUEUE) == 1, 30, "recovery to queue the job again")
+        wait_until(lambda: waiting_jobs(queue(pipeline)) == 1, 30, "recovery to queue the job again")
         pipeline.start_worker()
         doc = wait_terminal(client, job["id"])
     services.close()
@@ -121,10 +121,10 @@ def test_of_two_gateways_exactly_one_recovers(make_pipeline: PipelineFactory, tm
                 submit(client, images.jpeg(seed=1030 + i))
         lose_the_queued_messages(first)
 
-        wait_until(lambda: queue(first).llen(MOBILENET_V2_QUEUE) == 6, 30, "recovery to queue the 6 jobs again")
+        wait_until(lambda: waiting_jobs(queue(first)) == 6, 30, "recovery to queue the 6 jobs again")
         time.sleep(3)  # six more passes: nobody queues them a second time
 
-        assert queue(first).llen(MOBILENET_V2_QUEUE) == 6
+        assert waiting_jobs(queue(first)) == 6
         gateways = [first.url, second.url]
         recovered = [metric(url, "asyncinfer_jobs_recovered_total", cause="queued_without_message") for url in gateways]
         held = [metric(url, "asyncinfer_recovery_lease_held") for url in gateways]

@@ -24,9 +24,9 @@ from cli.pipeline import LocalPipeline
 from cli.processes import free_port, wait_until
 from shared.constants import ADMISSION_RESERVATIONS_KEY, UNACKED_KEY
 from shared.presence import announce, withdraw
-from shared.queue_names import queue_name
+from shared.queue_names import model_queues
 from shared.scaling import ScalingPolicy, WorkCounts, desired_workers
-from shared.work_in_redis import ModelWork, count_work, work_by_model
+from shared.work_in_redis import count_work, count_work_by_model
 from tests.support import images
 from tests.support.http import scrape_metrics
 from tests.support.pipeline import pipeline_env
@@ -193,14 +193,15 @@ def test_counts_read_the_list_the_unacked_hash_reservations_and_presence(redis_u
     out, and each model's work told apart from another's."""
     client = redis.Redis.from_url(f"{redis_url}/{COUNTS_DB}")
     client.flushdb()
-    mine = {"mobilenet_v2@1": queue_name("mobilenet_v2", "1")}
-    other = {"mobilenet_v3_small@1": queue_name("mobilenet_v3_small", "1")}
+    mine = {"mobilenet_v2@1": model_queues("mobilenet_v2", "1")}
+    other = {"mobilenet_v3_small@1": model_queues("mobilenet_v3_small", "1")}
     try:
-        client.rpush(mine["mobilenet_v2@1"], *[f"message {i}" for i in range(4)])
-        client.rpush(other["mobilenet_v3_small@1"], "message 4", "message 5")
+        client.rpush(mine["mobilenet_v2@1"][0], *[f"message {i}" for i in range(3)])
+        client.rpush(mine["mobilenet_v2@1"][-1], "message 3")  # another tenant's lane
+        client.rpush(other["mobilenet_v3_small@1"][0], "message 4", "message 5")
         # kombu's unacked entries: [message, exchange, routing key].
-        client.hset(UNACKED_KEY, mapping={f"tag{i}": json.dumps([{}, "", mine["mobilenet_v2@1"]]) for i in range(6)})
-        client.hset(UNACKED_KEY, "tag9", json.dumps([{}, "", other["mobilenet_v3_small@1"]]))
+        client.hset(UNACKED_KEY, mapping={f"tag{i}": json.dumps([{}, "", mine["mobilenet_v2@1"][i % 2]]) for i in range(6)})
+        client.hset(UNACKED_KEY, "tag9", json.dumps([{}, "", other["mobilenet_v3_small@1"][0]]))
         now = time.time()
         client.zadd(ADMISSION_RESERVATIONS_KEY, {"a:3": now, "b:250": now - 60})  # b: a crashed gateway's
         announce(client, "mobilenet_v2@1/brief", ttl_s=0.5)
@@ -209,9 +210,9 @@ def test_counts_read_the_list_the_unacked_hash_reservations_and_presence(redis_u
         assert count_work(client, mine) == WorkCounts(waiting=4, unacknowledged=6, admitting=3, live_workers=2)
         assert count_work(client, other) == WorkCounts(waiting=2, unacknowledged=1, admitting=3, live_workers=1)
         assert count_work(client, {**mine, **other}).outstanding == 6 + 7 + 3
-        assert work_by_model(client, {**mine, **other}) == {
-            "mobilenet_v2@1": ModelWork(waiting=4, live_workers=2),
-            "mobilenet_v3_small@1": ModelWork(waiting=2, live_workers=1),
+        assert count_work_by_model(client, {**mine, **other}) == {
+            "mobilenet_v2@1": WorkCounts(waiting=4, unacknowledged=6, admitting=3, live_workers=2),
+            "mobilenet_v3_small@1": WorkCounts(waiting=2, unacknowledged=1, admitting=3, live_workers=1),
         }
         time.sleep(0.6)
         assert count_work(client, mine).live_workers == 1

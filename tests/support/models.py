@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import redis
 from PIL import Image
 
 from shared.models import ModelSpec
 from shared.models.catalogue import Catalogue
 from shared.preprocessing import pack_pixels
-from shared.queue_names import queue_name
+from shared.work_in_redis import count_work_by_model
 
 # The job document's `model` at acceptance, for the default model.
 MOBILENET_V2 = {"name": "mobilenet_v2", "version": "1"}
@@ -24,5 +25,12 @@ def blank_pixels(spec: ModelSpec | None = None) -> bytes:
     return pack_pixels(Image.new("RGB", size))
 
 
-# The default model's queue, where the tests' jobs wait.
-MOBILENET_V2_QUEUE = queue_name("mobilenet_v2", "1")
+def waiting_jobs(client: redis.Redis, spec: ModelSpec | None = None) -> int:
+    """Messages waiting in all of a model's lanes (the default model's unless named)."""
+    spec = spec or builtin()
+    return count_work_by_model(client, {spec.ref: spec.queues})[spec.ref].waiting
+
+
+def drop_waiting_jobs(client: redis.Redis, spec: ModelSpec | None = None) -> None:
+    """Delete every lane of a model's queue, as a Redis crash can lose the last writes."""
+    client.delete(*(spec or builtin()).queues)
