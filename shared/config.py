@@ -7,7 +7,7 @@ import socket
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import SettingsInvalid
@@ -16,6 +16,18 @@ if TYPE_CHECKING:
     from shared.models.catalogue import Catalogue
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "password", "secret"}
+
+
+def _colon_pairs(value: object, usage: str) -> object:
+    """`a:b,c:d` (split at each item's first colon) as a dict, or JSON as given; ValueError(usage) otherwise."""
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("{"):
+        return json.loads(value)
+    pairs = [item.split(":", 1) for item in value.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(usage)
+    return {left.strip(): right.strip() for left, right in pairs}
 
 
 class Settings(BaseSettings):
@@ -89,7 +101,7 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Most jobs one tenant may have queued or running; 0: no limit per tenant."
     )
     # NoDecode: the env value is `tenant:limit,…` (or JSON), parsed by _parse_tenant_limits below.
-    tenant_limits: Annotated[dict[str, int], NoDecode] = Field(
+    tenant_limits: Annotated[dict[str, NonNegativeInt], NoDecode] = Field(
         default_factory=dict, description="Per-tenant exceptions to ASYNCINFER_TENANT_MAX_OUTSTANDING: "
         "`tenant:limit,…`; 0 lifts a tenant's limit.",
     )
@@ -219,27 +231,13 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
         """Accept `key1:tenant1,key2:tenant2` as well as JSON."""
-        if not isinstance(value, str):
-            return value
-        if value.lstrip().startswith("{"):
-            return json.loads(value)
-        pairs = [item.split(":", 1) for item in value.split(",") if item.strip()]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError("ASYNCINFER_API_KEYS: use key:tenant,key2:tenant2")
-        return {key.strip(): tenant.strip() for key, tenant in pairs}
+        return _colon_pairs(value, "ASYNCINFER_API_KEYS: use key:tenant,key2:tenant2")
 
     @field_validator("tenant_limits", mode="before")
     @classmethod
     def _parse_tenant_limits(cls, value: object) -> object:
-        """Accept `tenant1:100,tenant2:0` as well as JSON."""
-        if not isinstance(value, str):
-            return value
-        if value.lstrip().startswith("{"):
-            return json.loads(value)
-        pairs = [item.rsplit(":", 1) for item in value.split(",") if item.strip()]
-        if any(len(pair) != 2 or not pair[1].strip().isdigit() for pair in pairs):
-            raise ValueError("ASYNCINFER_TENANT_LIMITS: use tenant:limit,tenant2:limit2 (whole numbers; 0: none)")
-        return {tenant.strip(): int(limit) for tenant, limit in pairs}
+        """Accept `tenant1:100,tenant2:0` as well as JSON (pydantic then checks each limit is a number)."""
+        return _colon_pairs(value, "ASYNCINFER_TENANT_LIMITS: use tenant:limit,tenant2:limit2 (0: no limit)")
 
     def outstanding_limit_of(self, tenant: str) -> int:
         """The most jobs `tenant` may have open; 0: no limit."""
