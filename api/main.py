@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +20,7 @@ from api.routes import batches, events, faults, health, jobs, models, web
 from api.schemas import extra_components
 from api.services import Services
 from shared.config import Settings, get_settings
-from shared.constants import LOG_FORMAT
+from shared.logs import configure_logging
 
 if TYPE_CHECKING:
     from shared.mesh import MeshRegistration
@@ -84,6 +85,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         lifespan=lifespan,
     )
     add_extra_schemas(app)
+    if settings.cors_origins:  # inside the problem middleware: a refused preflight has a request id too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", "Authorization", "Idempotency-Key", "Last-Event-ID",
+                           "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Location", "Retry-After", "Idempotent-Replayed"],
+            max_age=600,
+        )
     install_problem_handlers(app, max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
     for module in (jobs, batches, models, events, health, web):
         app.include_router(module.router)
@@ -129,7 +140,7 @@ def run_gateway(settings: Settings, *, log_level: str = "INFO") -> None:
 
     # The gateway's own loggers (uvicorn configures only its own): an unexpected error's traceback
     # is logged with its request id (api/problems.py).
-    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    configure_logging(log_level, settings.log_format)
     release_large_blocks_to_the_os()
     registration = None
     if settings.mesh == "consul":
@@ -148,6 +159,9 @@ def run_gateway(settings: Settings, *, log_level: str = "INFO") -> None:
         host=settings.host,
         port=settings.port,
         log_level=log_level.lower(),
+        # Uvicorn's loggers go through ours (one format, with request ids); its own access log is
+        # replaced by the gateway's, which carries the request id and the latency (api/problems.py).
+        log_config=None,
         access_log=False,
         # h11, not httptools: h11 bounds the request line and headers it buffers (httptools took a
         # 1 MB header and 3,000 headers); a longer head gets 400 before any app code runs.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -19,8 +21,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import REQUESTS_REJECTED
 from shared.errors import AsyncInferError
+from shared.logs import request_id_var
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("asyncinfer.access")
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 PROBLEM_TYPE_BASE = "https://asyncinfer.dev/problems/"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -94,9 +99,10 @@ def request_id_of(headers: Headers) -> str:
 
 
 class ProblemMiddleware:
-    """The outermost layer of the app: every response carries an X-Request-ID, a request with too
-    many or too long header fields gets 431, and an exception that no handler took becomes a 500
-    problem whose request_id is also in the log line with the traceback. (Starlette's
+    """The outermost layer of the app: every response carries an X-Request-ID (and every log line
+    about the request its id, shared/logs.py), every request gets an access log line, a request
+    with too many or too long header fields gets 431, and an exception that no handler took becomes
+    a 500 problem whose request_id is also in the log line with the traceback. (Starlette's
     ServerErrorMiddleware, outside every user middleware, would answer text/plain, log no id.)"""
 
     def __init__(self, app: ASGIApp, *, max_headers: int, max_header_bytes: int) -> None:
@@ -109,15 +115,27 @@ class ProblemMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = request_id_of(Headers(scope=scope))
+        token = request_id_var.set(request_id)
+        began = time.perf_counter()
         started = False
+        status = 499  # what the access log says of a request whose client left before any answer (nginx's)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
             await send(message)
 
+        try:
+            await self._answer(scope, receive, send_with_id, request_id, lambda: started)
+        finally:
+            log_access(scope, status, time.perf_counter() - began)
+            request_id_var.reset(token)
+
+    async def _answer(self, scope: Scope, receive: Receive, send_with_id: Send, request_id: str,
+                      started: Callable[[], bool]) -> None:
         too_large = self._headers_too_large(scope["headers"])
         if too_large:
             await problem(431, "Request header fields too large", too_large)(scope, receive, send_with_id)
@@ -128,7 +146,7 @@ class ProblemMiddleware:
             return  # nobody left to answer
         except Exception:
             log.exception("unexpected error in %s %s (request_id %s)", scope["method"], scope["path"], request_id)
-            if started:
+            if started():
                 return  # too late for a status: the client sees the response end early
             response = problem(500, "Internal error", "The gateway failed unexpectedly while handling this "
                                "request; quote its request_id when you report it.", request_id=request_id)
@@ -143,6 +161,17 @@ class ProblemMiddleware:
         if size > self.max_header_bytes:
             return f"the request's header fields are {size:,} bytes; the limit is {self.max_header_bytes:,}"
         return None
+
+
+def log_access(scope: Scope, status: int, duration_s: float) -> None:
+    """One line per request, once it is answered (a stream: once it ends). Probes and scrapes at
+    DEBUG, so that they do not drown the rest."""
+    path = scope["path"]
+    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+    if access_log.isEnabledFor(level):
+        duration_ms = round(duration_s * 1000, 1)
+        access_log.log(level, "%s %s %d %.1f ms", scope["method"], path, status, duration_ms,
+                       extra={"method": scope["method"], "path": path, "status": status, "duration_ms": duration_ms})
 
 
 def install_problem_handlers(app: FastAPI, *, max_headers: int, max_header_bytes: int) -> None:

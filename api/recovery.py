@@ -30,6 +30,7 @@ from shared.config import Settings
 from shared.errors import JobNotFound
 from shared.jobs import JobDoc, missed_its_start, parse_rfc3339, status_of
 from shared.lifecycle import JobLifecycle
+from shared.logs import about_job
 from shared.queue import enqueue, job_ids_with_a_message, queue_of
 from shared.store import JobStore
 from shared.store.open_jobs import bucket_of
@@ -106,7 +107,8 @@ class Recoverer:
             enqueue(self.celery, job_id, queue_of(doc))  # its own model's queue
             JOBS_RECOVERED.labels(cause).inc()
             report.recovered.append(job_id)
-            log.warning("recovered job %s (%s since %s): queued it again", job_id, cause, doc["updated_at"])
+            with about_job(job_id, doc.get("request_id")):
+                log.warning("recovered job %s (%s since %s): queued it again", job_id, cause, doc["updated_at"])
         self._suspects = suspects
         return report
 

@@ -111,6 +111,7 @@ class JobPublic(Public):
     type: Literal["job"] = "job"
     tenant: str
     batch_id: str | None
+    request_id: str | None = Field(default=None, description="The X-Request-ID of the request that submitted it")
     status: JobStatus
     created_at: str
     updated_at: str

@@ -27,8 +27,8 @@ from prometheus_client import Counter, Gauge, start_http_server
 from cli.pipeline import LocalPipeline
 from cli.processes import EXIT_STARTUP
 from shared.config import Settings
-from shared.constants import LOG_FORMAT
 from shared.errors import StartupError
+from shared.logs import configure_logging
 from shared.scaling import ScalingPolicy, desired_workers
 from shared.work_in_redis import count_work
 
@@ -147,7 +147,7 @@ class Pool:
 
 def run_autoscaler(settings: Settings, pipeline: LocalPipeline, bounds: Bounds) -> int:
     """Scale `pipeline`'s workers until interrupted (the caller stops the pipeline)."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # decisions are log lines, under `up` too
+    configure_logging("INFO", settings.log_format)  # decisions are log lines, under `up` too
     if settings.autoscaler_metrics_port is not None:
         start_http_server(settings.autoscaler_metrics_port, addr="127.0.0.1")
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)

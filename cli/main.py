@@ -52,7 +52,7 @@ def _cmd_models_split(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from cli.up import run_pipeline
 
-    return run_pipeline(get_settings(), mesh=args.mesh, workers=args.workers)
+    return run_pipeline(get_settings(), mesh=args.mesh, workers=args.workers, log_level=args.log_level)
 
 
 def _cmd_autoscale(args: argparse.Namespace) -> int:
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mesh", choices=["none", "consul"], default=None)
     up.add_argument("--workers", type=_workers, metavar="MIN..MAX",
                     help="a pool of MIN to MAX workers that follows the backlog (default: one worker)")
+    up.add_argument("--log-level", choices=["debug", "info"], default="info",
+                    help="info: a line per service as it is ready, their logs in files; debug: all their output here")
     up.set_defaults(run=_cmd_up)
 
     autoscale = commands.add_parser(

@@ -15,11 +15,18 @@ from shared.errors import StartupError
 from shared.queue import redis_answers
 
 
-def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[int, int] | None = None) -> int:
+def say(line: str) -> None:
+    print(f"asyncinfer: {line}", flush=True)
+
+
+def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[int, int] | None = None,
+                 log_level: str = "info") -> int:
     """Redis (when none answers), the gateway and one worker; with `workers` (MIN, MAX), a pool that
     the local autoscaler sizes to the backlog (cli/autoscale.py)."""
+    model = None
     try:
-        missing = settings.catalogue().worker_model(settings.model).weights_missing(settings.weights)
+        spec = settings.catalogue().worker_model(settings.model)
+        model, missing = spec.ref, spec.weights_missing(settings.weights)
     except StartupError as e:
         missing = str(e)
     if missing:
@@ -33,18 +40,32 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[
         from cli.up_mesh import run_mesh_pipeline
 
         return run_mesh_pipeline(settings)
-    pipeline = LocalPipeline(env=os.environ.copy(), port=settings.port, host=settings.host, die_with_parent=True)
+    data_dir = Path(settings.sqlite_path).parent if settings.store_kind == "sqlite" else Path("asyncinfer-data")
+    verbose = log_level == "debug"
+    # Each service's output goes to its own file, and this terminal gets one line per service as
+    # it becomes ready; with --log-level debug, everything they print comes here instead.
+    logs_dir = None if verbose else data_dir / "logs"
+    env = os.environ.copy()
+    if not verbose:
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's and CUDA's start-up notices
+    pipeline = LocalPipeline(env=env, port=settings.port, host=settings.host, workdir=logs_dir, die_with_parent=True)
     stop_on_sigterm()
     try:
         if redis_answers(settings.redis_url):
-            print(f"asyncinfer: using the Redis at {settings.redis_url}")
+            say(f"Redis: using the one at {settings.redis_url}")
         else:
-            data_dir = Path(settings.sqlite_path).parent if settings.store_kind == "sqlite" else Path("asyncinfer-data")
             pipeline.supervisor.adopt("redis", start_redis(settings.redis_url, data_dir / "redis"))
-            print(f"asyncinfer: started Redis at {settings.redis_url}")
+            say(f"Redis: started at {settings.redis_url}")
         pipeline.start(workers=0 if workers else 1, gateway=True, wait_workers=False)
         url = pipeline.url
-        print(f"asyncinfer: ready at {url}  (web page {url}/, API docs {url}/docs); Ctrl-C stops")
+        say(f"gateway: serving {url} (store {settings.store_kind})")
+        if workers is None:
+            pipeline.wait_worker_ready(pipeline.workers[0])
+            say(f"worker0: {model} loaded, consuming its queue")
+        else:
+            say(f"workers: {workers[0]} to {workers[1]}, started as the backlog needs")
+        where = f"; logs in {logs_dir}" if logs_dir else ""
+        say(f"ready at {url}: web page {url}/, API docs {url}/docs, metrics {url}/metrics{where}; Ctrl-C stops")
         if workers is None:
             return pipeline.supervisor.watch()
         from cli.autoscale import Bounds, run_autoscaler
@@ -53,7 +74,8 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[
         bounds.min_workers, bounds.max_workers = workers
         return run_autoscaler(settings, pipeline, bounds)
     except StartFailed as e:
-        print(f"asyncinfer: the pipeline did not start: {e}", file=sys.stderr)
+        where = f" (logs in {logs_dir})" if logs_dir else ""
+        print(f"asyncinfer: the pipeline did not start: {e}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nasyncinfer: stopping")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -115,6 +116,14 @@ class Settings(BaseSettings):
     # NoDecode: the env value is `key:tenant,…` (or JSON), parsed by _parse_api_keys below.
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="API key → tenant. Empty: no authentication."
+    )
+
+    # `json`: one JSON object per line (time, level, logger, message, request_id, job_id, trace_id), for a log
+    # pipeline; `text` (default): for people (shared/logs.py).
+    log_format: Literal["text", "json"] = "text"
+    # Browser origins allowed to call the API from another origin (CORS); empty: none (same origin only).
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed cross-origin requests, separated by `,`; empty: none.",
     )
 
     # --- models (shared/models/): plugins from the `asyncinfer.models` entry points, and manifests ---
@@ -242,6 +251,17 @@ class Settings(BaseSettings):
     def outstanding_limit_of(self, tenant: str) -> int:
         """The most jobs `tenant` may have open; 0: no limit."""
         return self.tenant_limits.get(tenant, self.tenant_max_outstanding)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        origins = [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"ASYNCINFER_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
+        return origins
 
     @field_validator("model_dirs", mode="before")
     @classmethod

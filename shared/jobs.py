@@ -61,9 +61,11 @@ def new_job(
     batch_id: str | None = None,
     job_id: str | None = None,
     deadline_s: float | None = None,
+    request_id: str | None = None,
 ) -> JobDoc:
     """A queued job for `model` ({name, version}: the worker that runs it adds its weights, their
-    sha256, backend and device); with `deadline_s`, one that must start within that many seconds."""
+    sha256, backend and device); with `deadline_s`, one that must start within that many seconds;
+    `request_id`: the request that submitted it (its X-Request-ID), for finding its log lines."""
     at = now_rfc3339()
     params: dict[str, Any] = {"top_k": top_k}
     if deadline_s is not None:
@@ -73,6 +75,7 @@ def new_job(
         "type": "job",
         "tenant": tenant,
         "batch_id": batch_id,
+        "request_id": request_id,
         "status": JobStatus.QUEUED.value,
         "created_at": at,
         "updated_at": at,

@@ -26,6 +26,7 @@ import numpy as np
 from shared.errors import JobNotFound
 from shared.jobs import ErrorCode, JobDoc, JobStatus, status_of
 from shared.lifecycle import JobLifecycle
+from shared.logs import about_job, request_id_var
 from shared.preprocessing import model_pixels
 from shared.queue import queue_of
 from workers.model.classifier import Classifier, to_model_input
@@ -76,10 +77,16 @@ class _Batch:
         self.guard: PassGuard = guard or (lambda job_ids: nullcontext())
         self.report = BatchReport(delivered, 0)
         self.failures: Counter[ErrorCode] = Counter()
+        self._request_ids: dict[str, str | None] = {}  # of the jobs read: the requests that submitted them
+
+    def about(self, job_id: str) -> AbstractContextManager[None]:
+        """Log lines inside name the job and its request (shared/logs.py)."""
+        return about_job(job_id, self._request_ids.get(job_id))
 
     def _store_failed(self, job_id: str, during: str, error: Exception) -> None:
-        log.warning("job %s: the store failed during %s (%s: %s); handing it back", job_id, during,
-                    type(error).__name__, error)
+        with self.about(job_id):
+            log.warning("job %s: the store failed during %s (%s: %s); handing it back", job_id, during,
+                        type(error).__name__, error)
         self.report.unfinished.append(job_id)
 
     def _fail(self, job_id: str, code: ErrorCode, message: str) -> None:
@@ -92,6 +99,10 @@ class _Batch:
     def status(self, job_id: str) -> JobStatus | None:
         """The job's status before this delivery; None when it is gone, the store failed, or the
         job is another model's (it goes to that model's queue, never run here)."""
+        with self.about(job_id):
+            return self._status(job_id)
+
+    def _status(self, job_id: str) -> JobStatus | None:
         try:
             doc = self.lifecycle.read(job_id)
         except JobNotFound:
@@ -101,6 +112,8 @@ class _Batch:
         except Exception as e:
             self._store_failed(job_id, "read", e)
             return None
+        self._request_ids[job_id] = doc.get("request_id")
+        request_id_var.set(doc.get("request_id"))  # for the rest of this block (about() resets it)
         model, spec = doc["model"], self.classifier.spec
         if (model["name"], model["version"]) != (spec.name, spec.version):
             log.warning("job %s is for model %s@%s, not %s; sending it to its own queue", job_id,
@@ -110,6 +123,10 @@ class _Batch:
         return status_of(doc)
 
     def begin(self, job_id: str) -> JobDoc | None:
+        with self.about(job_id):
+            return self._begin(job_id)
+
+    def _begin(self, job_id: str) -> JobDoc | None:
         try:
             doc = self.lifecycle.begin(job_id)
         except JobNotFound:
@@ -123,6 +140,10 @@ class _Batch:
         return doc
 
     def prepare(self, doc: JobDoc) -> _Ready | None:
+        with self.about(doc["id"]):
+            return self._prepare(doc)
+
+    def _prepare(self, doc: JobDoc) -> _Ready | None:
         job_id = doc["id"]
         try:
             image_bytes = self.lifecycle.image(job_id)
@@ -164,11 +185,12 @@ class _Batch:
                 "batch_size": len(ready),
                 "inference_ms": round(inference_ms, 2),
             }
-            try:
-                self.lifecycle.succeed(item.doc["id"], result=result, model=self.classifier.info)
-                self.report.inferred += 1
-            except Exception as e:
-                self._store_failed(item.doc["id"], "succeed", e)
+            with self.about(item.doc["id"]):
+                try:
+                    self.lifecycle.succeed(item.doc["id"], result=result, model=self.classifier.info)
+                    self.report.inferred += 1
+                except Exception as e:
+                    self._store_failed(item.doc["id"], "succeed", e)
 
 
 def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Classifier,

@@ -13,9 +13,10 @@ import redis
 from celery import Celery
 
 from shared.config import Settings
-from shared.constants import INFER_TASK, LOG_FORMAT
+from shared.constants import INFER_TASK
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
+from shared.logs import configure_logging
 from shared.queue import enqueue, make_celery, wait_for_redis
 from shared.store import open_store
 from workers.faults import injected_faults
@@ -146,7 +147,7 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | No
     (never begun) back to the head of the queue at once (kombu's restore at shutdown); the
     presence entry goes with the consumer (workers/presence.py); then the mesh registration, here.
     Nothing the worker held waits a visibility timeout or runs twice."""
-    logging.basicConfig(level=loglevel, format=LOG_FORMAT)
+    configure_logging(loglevel, settings.log_format)
     # Before Celery's handler (seconds of model loading, waiting for Redis), SIGTERM would kill the
     # process outright and leave the mesh registration behind.
     stop = StopWhileStarting()

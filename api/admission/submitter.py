@@ -114,7 +114,7 @@ class Submitter:
 
     def submit_job(
         self, upload: Upload, *, tenant: str, model: str | None = None, top_k: int | None = None,
-        idempotency_key: str | None = None, deadline_s: float | None = None,
+        idempotency_key: str | None = None, deadline_s: float | None = None, request_id: str | None = None,
     ) -> tuple[JobDoc, bool]:
         """Returns (job, created); a repeated idempotency key returns the first job."""
 
@@ -128,16 +128,17 @@ class Submitter:
         job_id = new_id()
         # The tenant's own limit first: a tenant at its limit is told so, whatever the backlog.
         with self.tenant_limits.admit(tenant, [job_id]), self.backlog.admit(1, deadline_s):
-            doc, created = self._store_and_enqueue(job_id, info, stored, tenant, spec, top_k, idempotency_key,
-                                                   deadline_s)
+            doc, created = self._store_and_enqueue(
+                new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
+                        job_id=job_id, deadline_s=deadline_s, request_id=request_id),
+                info, stored, spec, idempotency_key)
         if not created:  # the key's first job, counted when it was accepted
             self.tenant_limits.release(tenant, [job_id])
         return doc, created
 
-    def _store_and_enqueue(self, job_id: str, info: ImageInfo, stored: bytes, tenant: str, spec: ModelSpec,
-                           top_k: int, idempotency_key: str | None, deadline_s: float | None) -> tuple[JobDoc, bool]:
-        doc = new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
-                      job_id=job_id, deadline_s=deadline_s)
+    def _store_and_enqueue(self, doc: JobDoc, info: ImageInfo, stored: bytes, spec: ModelSpec,
+                           idempotency_key: str | None) -> tuple[JobDoc, bool]:
+        tenant, top_k, deadline_s = doc["tenant"], doc["params"]["top_k"], doc["params"].get("deadline_s")
         if not idempotency_key:
             doc, _ = self.store.create_job(doc, stored)
             self._enqueue_or_discard(doc)
@@ -165,7 +166,7 @@ class Submitter:
             raise
 
     def submit_batch(self, uploads: list[Upload], *, tenant: str, model: str | None = None, top_k: int | None = None,
-                     deadline_s: float | None = None) -> dict[str, Any]:
+                     deadline_s: float | None = None, request_id: str | None = None) -> dict[str, Any]:
         """All or nothing: every file is checked before any job is created. A traffic split picks one
         version for the whole batch, by its first image."""
         spec, top_k = self.model_for(model, top_k, lambda: f"image:{hashlib.sha256(uploads[0].read()).hexdigest()}")
@@ -185,14 +186,15 @@ class Submitter:
             raise BatchRejected(problems)
         job_ids = [new_id() for _ in uploads]
         with self.tenant_limits.admit(tenant, job_ids), self.backlog.admit(len(uploads), deadline_s):
-            return self._store_and_enqueue_batch(job_ids, infos, stored, tenant, spec, top_k, deadline_s)
+            return self._store_and_enqueue_batch(job_ids, infos, stored, tenant, spec, top_k, deadline_s, request_id)
 
     def _store_and_enqueue_batch(self, job_ids: list[str], infos: list[ImageInfo], stored: list[bytes], tenant: str,
-                                 spec: ModelSpec, top_k: int, deadline_s: float | None) -> dict[str, Any]:
+                                 spec: ModelSpec, top_k: int, deadline_s: float | None,
+                                 request_id: str | None) -> dict[str, Any]:
         batch_id = new_id()
         jobs = [
             new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
-                    batch_id=batch_id, job_id=job_id, deadline_s=deadline_s)
+                    batch_id=batch_id, job_id=job_id, deadline_s=deadline_s, request_id=request_id)
             for job_id, info in zip(job_ids, infos, strict=True)
         ]
         for doc, data in zip(jobs, stored, strict=True):

@@ -12,6 +12,7 @@ from api.following.batch_progress import batch_view
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, BatchPublic, upload_body
 from shared.errors import BadRequest
+from shared.logs import request_id_var
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -43,6 +44,7 @@ async def submit_batch(
         services.submitter.submit_batch, uploads, tenant=tenant, model=form_model(form, model),
         top_k=form_top_k(form, top_k),
         deadline_s=deadline_s,
+        request_id=request_id_var.get(),
     )
     JOBS_SUBMITTED.labels(batch["model"]["name"], batch["model"]["version"]).inc(len(batch["job_ids"]))
     jobs = [{"id": job_id, "status": "queued"} for job_id in batch["job_ids"]]

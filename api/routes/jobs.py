@@ -18,6 +18,7 @@ from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, JobPage, JobPublic, upload_body
 from shared.errors import BadCursor, BadRequest
 from shared.jobs import JobStatus, public_view
+from shared.logs import request_id_var
 from shared.store.tenant_jobs import Entry, JobQuery
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -58,6 +59,7 @@ async def submit_job(
         top_k=form_top_k(form, top_k),
         deadline_s=deadline_s,
         idempotency_key=idempotency_key,
+        request_id=request_id_var.get(),
     )
     headers = {"Location": f"/v1/jobs/{doc['id']}"}
     if created:

@@ -43,7 +43,15 @@ def test_up_serves_jobs_then_stops_everything(tmp_path: Path, stop_signal: signa
         if up.poll() is None:
             up.kill()
     output = log_path.read_text()
-    assert "started Redis" in output and "stopping" in output
+    assert "Redis: started" in output and "stopping" in output
+    # One line per service as it is ready, the ready line last, and nothing of the services' own output.
+    lines = output.splitlines()
+    ready = next(i for i, line in enumerate(lines) if "ready at" in line)
+    assert [line.split(":")[1].strip() for line in lines[:ready]] == ["Redis", "gateway", "worker0"]
+    assert "mobilenet_v2@1 loaded" in lines[ready - 1]
+    assert f"API docs http://127.0.0.1:{port}/docs" in lines[ready] and "/metrics" in lines[ready]
+    assert all(line.startswith("asyncinfer: ") or not line.strip() for line in lines), output
+    assert (tmp_path / "asyncinfer-data" / "logs" / "worker0.log").read_text().count("ready.") == 1
     assert not redis_answers(f"redis://127.0.0.1:{redis_port}/0")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz")
