@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from api.http_metrics import HttpMetricsMiddleware
 from api.problems import install_problem_handlers
 from api.recovery import Recoverer
 from api.routes import batches, events, faults, health, jobs, models, web
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             max_age=600,
         )
     install_problem_handlers(app, max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
+    app.add_middleware(HttpMetricsMiddleware)  # added last, so outside the problem middleware: measures its answers
     for module in (jobs, batches, models, events, health, web):
         app.include_router(module.router)
     if settings.fault_injection == "on":

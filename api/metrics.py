@@ -23,6 +23,10 @@ JOBS_FINISHED = Counter("asyncinfer_jobs_finished_total", "Jobs that reached a t
                         "status and error code", ["model", "version", "status", "error_code"])
 JOB_SECONDS = Histogram("asyncinfer_job_seconds", "From acceptance to a terminal status, by model and version",
                         ["model", "version"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
+# From the first `running` event every gateway hears (a redelivery's running → running is not counted again).
+JOB_QUEUED_SECONDS = Histogram("asyncinfer_job_queued_seconds", "From acceptance to the first start on a worker, "
+                               "by model and version", ["model", "version"],
+                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
 REQUESTS_REJECTED = Counter(
     "asyncinfer_requests_rejected_total", "Requests answered with an error", ["status"]
 )
@@ -74,11 +78,24 @@ DRAIN_RATE = Gauge(
 )
 
 
+def _model_of(doc: dict[str, Any]) -> tuple[str, str]:
+    model = doc.get("model") or {}
+    return str(model.get("name")), str(model.get("version"))
+
+
+def record_started(event: dict[str, Any]) -> None:
+    """A job's `running` event: its time queued, once per job (its first attempt's event only)."""
+    doc = event.get("doc") or {}
+    if doc.get("attempts") != 1 or not (doc.get("created_at") and doc.get("started_at")):
+        return
+    seconds = (parse_rfc3339(doc["started_at"]) - parse_rfc3339(doc["created_at"])).total_seconds()
+    JOB_QUEUED_SECONDS.labels(*_model_of(doc)).observe(max(seconds, 0.0))
+
+
 def record_finished(event: dict[str, Any]) -> None:
     """One job's terminal event, by its model version: the figures a canary is judged by."""
     doc = event.get("doc") or {}
-    model = doc.get("model") or {}
-    name, version = str(model.get("name")), str(model.get("version"))
+    name, version = _model_of(doc)
     error_code = (doc.get("error") or {}).get("code") or ""
     JOBS_FINISHED.labels(name, version, str(event.get("status")), error_code).inc()
     if doc.get("created_at") and doc.get("finished_at"):

@@ -99,11 +99,12 @@ def request_id_of(headers: Headers) -> str:
 
 
 class ProblemMiddleware:
-    """The outermost layer of the app: every response carries an X-Request-ID (and every log line
-    about the request its id, shared/logs.py), every request gets an access log line, a request
-    with too many or too long header fields gets 431, and an exception that no handler took becomes
-    a 500 problem whose request_id is also in the log line with the traceback. (Starlette's
-    ServerErrorMiddleware, outside every user middleware, would answer text/plain, log no id.)"""
+    """The outermost layer of the app but the request histogram (api/http_metrics.py): every response
+    carries an X-Request-ID (and every log line about the request its id, shared/logs.py), every
+    request gets an access log line, a request with too many or too long header fields gets 431, and
+    an exception that no handler took becomes a 500 problem whose request_id is also in the log line
+    with the traceback. (Starlette's ServerErrorMiddleware, outside every user middleware, would
+    answer text/plain, log no id.)"""
 
     def __init__(self, app: ASGIApp, *, max_headers: int, max_header_bytes: int) -> None:
         self.app = app

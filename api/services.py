@@ -13,9 +13,10 @@ from celery import Celery
 from api.admission.backlog import DrainRate
 from api.admission.submitter import Submitter
 from api.following.broadcaster import Broadcaster
-from api.metrics import record_finished
+from api.metrics import record_finished, record_started
 from shared.config import Settings
 from shared.events import EventPublisher
+from shared.jobs import TERMINAL, JobStatus
 from shared.lifecycle import JobLifecycle
 from shared.models.catalogue import Catalogue
 from shared.queue import make_celery
@@ -55,7 +56,7 @@ class Services:
             store=store,
             redis=client,
             celery=celery,
-            broadcaster=Broadcaster(settings.redis_url, on_finished=lambda event: on_finished(submitter, event)),
+            broadcaster=Broadcaster(settings.redis_url, on_event=lambda event: on_event(submitter, event)),
             submitter=submitter,
             lifecycle=lifecycle,
             catalogue=catalogue,
@@ -64,6 +65,15 @@ class Services:
     def close(self) -> None:
         self.store.close()
         self.redis.close()
+
+
+def on_event(submitter: Submitter, event: dict[str, Any]) -> None:
+    """Every status event this gateway hears (every gateway hears every job's)."""
+    status = event.get("status")
+    if status in TERMINAL:
+        on_finished(submitter, event)
+    elif status == JobStatus.RUNNING:
+        record_started(event)
 
 
 def on_finished(submitter: Submitter, event: dict[str, Any]) -> None:

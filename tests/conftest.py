@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,19 +47,35 @@ def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     started.stop()
 
 
-@pytest.fixture
-def make_pipeline(redis_url: str, tmp_path: Path) -> Iterator[PipelineFactory]:
-    """A pipeline of this test's own (own store, own Redis database), stopped at teardown."""
+@contextlib.contextmanager
+def _pipelines(redis_url: str, workdir: Path) -> Iterator[PipelineFactory]:
+    """Start pipelines, each with its own Redis database; stop them all on exit."""
     started: list[LocalPipeline] = []
 
     def factory(*, workers: int = 1, gateway: bool = True, **env: str) -> LocalPipeline:
         url = f"{redis_url}/{next(_databases) % 15 + 1}"
-        started.append(_start(url, tmp_path, workers, gateway, env))
+        started.append(_start(url, workdir, workers, gateway, env))
         return started[-1]
 
-    yield factory
-    for item in started:
-        item.stop()
+    try:
+        yield factory
+    finally:
+        for item in started:
+            item.stop()
+
+
+@pytest.fixture
+def make_pipeline(redis_url: str, tmp_path: Path) -> Iterator[PipelineFactory]:
+    """A pipeline of this test's own (own store, own Redis database), stopped at teardown."""
+    with _pipelines(redis_url, tmp_path) as factory:
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def make_module_pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineFactory]:
+    """As make_pipeline, for a module whose tests share one pipeline, stopped after its last test."""
+    with _pipelines(redis_url, tmp_path_factory.mktemp("module-pipeline")) as factory:
+        yield factory
 
 
 @pytest.fixture

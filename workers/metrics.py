@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from shared.errors import StartupError
 from shared.jobs import ErrorCode
+from shared.models import ModelSpec
 from workers.inference import BatchReport
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,10 @@ INFERENCE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 
 class WorkerMetrics:
     """The worker's metrics in one registry (the process-wide default one in the worker, a fresh
-    one in tests)."""
+    one in tests). `model` is the served model's spec: a worker serves one model version, whose
+    name and version label its inference time (the gateway's job histograms carry the same labels)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(self, model: ModelSpec, registry: CollectorRegistry = REGISTRY) -> None:
         self.batch_size = Histogram(
             "asyncinfer_worker_batch_size",
             "Jobs in one batch the worker took from the queue",
@@ -33,10 +35,11 @@ class WorkerMetrics:
         )
         self.inference_seconds = Histogram(
             "asyncinfer_worker_inference_seconds",
-            "Seconds of one batch's forward pass (batches whose pass ran and returned)",
+            "Seconds of one batch's forward passes (batches whose pass ran and returned), by model and version",
+            ["model", "version"],
             buckets=INFERENCE_SECONDS_BUCKETS,
             registry=registry,
-        )
+        ).labels(model.name, model.version)
         self.jobs = Counter(
             "asyncinfer_worker_jobs_total",
             "Jobs this worker took from the queue, by outcome: succeeded, failed (with its error_code) "

@@ -172,7 +172,7 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | No
 def _consume(settings: Settings, loglevel: str, hostname: str | None, registration: MeshRegistration | None) -> None:
     spec = settings.catalogue().worker_model(settings.model)
     classifier = load_classifier(settings, spec)  # before consuming: a worker without a model takes nothing
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics(classifier.spec)
     metrics.set_model(classifier.info)
     if settings.worker_metrics_port is not None:
         # Once the model is loaded: a worker that serves metrics has a model to report.

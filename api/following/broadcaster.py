@@ -13,7 +13,6 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from shared.constants import EVENTS_CHANNEL
-from shared.jobs import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +34,11 @@ class Subscription:
 
 
 class Broadcaster:
-    def __init__(self, redis_url: str, on_finished: Callable[[dict[str, Any]], None] = lambda event: None) -> None:
-        """`on_finished` is called with every terminal event (the admission's drain rate, the metrics by model)."""
+    def __init__(self, redis_url: str, on_event: Callable[[dict[str, Any]], None] = lambda event: None) -> None:
+        """`on_event` is called with every event this process hears, before its subscribers get it
+        (terminal ones feed the admission's drain rate; the metrics by model read several statuses)."""
         self._redis_url = redis_url
-        self._on_finished = on_finished
+        self._on_event = on_event
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -73,8 +73,7 @@ class Broadcaster:
         return sum(len(s) for s in self._subscribers.values())
 
     def _dispatch(self, event: dict[str, Any]) -> None:
-        if event.get("status") in TERMINAL:
-            self._on_finished(event)
+        self._on_event(event)
         targets: set[Subscription] = set()
         for key in (event.get("job_id"), event.get("batch_id")):
             if key:

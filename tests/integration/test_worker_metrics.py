@@ -49,8 +49,9 @@ def test_worker_metrics_count_the_jobs_it_ran(make_pipeline: PipelineFactory) ->
     batches = after[("asyncinfer_worker_batch_size_count", ())]
     assert 1 <= batches <= JOBS
     assert after[("asyncinfer_worker_batch_size_sum", ())] == JOBS
-    assert after[("asyncinfer_worker_inference_seconds_count", ())] == batches
-    assert after[("asyncinfer_worker_inference_seconds_sum", ())] > 0
+    model = (("model", "mobilenet_v2"), ("version", "1"))  # the served model labels its inference time
+    assert after[("asyncinfer_worker_inference_seconds_count", model)] == batches
+    assert after[("asyncinfer_worker_inference_seconds_sum", model)] > 0
     assert after[("asyncinfer_worker_jobs_total", (("error_code", ""), ("outcome", "skipped")))] == 0
     assert sum(value for (name, labels), value in after.items()
                if name == "asyncinfer_worker_jobs_total" and ("outcome", "failed") in labels) == 0

@@ -17,6 +17,8 @@ from tests.support.models import MOBILENET_V2, blank_pixels, builtin
 from workers.inference import BatchReport, process_batch
 from workers.metrics import MetricsUnavailable, WorkerMetrics, serve
 
+# The served model's name and version label its inference time (builtin() is mobilenet_v2@1).
+MOBILENET_V2_LABELS = {"model": "mobilenet_v2", "version": "1"}
 MODEL_INFO = {"name": "mobilenet_v2", "version": "1", "weights": "random", "weights_sha256": "0" * 64,
               "backend": "onnxruntime", "device": "cpu"}
 
@@ -31,7 +33,7 @@ def jobs(registry: CollectorRegistry, outcome: str, error_code: str = "") -> flo
 
 
 def test_a_report_records_batch_size_inference_time_and_outcomes(registry: CollectorRegistry) -> None:
-    metrics = WorkerMetrics(registry)
+    metrics = WorkerMetrics(builtin(), registry)
 
     metrics.record(BatchReport(delivered=5, inferred=3, skipped=1, failures={ErrorCode.DECODE_ERROR: 1},
                                inference_ms=40.0))
@@ -42,9 +44,11 @@ def test_a_report_records_batch_size_inference_time_and_outcomes(registry: Colle
     assert registry.get_sample_value("asyncinfer_worker_batch_size_bucket", {"le": "4.0"}) == 0
     assert registry.get_sample_value("asyncinfer_worker_batch_size_bucket", {"le": "8.0"}) == 1
     assert registry.get_sample_value("asyncinfer_worker_batch_size_bucket", {"le": "16.0"}) == 2
-    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_count") == 2
-    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_sum") == pytest.approx(0.34)
-    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_bucket", {"le": "0.05"}) == 1
+    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_count", MOBILENET_V2_LABELS) == 2
+    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_sum",
+                                     MOBILENET_V2_LABELS) == pytest.approx(0.34)
+    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_bucket",
+                                     {**MOBILENET_V2_LABELS, "le": "0.05"}) == 1
     assert jobs(registry, "succeeded") == 15
     assert jobs(registry, "skipped") == 1
     assert jobs(registry, "failed", "decode_error") == 1
@@ -52,27 +56,27 @@ def test_a_report_records_batch_size_inference_time_and_outcomes(registry: Colle
 
 
 def test_a_batch_without_a_forward_pass_records_no_inference_time(registry: CollectorRegistry) -> None:
-    metrics = WorkerMetrics(registry)
+    metrics = WorkerMetrics(builtin(), registry)
 
     metrics.record(BatchReport(delivered=2, inferred=0, skipped=2))
     metrics.record(BatchReport(delivered=3, inferred=0, failures={ErrorCode.INTERNAL: 3}))
 
     assert registry.get_sample_value("asyncinfer_worker_batch_size_count") == 2
-    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_count") == 0
+    assert registry.get_sample_value("asyncinfer_worker_inference_seconds_count", MOBILENET_V2_LABELS) == 0
     assert jobs(registry, "succeeded") == 0
     assert jobs(registry, "skipped") == 2
     assert jobs(registry, "failed", "internal") == 3
 
 
 def test_every_outcome_is_exported_at_zero_before_the_first_batch(registry: CollectorRegistry) -> None:
-    WorkerMetrics(registry)
+    WorkerMetrics(builtin(), registry)
 
     assert jobs(registry, "succeeded") == 0 and jobs(registry, "skipped") == 0
     assert all(jobs(registry, "failed", code.value) == 0 for code in ErrorCode)
 
 
 def test_model_info_is_a_gauge_of_one_labelled_with_the_model(registry: CollectorRegistry) -> None:
-    WorkerMetrics(registry).set_model(MODEL_INFO)
+    WorkerMetrics(builtin(), registry).set_model(MODEL_INFO)
 
     assert registry.get_sample_value("asyncinfer_worker_model_info", MODEL_INFO) == 1
 
@@ -144,7 +148,7 @@ def test_process_batch_reports_a_failed_forward_pass_as_internal_failures() -> N
 
 
 def test_serve_answers_metrics_and_a_taken_port_is_one_clear_error(registry: CollectorRegistry) -> None:
-    WorkerMetrics(registry).set_model(MODEL_INFO)
+    WorkerMetrics(builtin(), registry).set_model(MODEL_INFO)
     port = free_port()
 
     server = serve("127.0.0.1", port, registry)
