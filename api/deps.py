@@ -91,3 +91,9 @@ DeadlineS = Annotated[float | None, Query(
     description="Seconds within which the job must start; past that it ends `cancelled` with error code "
     "`timeout`. Refused (429, with Retry-After) when the measured drain rate says it cannot start in time.",
 )]
+
+CallbackUrl = Annotated[str | None, Query(
+    min_length=1, max_length=2048,
+    description="Where the gateway POSTs the job, signed (Standard Webhooks), once it has ended: an https URL whose "
+    "host is not private, loopback or link-local unless allow-listed; refused with 422 otherwise, nothing stored",
+)]

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from api.delivery.deliverer import Deliverer
 from api.http_metrics import HttpMetricsMiddleware
 from api.problems import install_problem_handlers
 from api.recovery import Recoverer
@@ -60,11 +61,15 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if registration is not None:
             own.extra_readiness_probes["consul"] = registration.agent_answers
         await own.broadcaster.start()
-        recoverer = Recoverer(settings, own.lifecycle, own.celery, own.redis, own.submitter.tenant_limits)
+        recoverer = Recoverer(settings, own.lifecycle, own.celery, own.redis, own.submitter.tenant_limits,
+                              deliveries=own.deliveries)
         background = [
             asyncio.create_task(sweep_forever(own)),
             asyncio.create_task(recover_forever(recoverer, settings.recovery_interval_s)),
         ]
+        if settings.webhook_secret.get_secret_value():
+            deliverer = Deliverer(settings, own.store, own.lifecycle.publisher, own.deliveries)
+            background.append(asyncio.create_task(deliverer.run_forever()))
         try:
             yield
         finally:

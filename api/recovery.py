@@ -25,6 +25,7 @@ import redis
 from celery import Celery
 
 from api.admission.tenant_limits import TenantLimits
+from api.delivery.queue import DeliveryQueue
 from api.metrics import JOBS_RECOVERED, RECOVERY_LEASE_HELD
 from shared.config import Settings
 from shared.errors import JobNotFound
@@ -33,6 +34,7 @@ from shared.lifecycle import JobLifecycle
 from shared.logs import about_job
 from shared.queue import enqueue, job_ids_with_a_message, queue_of
 from shared.store import JobStore
+from shared.store.base import DELIVERY_FIELD
 from shared.store.open_jobs import bucket_of
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,14 @@ class RecoveryPass:
     open_jobs: int = 0
     recovered: list[str] = field(default_factory=list)
     tenant_slots_freed: int = 0  # tenants' open-job entries of jobs that had ended unheard
+    webhooks_scheduled: list[str] = field(default_factory=list)  # of jobs whose end no gateway heard
 
 
 class Recoverer:
     def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis,
-                 tenant_limits: TenantLimits | None = None) -> None:
+                 tenant_limits: TenantLimits | None = None, deliveries: DeliveryQueue | None = None) -> None:
         self.lifecycle = lifecycle
+        self.deliveries = deliveries
         self.tenant_limits = tenant_limits
         self.store: JobStore = lifecycle.store
         store = self.store
@@ -82,9 +86,10 @@ class Recoverer:
         if not held:
             self._suspects.clear()  # another gateway recovers; what this one saw is stale
             return RecoveryPass(held_lease=False)
-        open_jobs = self._open_jobs(now)
+        report = RecoveryPass(held_lease=True)
+        open_jobs = self._open_jobs(now, report)
+        report.open_jobs = len(open_jobs)
         candidates = {job_id: doc for job_id, doc in open_jobs.items() if _age_s(doc, now) >= self.grace_s}
-        report = RecoveryPass(held_lease=True, open_jobs=len(open_jobs))
         if self.tenant_limits is not None:
             # A job whose terminal event no gateway heard still counted against its tenant.
             report.tenant_slots_freed = self.tenant_limits.prune(open_jobs, now)
@@ -112,9 +117,9 @@ class Recoverer:
         self._suspects = suspects
         return report
 
-    def _open_jobs(self, now_s: float) -> dict[str, JobDoc]:
-        """The jobs still queued or running; finished ones leave the index on the way, and
-        late ones end here."""
+    def _open_jobs(self, now_s: float, report: RecoveryPass) -> dict[str, JobDoc]:
+        """The jobs still queued or running; finished ones leave the index on the way (their webhook
+        scheduled if none was), and late ones end here."""
         open_jobs: dict[str, JobDoc] = {}
         first_open_bucket: int | None = None
         for entry in self.store.open_jobs.entries(now_s):
@@ -126,6 +131,7 @@ class Recoverer:
                     finished.add(job_id)
                     continue
                 if status_of(doc).terminal:
+                    self._schedule_unheard_webhook(doc, report)
                     finished.add(job_id)
                     continue
                 if missed_its_start(doc, now_s) and self.lifecycle.end_if_late(job_id) is not None:
@@ -136,6 +142,16 @@ class Recoverer:
             self.store.open_jobs.prune(entry, finished, now_s)
         self.store.open_jobs.advance(bucket_of(now_s) if first_open_bucket is None else first_open_bucket, now_s)
         return open_jobs
+
+    def _schedule_unheard_webhook(self, doc: JobDoc, report: RecoveryPass) -> None:
+        """A job that ended while no gateway listened has a callback_url and no delivery record: the
+        queue takes it (once: a delivery already waiting or claimed is left as it is, and the deliverer
+        skips one that is delivered by the time it claims it)."""
+        if self.deliveries is None or not doc.get("callback_url") or DELIVERY_FIELD in doc:
+            return
+        if self.deliveries.schedule(doc["id"]):
+            report.webhooks_scheduled.append(doc["id"])
+            log.warning("job %s ended unheard: its webhook is scheduled now", doc["id"])
 
     def stop(self) -> None:
         self.lease.release()

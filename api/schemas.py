@@ -106,6 +106,29 @@ class JobParams(Public):
     deadline_s: float | None = Field(default=None, gt=0, description="Seconds within which the job had to start")
 
 
+class DeliveryAttempt(Public):
+    attempt: int
+    at: str
+    status: int | None = Field(description="The receiver's HTTP status; null: no answer")
+    error: str | None
+    duration_ms: float
+
+
+class DeliveryRecord(Public):
+    """A terminal job's webhook delivery (api/delivery/); its changes are `delivery` events on the job's stream."""
+
+    state: Literal["pending", "delivered", "dead"]
+    url: str
+    attempts: int = Field(description="Attempts in this round (a replay starts a new one)")
+    first_attempt_at: str | None
+    last_status: int | None
+    last_error: str | None
+    next_try_at: str | None
+    delivered_at: str | None
+    replays: int
+    history: list[DeliveryAttempt] = Field(description="The latest attempts, oldest first")
+
+
 class JobPublic(Public):
     id: str
     type: Literal["job"] = "job"
@@ -124,6 +147,8 @@ class JobPublic(Public):
     result: JobResult | None
     error: JobError | None
     history: list[HistoryEntry]
+    callback_url: str | None = Field(default=None, description="Where the job is POSTed, signed, once it has ended")
+    delivery: DeliveryRecord | None = Field(default=None, description="The webhook's delivery, once tried")
 
 
 class JobPage(Public):
@@ -181,14 +206,14 @@ class StatusEvent(BaseModel):
 
 
 # The data of each server-sent event, by event name, as components of the OpenAPI document.
-EVENT_DATA_SCHEMAS = {"status": "StatusEventData", "progress": "BatchProgress"}
+EVENT_DATA_SCHEMAS = {"status": "StatusEventData", "progress": "BatchProgress", "delivery": "DeliveryRecord"}
 
 
 def extra_components() -> dict[str, Any]:
     """Component schemas that no route's return type brings in: the events' data (OpenAPI has no
     way to say it per event) and problems (sent as application/problem+json, which FastAPI's
     `model=` would document as application/json)."""
-    models: list[type[BaseModel]] = [StatusEvent, BatchProgress, Problem]
+    models: list[type[BaseModel]] = [StatusEvent, BatchProgress, DeliveryRecord, Problem]
     _, top = models_json_schema([(model, "serialization") for model in models],
                                 ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = top["$defs"]

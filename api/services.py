@@ -12,6 +12,7 @@ from celery import Celery
 
 from api.admission.backlog import DrainRate
 from api.admission.submitter import Submitter
+from api.delivery.queue import DeliveryQueue
 from api.following.broadcaster import Broadcaster
 from api.metrics import record_finished, record_started
 from shared.config import Settings
@@ -36,6 +37,7 @@ class Services:
     submitter: Submitter
     lifecycle: JobLifecycle
     catalogue: Catalogue
+    deliveries: DeliveryQueue
     open_streams: int = field(default=0)
     # More readiness checks by name (e.g. the Consul agent when the mesh is on).
     extra_readiness_probes: dict[str, Callable[[], object]] = field(default_factory=dict)
@@ -51,15 +53,17 @@ class Services:
         catalogue = settings.catalogue()
         submitter = Submitter(settings, lifecycle, celery, client, catalogue, DrainRate())
         warn_of_shared_lanes(settings.api_keys.values())
+        deliveries = DeliveryQueue(client, settings.webhook_lease_s)
         return cls(
             settings=settings,
             store=store,
             redis=client,
             celery=celery,
-            broadcaster=Broadcaster(settings.redis_url, on_event=lambda event: on_event(submitter, event)),
+            broadcaster=Broadcaster(settings.redis_url, on_event=lambda event: on_event(submitter, deliveries, event)),
             submitter=submitter,
             lifecycle=lifecycle,
             catalogue=catalogue,
+            deliveries=deliveries,
         )
 
     def close(self) -> None:
@@ -67,18 +71,23 @@ class Services:
         self.redis.close()
 
 
-def on_event(submitter: Submitter, event: dict[str, Any]) -> None:
+def on_event(submitter: Submitter, deliveries: DeliveryQueue, event: dict[str, Any]) -> None:
     """Every status event this gateway hears (every gateway hears every job's)."""
     status = event.get("status")
     if status in TERMINAL:
-        on_finished(submitter, event)
+        on_finished(submitter, deliveries, event)
     elif status == JobStatus.RUNNING:
         record_started(event)
 
 
-def on_finished(submitter: Submitter, event: dict[str, Any]) -> None:
-    """A job's terminal event, heard by this gateway: the drain rates, the tenant's open jobs and
-    the metrics by model."""
+def on_finished(submitter: Submitter, deliveries: DeliveryQueue, event: dict[str, Any]) -> None:
+    """A job's terminal event, heard by this gateway: the drain rates, the tenant's open jobs, the
+    metrics by model, and its webhook (every gateway adds it; the queue keeps it once)."""
+    if (event.get("doc") or {}).get("callback_url"):
+        try:
+            deliveries.schedule(str(event["job_id"]))
+        except redis.RedisError as e:  # the recovery pass finds it (api/recovery.py)
+            log.warning("webhook of job %s not scheduled: %s", event.get("job_id"), e)
     submitter.backlog.drain_rate.record()
     submitter.tenant_limits.job_finished(str(event.get("tenant")), str(event.get("job_id")))
     record_finished(event)

@@ -14,6 +14,7 @@ from asyncinfer_client.aio import AsyncClient, content_key
 from asyncinfer_client.errors import (
     AsyncinferError,
     BadRequest,
+    CallbackRefused,
     Conflict,
     GatewayUnavailable,
     NotFound,
@@ -30,7 +31,7 @@ from asyncinfer_client.jobs import TERMINAL, Job, Prediction
 from asyncinfer_client.sync import Client
 
 __all__ = [
-    "TERMINAL", "AsyncClient", "AsyncinferError", "BadRequest", "Client", "Conflict", "GatewayUnavailable", "Job",
-    "NotFound", "PayloadTooLarge", "Prediction", "Problem", "ServerError", "ServiceUnavailable", "TooManyRequests",
-    "Unauthorized", "UndecodableImage", "UnsupportedImage", "content_key",
+    "TERMINAL", "AsyncClient", "AsyncinferError", "BadRequest", "CallbackRefused", "Client", "Conflict",
+    "GatewayUnavailable", "Job", "NotFound", "PayloadTooLarge", "Prediction", "Problem", "ServerError",
+    "ServiceUnavailable", "TooManyRequests", "Unauthorized", "UndecodableImage", "UnsupportedImage", "content_key",
 ]

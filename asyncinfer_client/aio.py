@@ -117,14 +117,15 @@ class AsyncClient:
 
     async def submit(self, image: Image, *, model: str | None = None, filename: str | None = None,
                      content_type: str | None = None, top_k: int | None = None, idempotency_key: str | None = None,
-                     deadline_s: float | None = None) -> Job:
+                     deadline_s: float | None = None, callback_url: str | None = None) -> Job:
         """Queue one image (bytes or a path) for `model` (`name` or `name@version`; None: the
         gateway's default); the accepted job. With an `idempotency_key`, a repeat returns the first
         job (a retry after a lost answer creates nothing new). The content type is guessed from
-        the file name unless given; the gateway checks the bytes in any case."""
+        the file name unless given; the gateway checks the bytes in any case. With a `callback_url`,
+        the gateway POSTs the job there, signed, once it has ended (CallbackRefused when it will not)."""
         name, data, guessed = read_image(image, filename)
         content_type = content_type or guessed
-        params = _present(model=model, top_k=top_k, deadline_s=deadline_s)
+        params = _present(model=model, top_k=top_k, deadline_s=deadline_s, callback_url=callback_url)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = await self._request("POST", "/v1/jobs", params=params, headers=headers,
                                        files={"file": (name, data, content_type)})

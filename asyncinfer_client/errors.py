@@ -70,6 +70,12 @@ class UndecodableImage(Problem):
     """422: the image does not decode, or is too small."""
 
 
+class CallbackRefused(Problem):
+    """422: the gateway will not send webhooks to this callback_url (not https, private address, …); nothing stored."""
+
+    title_sent = "Callback URL refused"
+
+
 class TooManyRequests(Problem):
     """429: the backlog is full, or the job could not start within its deadline; retried."""
 
@@ -99,6 +105,8 @@ def problem_of(response: httpx.Response, retry_after_s: float | None) -> Problem
     if not isinstance(body, dict):
         body = {"detail": " ".join(response.text.split())[:300] or response.reason_phrase}
     kind = _BY_STATUS.get(status, ServerError if status >= 500 else Problem)
+    if status == 422 and body.get("title") == CallbackRefused.title_sent:
+        kind = CallbackRefused
     return kind(status, str(body.get("detail") or response.reason_phrase), title=str(body.get("title", "")),
                 type=str(body.get("type", "about:blank")), errors=body.get("errors"),
                 request_id=response.headers.get("x-request-id"), retry_after_s=retry_after_s)

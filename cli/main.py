@@ -49,6 +49,18 @@ def _cmd_models_split(args: argparse.Namespace) -> int:
     return set_split(get_settings(), args.model, args.weights, clear=args.clear)
 
 
+def _cmd_webhooks_dead_letters(args: argparse.Namespace) -> int:
+    from cli.webhooks import list_dead_letters
+
+    return list_dead_letters(get_settings())
+
+
+def _cmd_webhooks_replay(args: argparse.Namespace) -> int:
+    from cli.webhooks import replay
+
+    return replay(get_settings(), args.job_ids, every=args.all)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from cli.up import run_pipeline
 
@@ -150,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("weights", nargs="*", metavar="VERSION=WEIGHT", help="relative weights; none with --clear")
     split.add_argument("--clear", action="store_true", help="remove the split: the latest version takes all")
     split.set_defaults(run=_cmd_models_split)
+
+    webhooks = commands.add_parser("webhooks", help="the webhook deliveries given up: list and replay them")
+    webhooks_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    webhooks_commands.add_parser(
+        "dead-letters", help="one JSON line per delivery given up: job id, URL, attempts, last status and error"
+    ).set_defaults(run=_cmd_webhooks_dead_letters)
+    replay = webhooks_commands.add_parser(
+        "replay", help="deliver given-up webhooks again (a new round of attempts, the same webhook-id)")
+    replay.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    replay.add_argument("--all", action="store_true", help="every delivery in the dead-letter list")
+    replay.set_defaults(run=_cmd_webhooks_replay)
 
     submit = commands.add_parser(
         "submit",

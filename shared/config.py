@@ -150,6 +150,47 @@ class Settings(BaseSettings):
     recovery_interval_s: float = Field(default=15.0, gt=0)
     recovery_grace_s: float = Field(default=30.0, ge=0)
 
+    # --- webhooks (api/delivery/): a job's end POSTed, signed, to its callback_url ------------
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(""), description="The key deliveries are signed with (Standard Webhooks): `whsec_` and "
+        "base64, or any text; empty: a submit with a callback_url is refused.",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept `http` callback URLs (development and tests only; refused in production)."
+    )
+    # NoDecode: the env value is `host,10.0.0.0/8,…`, parsed by _parse_allowed_hosts below.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host names, addresses and networks (CIDR) a callback may reach although "
+        "they are private, loopback or link-local, separated by `,`.",
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="Attempts before a delivery is dead.")
+    webhook_max_total_s: float = Field(
+        default=3600.0, gt=0, description="Longest time from a delivery's first attempt to its last."
+    )
+    webhook_attempt_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Longest one attempt may take.")
+    webhook_backoff_base_s: float = Field(default=1.0, gt=0, description="The wait after the first failed attempt.")
+    webhook_backoff_max_s: float = Field(default=300.0, gt=0, description="The longest wait between two attempts.")
+    # A claimed delivery is invisible to other gateways this long; one whose gateway died comes back after it.
+    webhook_lease_s: float = Field(default=30.0, gt=0)
+    webhook_poll_interval_s: float = Field(default=0.5, gt=0, description="How often a gateway looks for due "
+                                           "deliveries when it found none.")
+    webhook_concurrency: int = Field(default=4, ge=1, le=64, description="Deliveries in flight per gateway.")
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _parse_allowed_hosts(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_webhook_bounds(self) -> Settings:
+        if self.webhook_lease_s <= self.webhook_attempt_timeout_s:
+            raise ValueError(f"ASYNCINFER_WEBHOOK_LEASE_S ({self.webhook_lease_s:g}) must exceed "
+                             f"ASYNCINFER_WEBHOOK_ATTEMPT_TIMEOUT_S ({self.webhook_attempt_timeout_s:g}), or a "
+                             "slow attempt's delivery would be claimed twice")
+        if self.environment == "production" and self.webhook_allow_http:
+            raise ValueError("ASYNCINFER_WEBHOOK_ALLOW_HTTP is for development and tests; unset it in production")
+        return self
+
     # --- queue ----------------------------------------------------------------------------
     # Longer than the slowest batch (a few seconds on CPU), short enough that a crashed
     # worker's unacknowledged jobs come back within about a minute.

@@ -81,6 +81,13 @@ class UndecodableImage(AsyncInferError):
     status, title = 422, "Image does not decode"
 
 
+class CallbackRefused(AsyncInferError):
+    """A callback_url the gateway will not POST to: not https, not resolvable, or an address that is
+    private, loopback, link-local, multicast or unspecified and not allow-listed. Nothing is stored."""
+
+    status, title = 422, "Callback URL refused"
+
+
 class BacklogFull(AsyncInferError):
     status, title = 429, "Too many queued jobs"
     retry_after_s = 5

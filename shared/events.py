@@ -33,17 +33,39 @@ def event_message(doc: JobDoc) -> dict[str, Any]:
     }
 
 
+def delivery_message(doc: JobDoc) -> dict[str, Any]:
+    """A change of a terminal job's webhook delivery record: no status change, so no seq of its own."""
+    return {
+        "event": "delivery",
+        "job_id": doc["id"],
+        "batch_id": doc.get("batch_id"),
+        "tenant": doc.get("tenant"),
+        "delivery": doc.get("delivery"),
+    }
+
+
+def is_delivery(message: dict[str, Any]) -> bool:
+    return message.get("event") == "delivery"
+
+
 class EventPublisher:
     """Publishes a job's new state after the store has it; subscribers re-read on doubt."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
 
+    def publish_delivery(self, doc: JobDoc) -> None:
+        """Announce the job's new delivery record (after the store has it), like a status change."""
+        self._send(doc, delivery_message(doc))
+
     def publish(self, doc: JobDoc) -> None:
+        self._send(doc, event_message(doc))
+
+    def _send(self, doc: JobDoc, message: dict[str, Any]) -> None:
         # Losing a publish (Redis blip) loses no state: every stream and long poll re-reads the
         # store when it hears nothing for ASYNCINFER_STREAM_RESYNC_S.
         try:
-            self._client.publish(EVENTS_CHANNEL, json.dumps(event_message(doc)))
+            self._client.publish(EVENTS_CHANNEL, json.dumps(message))
         except redis.RedisError as e:
             PUBLISH_FAILURES.inc()
             log.warning("event for job %s (seq %d) not published: %s", doc["id"], seq_of(doc), e)

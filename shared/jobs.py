@@ -62,15 +62,17 @@ def new_job(
     job_id: str | None = None,
     deadline_s: float | None = None,
     request_id: str | None = None,
+    callback_url: str | None = None,
 ) -> JobDoc:
     """A queued job for `model` ({name, version}: the worker that runs it adds its weights, their
     sha256, backend and device); with `deadline_s`, one that must start within that many seconds;
-    `request_id`: the request that submitted it (its X-Request-ID), for finding its log lines."""
+    `request_id`: the request that submitted it (its X-Request-ID), for finding its log lines; with
+    `callback_url`, one whose end the gateway POSTs there (api/delivery/)."""
     at = now_rfc3339()
     params: dict[str, Any] = {"top_k": top_k}
     if deadline_s is not None:
         params["deadline_s"] = deadline_s
-    return {
+    doc: JobDoc = {
         "id": job_id or new_id(),
         "type": "job",
         "tenant": tenant,
@@ -89,6 +91,9 @@ def new_job(
         "error": None,
         "history": [{"seq": 1, "status": JobStatus.QUEUED.value, "at": at}],
     }
+    if callback_url is not None:
+        doc["callback_url"] = callback_url
+    return doc
 
 
 def parse_rfc3339(at: str) -> datetime:

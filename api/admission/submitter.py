@@ -17,8 +17,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from api.admission.backlog import Backlog, DrainRate
 from api.admission.checks import ImageInfo, open_upload
 from api.admission.tenant_limits import TenantLimits
+from api.delivery.addresses import target_of
 from shared.config import Settings
-from shared.errors import AsyncInferError, BadRequest, DependencyUnavailable, UndecodableImage
+from shared.errors import AsyncInferError, BadRequest, CallbackRefused, DependencyUnavailable, UndecodableImage
 from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
 from shared.lifecycle import JobLifecycle
 from shared.models import ModelSpec
@@ -106,6 +107,14 @@ class Submitter:
             raise UndecodableImage(f"the {info.content_type} image cannot be preprocessed: {e}") from e
 
 
+    def check_callback(self, callback_url: str | None) -> None:
+        """Refuse (422) a callback_url deliveries may not reach, before anything is read or stored."""
+        if callback_url is None:
+            return
+        if not self.settings.webhook_secret.get_secret_value():
+            raise CallbackRefused("this gateway sends no webhooks: ASYNCINFER_WEBHOOK_SECRET is not set")
+        target_of(self.settings, callback_url)
+
     def _enqueue(self, doc: JobDoc) -> None:
         try:
             enqueue(self.celery, doc["id"], queue_of(doc))
@@ -115,8 +124,10 @@ class Submitter:
     def submit_job(
         self, upload: Upload, *, tenant: str, model: str | None = None, top_k: int | None = None,
         idempotency_key: str | None = None, deadline_s: float | None = None, request_id: str | None = None,
+        callback_url: str | None = None,
     ) -> tuple[JobDoc, bool]:
         """Returns (job, created); a repeated idempotency key returns the first job."""
+        self.check_callback(callback_url)
 
         def sticky_key() -> str:  # a retry with the same key, or the same image, sees the same version
             if idempotency_key:
@@ -130,7 +141,7 @@ class Submitter:
         with self.tenant_limits.admit(tenant, [job_id]), self.backlog.admit(1, deadline_s):
             doc, created = self._store_and_enqueue(
                 new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
-                        job_id=job_id, deadline_s=deadline_s, request_id=request_id),
+                        job_id=job_id, deadline_s=deadline_s, request_id=request_id, callback_url=callback_url),
                 info, stored, spec, idempotency_key)
         if not created:  # the key's first job, counted when it was accepted
             self.tenant_limits.release(tenant, [job_id])
@@ -139,11 +150,14 @@ class Submitter:
     def _store_and_enqueue(self, doc: JobDoc, info: ImageInfo, stored: bytes, spec: ModelSpec,
                            idempotency_key: str | None) -> tuple[JobDoc, bool]:
         tenant, top_k, deadline_s = doc["tenant"], doc["params"]["top_k"], doc["params"].get("deadline_s")
+        callback_url = doc.get("callback_url")
         if not idempotency_key:
             doc, _ = self.store.create_job(doc, stored)
             self._enqueue_or_discard(doc)
             return doc, True
-        fingerprint = hashlib.sha256(f"{info.sha256}:{spec.ref}:{top_k}:{deadline_s}".encode()).hexdigest()
+        fingerprint = hashlib.sha256(
+            f"{info.sha256}:{spec.ref}:{top_k}:{deadline_s}{f':{callback_url}' if callback_url else ''}".encode()
+        ).hexdigest()
         idempotency = Idempotency(idempotency_key, fingerprint)
         doc, created = self.store.create_job(doc, stored, idempotency)
         if created:

@@ -121,3 +121,13 @@ def form_model(form: FormData | None, default: str | None) -> str | None:
     if not isinstance(raw, str):
         raise BadRequest("the form field `model` must be text: a name or name@version")
     return str(ModelRef.parse(raw))
+
+
+def form_callback_url(form: FormData | None, default: str | None) -> str | None:
+    """`callback_url` may come as a form field too; the query string is the default."""
+    if form is None or "callback_url" not in form:
+        return default
+    raw = form["callback_url"]
+    if not isinstance(raw, str) or not raw.strip():
+        raise BadRequest("the form field `callback_url` must be a URL")
+    return raw.strip()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
+from shared.events import is_delivery
 from shared.jobs import JobDoc, JobStatus, seq_of, status_of
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ async def wait_for_terminal(services: Services, job_id: str, tenant: str, wait_s
         doc = await run_in_threadpool(read, job_id, tenant=tenant)
         while not status_of(doc).terminal and (remaining_s := deadline - loop.time()) > 0:
             event = await subscription.next(timeout_s=min(remaining_s, services.settings.stream_resync_s))
+            if event is not None and is_delivery(event):
+                continue
             if event is None or event.get("resync"):
                 # Idle (its event may have been lost), out of time, or resubscribed: ask the store.
                 doc = await run_in_threadpool(read, job_id, tenant=tenant)

@@ -20,9 +20,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.following.batch_progress import batch_counts, batch_is_done
 from shared.errors import TooManyStreams
+from shared.events import is_delivery
 from shared.jobs import JobDoc, JobStatus, public_view, seq_of, status_of
+from shared.store.base import DELIVERY_FIELD
 
 if TYPE_CHECKING:
+    from api.following.broadcaster import Subscription
     from api.services import Services
 
 _EVENT_ID = re.compile(r"[0-9]{1,18}")
@@ -90,9 +93,29 @@ def stream_slot(services: Services) -> Iterator[None]:
         services.open_streams -= 1
 
 
+def delivery_event(record: dict[str, Any]) -> ServerSentEvent:
+    """A change of the job's webhook delivery record; no id, since ids are the job's seqs."""
+    return ServerSentEvent(data=json.dumps(record), event="delivery")
+
+
+def delivery_progress(record: dict[str, Any] | None) -> tuple[int, int, bool]:
+    """How far a delivery record has got, to tell a newer one from a stale one heard late."""
+    if record is None:
+        return (-1, -1, False)
+    return (record.get("replays", 0), record.get("attempts", 0), record.get("state") != "pending")
+
+
+def delivery_settled(doc: JobDoc) -> bool:
+    """Whether a terminal job's stream has nothing more to say: no webhook, or one delivered or given up."""
+    record = doc.get(DELIVERY_FIELD)
+    return not doc.get("callback_url") or (record is not None and record.get("state") in ("delivered", "dead"))
+
+
 async def job_stream(
     services: Services, job_id: str, tenant: str, last_seq: int
 ) -> AsyncIterator[ServerSentEvent | bytes]:
+    """The job's status changes; for a job with a callback_url, then its `delivery` events until the
+    webhook is delivered or given up."""
     read = services.store.get_job
     with stream_slot(services):
         async with services.broadcaster.subscribe(job_id) as subscription:
@@ -101,8 +124,12 @@ async def job_stream(
             for event in replay(doc, sent):
                 yield event
             sent = max(sent, seq_of(doc))
+            heard_delivery = None
             while not status_of(doc).terminal:
                 message = await subscription.next(timeout_s=services.settings.stream_resync_s)
+                if message is not None and is_delivery(message):
+                    heard_delivery = message["delivery"]  # sent once the status is terminal
+                    continue
                 if message is None or message.get("resync") or message["seq"] > sent + 1:
                     # Maybe missed something (quiet for a while, reconnect, or a seq skipped):
                     # the store's history has every step.
@@ -113,6 +140,32 @@ async def job_stream(
                     doc = message["doc"]
                     yield live_status_event(message)
                 sent = max(sent, seq_of(doc))
+            if delivery_progress(heard_delivery) > delivery_progress(doc.get(DELIVERY_FIELD)):
+                doc = {**doc, DELIVERY_FIELD: heard_delivery}
+            async for event in delivery_stream(services, subscription, doc, tenant):
+                yield event
+
+
+async def delivery_stream(services: Services, subscription: Subscription, doc: JobDoc, tenant: str
+                          ) -> AsyncIterator[ServerSentEvent]:
+    """A terminal job's delivery record as it changes (the current one first, when there is one),
+    re-read from the store when nothing is heard, until it is settled."""
+    record = doc.get(DELIVERY_FIELD)
+    if record is not None:
+        yield delivery_event(record)
+    while not delivery_settled(doc):
+        message = await subscription.next(timeout_s=services.settings.stream_resync_s)
+        if message is not None and is_delivery(message):
+            fresh = message["delivery"]
+        elif message is None or message.get("resync"):
+            doc = await run_in_threadpool(services.store.get_job, doc["id"], tenant=tenant)
+            fresh = doc.get(DELIVERY_FIELD)
+        else:
+            continue
+        if delivery_progress(fresh) > delivery_progress(record):
+            record = fresh
+            doc = {**doc, DELIVERY_FIELD: record}
+            yield delivery_event(record)
 
 
 def progress_event(batch_id: str, statuses: dict[str, str], seqs: dict[str, int]) -> ServerSentEvent:
@@ -184,6 +237,8 @@ async def batch_stream(
             yield progress_event(batch_id, statuses, seqs)
             while not batch_is_done(statuses):
                 message = await subscription.next(timeout_s=max(0.0, read_at_s + resync_s - loop.time()))
+                if message is not None and is_delivery(message):
+                    continue
                 if message is None or message.get("resync"):
                     pending = [job_id for job_id, status in statuses.items() if not JobStatus(status).terminal]
                     fresh = await run_in_threadpool(services.store.get_jobs, pending)

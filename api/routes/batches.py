@@ -11,7 +11,7 @@ from api.deps import DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
 from api.following.batch_progress import batch_view
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, BatchPublic, upload_body
-from shared.errors import BadRequest
+from shared.errors import BadRequest, CallbackRefused
 from shared.logs import request_id_var
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -36,6 +36,9 @@ async def submit_batch(
         max_files=settings.max_batch_files,
         max_bytes=settings.max_batch_bytes,
     )
+    if "callback_url" in request.query_params or "callback_url" in form:
+        # Not silently dropped: a client that asked for a webhook must not wait for one that never comes.
+        raise CallbackRefused("callback_url is not supported on batches yet: give it to each job instead")
     items = form.getlist("files")
     if not items:
         raise BadRequest("the multipart body has no `files` field")

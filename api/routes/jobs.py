@@ -11,8 +11,8 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.admission.uploads import form_model, form_top_k, read_single_upload
-from api.deps import DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
+from api.admission.uploads import form_callback_url, form_model, form_top_k, read_single_upload
+from api.deps import CallbackUrl, DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
 from api.following.long_poll import wait_for_terminal
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, JobPage, JobPublic, upload_body
@@ -44,6 +44,7 @@ async def submit_job(
     model: ModelParam = None,
     top_k: TopK = None,
     deadline_s: DeadlineS = None,
+    callback_url: CallbackUrl = None,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=255, description="Repeat a submission safely: the same key and "
@@ -60,6 +61,7 @@ async def submit_job(
         deadline_s=deadline_s,
         idempotency_key=idempotency_key,
         request_id=request_id_var.get(),
+        callback_url=form_callback_url(form, callback_url),
     )
     headers = {"Location": f"/v1/jobs/{doc['id']}"}
     if created:

@@ -23,6 +23,7 @@ from shared.errors import (
     DocumentExists,
     DocumentMissing,
     IdempotencyConflict,
+    IllegalTransition,
     JobNotFound,
     NotFound,
     NotPurgeable,
@@ -39,6 +40,8 @@ Cas = int
 IDEMPOTENCY_FIELD = "_idempotency_key"
 # Most index entries one listing request reads (its filters may match few of them).
 LIST_SCAN_LIMIT = 2000
+# A terminal job's webhook delivery record (api/delivery/), public.
+DELIVERY_FIELD = "delivery"
 Mutation = Callable[[JobDoc], JobDoc | None]
 
 
@@ -263,6 +266,21 @@ class JobStore(ABC):
         no event: the product changes a job's status through shared/lifecycle.py, which does."""
         doc, _ = self.update(job_id, lambda current: apply_transition(current, to, **fields))
         return doc
+
+    def update_delivery(self, job_id: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+                        ) -> tuple[JobDoc, bool]:
+        """Change the `delivery` record of a terminal job (its webhook, api/delivery/) under CAS:
+        `change` sees the current record (None before the first) and returns the new one, or None
+        to leave it. Nothing else of the job changes: not its status, history, seq or updated_at,
+        so its state machine and event ids are untouched. IllegalTransition (409) on an open job."""
+
+        def mutate(doc: JobDoc) -> JobDoc | None:
+            if not status_of(doc).terminal:
+                raise IllegalTransition(f"job {job_id} is {doc['status']}: a delivery is recorded once it has ended")
+            record = change(doc.get(DELIVERY_FIELD))
+            return None if record is None else {**doc, DELIVERY_FIELD: record}
+
+        return self._update_key(job_key(job_id), mutate, JobNotFound(f"no job with id {job_id}"))
 
     # ---- batches -------------------------------------------------------------------------
     def create_batch(self, batch: dict[str, Any]) -> None:
