@@ -28,7 +28,7 @@ def redis_server_binary() -> str:
     return found
 
 
-def start_redis(url: str, data_dir: Path, *, wait_s: float = 10.0) -> subprocess.Popen[bytes]:
+def start_redis(url: str, data_dir: Path, *, wait_s: float = 10.0, databases: int = 16) -> subprocess.Popen[bytes]:
     """Start redis-server for `url` (host and port), persisting under `data_dir`."""
     parsed = urlparse(url)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -45,6 +45,7 @@ def start_redis(url: str, data_dir: Path, *, wait_s: float = 10.0) -> subprocess
             "--appendfsync", "everysec",
             "--save", "",
             "--protected-mode", "yes",
+            "--databases", str(databases),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from cli.pipeline import LocalPipeline
 from cli.processes import free_port
 from cli.redis_server import start_redis
-from tests.support.pipeline import pipeline_env
-
-# Database 0 is the session's shared pipeline; each other test gets the next one.
-_databases = itertools.count(1)
+from tests.support.pipeline import TEST_REDIS_DATABASES, fresh_redis_database, pipeline_env
 
 PipelineFactory = Callable[..., LocalPipeline]
 
@@ -26,14 +21,13 @@ PipelineFactory = Callable[..., LocalPipeline]
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server started for the test session (no database number)."""
     url = f"redis://127.0.0.1:{free_port()}"
-    process = start_redis(url + "/0", tmp_path_factory.mktemp("redis"))
+    process = start_redis(url + "/0", tmp_path_factory.mktemp("redis"), databases=TEST_REDIS_DATABASES)
     yield url
     process.terminate()
     process.wait(10)
 
 
 def _start(redis_url: str, workdir: Path, workers: int, gateway: bool, env: dict[str, str]) -> LocalPipeline:
-    redis.Redis.from_url(redis_url).flushdb()
     pipeline = LocalPipeline(env=pipeline_env(redis_url, workdir, **env), workdir=workdir, port=free_port())
     pipeline.start(workers=workers, gateway=gateway)
     return pipeline
@@ -42,7 +36,7 @@ def _start(redis_url: str, workdir: Path, workers: int, gateway: bool, env: dict
 @pytest.fixture(scope="session")
 def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPipeline]:
     """One gateway and one worker shared by the tests that do not disturb them."""
-    started = _start(f"{redis_url}/0", tmp_path_factory.mktemp("pipeline"), 1, True, {})
+    started = _start(fresh_redis_database(redis_url), tmp_path_factory.mktemp("pipeline"), 1, True, {})
     yield started
     started.stop()
 
@@ -53,8 +47,7 @@ def _pipelines(redis_url: str, workdir: Path) -> Iterator[PipelineFactory]:
     started: list[LocalPipeline] = []
 
     def factory(*, workers: int = 1, gateway: bool = True, **env: str) -> LocalPipeline:
-        url = f"{redis_url}/{next(_databases) % 15 + 1}"
-        started.append(_start(url, workdir, workers, gateway, env))
+        started.append(_start(fresh_redis_database(redis_url), workdir, workers, gateway, env))
         return started[-1]
 
     try:

@@ -22,7 +22,7 @@ from tests.contract.conftest import couchbase_settings
 from tests.support.couchbase_mock import CouchbaseMock, couchbase_mock
 from tests.support.http import post_job
 from tests.support.models import MOBILENET_V2
-from tests.support.pipeline import pipeline_env
+from tests.support.pipeline import fresh_redis_database, pipeline_env
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def test_a_stopped_cluster_is_unavailable(own_mock: CouchbaseMock, store: Couchb
 @pytest.fixture
 def gateway(own_mock: CouchbaseMock, redis_url: str, tmp_path: Path) -> Iterator[LocalPipeline]:
     env = own_mock.app_env() | {"ASYNCINFER_COUCHBASE_KV_TIMEOUT_S": str(KV_TIMEOUT_S)}
-    pipeline = LocalPipeline(env=pipeline_env(f"{redis_url}/13", tmp_path, **env), workdir=tmp_path, port=free_port())
+    pipeline = LocalPipeline(env=pipeline_env(fresh_redis_database(redis_url), tmp_path, **env), workdir=tmp_path, port=free_port())
     try:
         pipeline.start_gateway()
         yield pipeline

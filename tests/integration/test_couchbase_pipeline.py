@@ -20,7 +20,7 @@ from shared.store.couchbase import EXPIRES_AT_FIELD, CouchbaseStore
 from tests.support import images
 from tests.support.couchbase_mock import CouchbaseMock, couchbase_mock
 from tests.support.http import post_job, stream_events, submit, wait_terminal
-from tests.support.pipeline import pipeline_env
+from tests.support.pipeline import fresh_redis_database, pipeline_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -35,9 +35,7 @@ def mock() -> Iterator[CouchbaseMock]:
 
 @pytest.fixture(scope="module")
 def redis_db(redis_url: str) -> str:
-    url = f"{redis_url}/14"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return fresh_redis_database(redis_url)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
 
 from cli.pipeline import LocalPipeline
 from cli.processes import asyncinfer_command, free_port, wait_until
@@ -21,7 +20,7 @@ from shared.preprocessing import decode
 from tests.support import images
 from tests.support.http import scrape_metrics, stream_events
 from tests.support.models import builtin
-from tests.support.pipeline import clean_env, pipeline_env
+from tests.support.pipeline import clean_env, fresh_redis_database, pipeline_env
 from workers.model.classifier import to_model_input
 from workers.model.weights import weights_sha256
 
@@ -107,8 +106,7 @@ def two_models(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A gateway with a manifest directory (empty at first) and one worker for each built-in model."""
     workdir = tmp_path_factory.mktemp("models")
     (workdir / "model-dirs").mkdir()
-    env = pipeline_env(f"{redis_url}/13", workdir, ASYNCINFER_MODEL_DIRS=str(workdir / "model-dirs"))
-    redis.Redis.from_url(f"{redis_url}/13").flushdb()
+    env = pipeline_env(fresh_redis_database(redis_url), workdir, ASYNCINFER_MODEL_DIRS=str(workdir / "model-dirs"))
     pipeline = LocalPipeline(env=env, workdir=workdir, port=free_port())
     try:
         pipeline.start(workers=0, gateway=True)

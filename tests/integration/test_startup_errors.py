@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli.processes import EXIT_STARTUP, REPO_ROOT, asyncinfer_command, free_port
-from tests.support.pipeline import clean_env
+from tests.support.pipeline import clean_env, fresh_redis_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -53,7 +53,7 @@ def test_a_worker_without_imagenet_weights_refuses_to_start(tmp_path: Path) -> N
 
 def test_a_weights_file_that_is_not_there(tmp_path: Path, redis_url: str) -> None:
     message = run("worker", cwd=tmp_path, ASYNCINFER_WEIGHTS=str(tmp_path / "nope.h5"),
-                  ASYNCINFER_REDIS_URL=f"{redis_url}/14", ASYNCINFER_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
+                  ASYNCINFER_REDIS_URL=fresh_redis_database(redis_url), ASYNCINFER_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
     assert message.endswith(f"ASYNCINFER_WEIGHTS={tmp_path / 'nope.h5'}: no such file")
 
 
@@ -64,13 +64,13 @@ def test_an_unknown_runtime(tmp_path: Path) -> None:
 
 def test_a_keras_backend_that_is_not_installed(tmp_path: Path, redis_url: str) -> None:
     message = run("worker", cwd=tmp_path, KERAS_BACKEND="jax", ASYNCINFER_WEIGHTS="random",
-                  ASYNCINFER_REDIS_URL=f"{redis_url}/14", ASYNCINFER_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
+                  ASYNCINFER_REDIS_URL=fresh_redis_database(redis_url), ASYNCINFER_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
     assert "KERAS_BACKEND=jax" in message and "unset KERAS_BACKEND" in message
 
 
 def test_a_busy_metrics_port(tmp_path: Path, redis_url: str, busy_port: int) -> None:
     message = run("worker", cwd=tmp_path, ASYNCINFER_WEIGHTS="random", ASYNCINFER_WORKER_METRICS_PORT=str(busy_port),
-                  ASYNCINFER_REDIS_URL=f"{redis_url}/14", ASYNCINFER_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
+                  ASYNCINFER_REDIS_URL=fresh_redis_database(redis_url), ASYNCINFER_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
     assert f"ASYNCINFER_WORKER_METRICS_PORT={busy_port}: cannot listen on 127.0.0.1:{busy_port}" in message
 
 
@@ -92,5 +92,5 @@ def test_a_store_file_that_cannot_be_opened(tmp_path: Path, redis_url: str) -> N
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the store's directory would be")
     store = f"sqlite:///{blocker / 'jobs.db'}"
-    message = run("api", cwd=tmp_path, timeout_s=60, ASYNCINFER_STORE=store, ASYNCINFER_REDIS_URL=f"{redis_url}/14")
+    message = run("api", cwd=tmp_path, timeout_s=60, ASYNCINFER_STORE=store, ASYNCINFER_REDIS_URL=fresh_redis_database(redis_url))
     assert message.startswith(f"asyncinfer api: ASYNCINFER_STORE={store}: cannot open the SQLite file")

@@ -26,7 +26,7 @@ from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import post_job, stream_events, submit
 from tests.support.models import blank_pixels
-from tests.support.pipeline import pipeline_env, settings_of
+from tests.support.pipeline import fresh_redis_database, pipeline_env, settings_of
 from tests.support.webhook_receiver import Received, webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -76,8 +76,7 @@ def asyncinfer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
 @pytest.fixture(scope="module")
 def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPipeline]:
     """A gateway and a worker with webhooks on, for the tests that do not kill anything."""
-    url = f"{redis_url}/13"
-    redis.Redis.from_url(url).flushdb()
+    url = fresh_redis_database(redis_url)
     workdir = tmp_path_factory.mktemp("webhooks")
     started = LocalPipeline(env=pipeline_env(url, workdir, **WEBHOOKS), workdir=workdir, port=free_port())
     started.start(workers=1, gateway=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -10,6 +11,22 @@ import redis
 
 from shared.config import Settings
 from shared.constants import WORKERS_PRESENT_KEY
+
+# The session's redis-server has this many databases, so that each pipeline of a run gets one of
+# its own: two gateways on one database would share a delivery schedule, a recovery lease, queues.
+TEST_REDIS_DATABASES = 1024
+_next_database = itertools.count(0)
+
+
+def fresh_redis_database(redis_url: str) -> str:
+    """The URL of a database of `redis_url` (a server with no database number) that no other
+    caller of this session got, emptied."""
+    number = next(_next_database)
+    if number >= TEST_REDIS_DATABASES:
+        raise RuntimeError(f"the test session used all {TEST_REDIS_DATABASES} Redis databases")
+    url = f"{redis_url}/{number}"
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 def clean_env(*keep: str) -> dict[str, str]:
