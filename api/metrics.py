@@ -72,6 +72,24 @@ QUEUE_WAIT_PREDICTED = Gauge(
 BACKLOG_WITHOUT_CAPACITY = Gauge(
     "asyncinfer_backlog_without_capacity", "1 while jobs are outstanding and no worker is live"
 )
+# --- webhooks (api/delivery/) ---
+WEBHOOK_ATTEMPTS = Counter(
+    "asyncinfer_webhook_attempts_total",
+    "Webhook POSTs this gateway made, by result: delivered (2xx), rejected (the receiver answered another "
+    "status) or unanswered (timeout, connection error, an address refused at send time)",
+    ["result"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram("asyncinfer_webhook_attempt_seconds", "One webhook POST, until its status or "
+                                    "its failure", buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+WEBHOOKS_GIVEN_UP = Counter("asyncinfer_webhooks_given_up_total",
+                            "Deliveries this gateway put in the dead letters after their last attempt")
+# In Redis, the same on every gateway: take max().
+WEBHOOKS_PENDING = Gauge("asyncinfer_webhooks_pending", "Deliveries waiting for their next attempt or being attempted")
+WEBHOOKS_DEAD = Gauge("asyncinfer_webhook_dead_letters",
+                      "Deliveries given up, waiting for an operator (asyncinfer webhooks dead-letters, replay)")
+for _result in ("delivered", "rejected", "unanswered"):
+    WEBHOOK_ATTEMPTS.labels(_result)
+
 DRAIN_RATE = Gauge(
     "asyncinfer_drain_rate_jobs_per_second",
     "Jobs finished per second, measured from terminal events; 0 while too few finished lately to measure",
@@ -103,6 +121,12 @@ def record_finished(event: dict[str, Any]) -> None:
         JOB_SECONDS.labels(name, version).observe(max(seconds, 0.0))
 
 
+def record_webhook_attempt(result: str, duration_ms: float) -> None:
+    """result: delivered, rejected or unanswered (api/delivery/record.py, Outcome.result)."""
+    WEBHOOK_ATTEMPTS.labels(result).inc()
+    WEBHOOK_ATTEMPT_SECONDS.observe(duration_ms / 1000)
+
+
 def refresh_gauges(services: Services) -> None:
     SSE_STREAMS.set(services.open_streams)
     rate = services.submitter.backlog.drain_rate.per_s()
@@ -113,6 +137,8 @@ def refresh_gauges(services: Services) -> None:
         counts = total_work(by_model.values())
         policy = ScalingPolicy.from_settings(services.settings)
         signal = scaling_signal(counts, rate, policy)
+        WEBHOOKS_PENDING.set(services.deliveries.pending_count())
+        WEBHOOKS_DEAD.set(services.deliveries.dead_count())
         QUEUE_BACKLOG.set(counts.waiting)
         JOBS_UNACKNOWLEDGED.set(counts.unacknowledged)
         JOBS_OUTSTANDING.set(signal.outstanding)

@@ -26,9 +26,10 @@ from celery import Celery
 
 from api.admission.tenant_limits import TenantLimits
 from api.delivery.queue import DeliveryQueue
+from api.delivery.subjects import batch_target
 from api.metrics import JOBS_RECOVERED, RECOVERY_LEASE_HELD
 from shared.config import Settings
-from shared.errors import JobNotFound
+from shared.errors import BatchNotFound, JobNotFound
 from shared.jobs import JobDoc, missed_its_start, parse_rfc3339, status_of
 from shared.lifecycle import JobLifecycle
 from shared.logs import about_job
@@ -56,6 +57,7 @@ class RecoveryPass:
     recovered: list[str] = field(default_factory=list)
     tenant_slots_freed: int = 0  # tenants' open-job entries of jobs that had ended unheard
     webhooks_scheduled: list[str] = field(default_factory=list)  # of jobs whose end no gateway heard
+    batches_seen: set[str] = field(default_factory=set)  # of the finished jobs: each batch is read once a pass
 
 
 class Recoverer:
@@ -146,12 +148,27 @@ class Recoverer:
     def _schedule_unheard_webhook(self, doc: JobDoc, report: RecoveryPass) -> None:
         """A job that ended while no gateway listened has a callback_url and no delivery record: the
         queue takes it (once: a delivery already waiting or claimed is left as it is, and the deliverer
-        skips one that is delivered by the time it claims it)."""
-        if self.deliveries is None or not doc.get("callback_url") or DELIVERY_FIELD in doc:
+        skips one that is delivered by the time it claims it). A batch's webhook is scheduled when
+        the batch is accepted; should Redis have lost that write, its members' ends bring it back."""
+        if self.deliveries is None:
             return
-        if self.deliveries.schedule(doc["id"]):
+        if doc.get("callback_url") and DELIVERY_FIELD not in doc and self.deliveries.schedule(doc["id"]):
             report.webhooks_scheduled.append(doc["id"])
             log.warning("job %s ended unheard: its webhook is scheduled now", doc["id"])
+        if doc.get("batch_id") and doc["batch_id"] not in report.batches_seen:
+            report.batches_seen.add(doc["batch_id"])
+            self._schedule_batch_webhook(doc["batch_id"], report)
+
+    def _schedule_batch_webhook(self, batch_id: str, report: RecoveryPass) -> None:
+        try:
+            batch = self.store.get_batch(batch_id)
+        except BatchNotFound:
+            return
+        target = batch_target(batch_id)
+        if batch.get("callback_url") and DELIVERY_FIELD not in batch and self.deliveries is not None \
+                and self.deliveries.schedule(target):
+            report.webhooks_scheduled.append(target)
+            log.warning("batch %s: its webhook was not scheduled; it is now", batch_id)
 
     def stop(self) -> None:
         self.lease.release()

@@ -115,7 +115,8 @@ class DeliveryAttempt(Public):
 
 
 class DeliveryRecord(Public):
-    """A terminal job's webhook delivery (api/delivery/); its changes are `delivery` events on the job's stream."""
+    """A terminal job's or a finished batch's webhook delivery (api/delivery/); a job's changes are
+    `delivery` events on its stream, a batch's show in GET /v1/batches/{id}."""
 
     state: Literal["pending", "delivered", "dead"]
     url: str
@@ -168,6 +169,9 @@ class BatchPublic(Public):
     status: Literal["running", "done"]
     counts: dict[str, int]
     jobs: list[BatchMember]
+    callback_url: str | None = Field(default=None, description="Where the batch is POSTed, signed, once every "
+                                     "member has ended")
+    delivery: DeliveryRecord | None = Field(default=None, description="The batch webhook's delivery, once tried")
 
 
 class Problem(Public):

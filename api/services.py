@@ -51,9 +51,9 @@ class Services:
         celery = make_celery(settings)
         lifecycle = JobLifecycle(store, EventPublisher(client), max_attempts=settings.max_attempts)
         catalogue = settings.catalogue()
-        submitter = Submitter(settings, lifecycle, celery, client, catalogue, DrainRate())
-        warn_of_shared_lanes(settings.api_keys.values())
         deliveries = DeliveryQueue(client, settings.webhook_lease_s)
+        submitter = Submitter(settings, lifecycle, celery, client, catalogue, DrainRate(), deliveries)
+        warn_of_shared_lanes(settings.api_keys.values())
         return cls(
             settings=settings,
             store=store,

@@ -58,7 +58,7 @@ def _cmd_webhooks_dead_letters(args: argparse.Namespace) -> int:
 def _cmd_webhooks_replay(args: argparse.Namespace) -> int:
     from cli.webhooks import replay
 
-    return replay(get_settings(), args.job_ids, every=args.all)
+    return replay(get_settings(), args.targets, every=args.all)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -166,11 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     webhooks = commands.add_parser("webhooks", help="the webhook deliveries given up: list and replay them")
     webhooks_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
     webhooks_commands.add_parser(
-        "dead-letters", help="one JSON line per delivery given up: job id, URL, attempts, last status and error"
+        "dead-letters",
+        help="one JSON line per delivery given up: its target (a job id, or batch:<id>), URL, attempts, last status "
+        "and error"
     ).set_defaults(run=_cmd_webhooks_dead_letters)
     replay = webhooks_commands.add_parser(
         "replay", help="deliver given-up webhooks again (a new round of attempts, the same webhook-id)")
-    replay.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    replay.add_argument("targets", nargs="*", metavar="TARGET",
+                        help="a job id, or batch:<id>, as dead-letters lists it")
     replay.add_argument("--all", action="store_true", help="every delivery in the dead-letter list")
     replay.set_defaults(run=_cmd_webhooks_replay)
 

@@ -30,20 +30,20 @@ def list_dead_letters(settings: Settings) -> int:
     return 0
 
 
-def replay(settings: Settings, job_ids: list[str], *, every: bool) -> int:
+def replay(settings: Settings, targets: list[str], *, every: bool) -> int:
     """Put dead deliveries back, due now; a gateway delivers each again with a fresh round of attempts."""
-    if every == bool(job_ids):
-        print("asyncinfer webhooks replay: name job ids, or --all", file=sys.stderr)
+    if every == bool(targets):
+        print("asyncinfer webhooks replay: name job ids (or batch:<id>), or --all", file=sys.stderr)
         return 2
     try:
-        replayed = _queue(settings).replay(None if every else job_ids)
+        replayed = _queue(settings).replay(None if every else targets)
     except redis.RedisError as e:
         print(f"asyncinfer webhooks: Redis does not answer at {settings.redis_url}: {e}", file=sys.stderr)
         return 1
-    for job_id in replayed:
-        print(job_id)
-    missing = sorted(set(job_ids) - set(replayed))
-    for job_id in missing:
-        print(f"asyncinfer webhooks replay: {job_id} is not in the dead-letter list", file=sys.stderr)
+    for target in replayed:
+        print(target)
+    missing = sorted(set(targets) - set(replayed))
+    for target in missing:
+        print(f"asyncinfer webhooks replay: {target} is not in the dead-letter list", file=sys.stderr)
     print(f"asyncinfer webhooks: {len(replayed)} deliveries replayed", file=sys.stderr)
     return 1 if missing else 0

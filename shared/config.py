@@ -174,6 +174,8 @@ class Settings(BaseSettings):
     webhook_lease_s: float = Field(default=30.0, gt=0)
     webhook_poll_interval_s: float = Field(default=0.5, gt=0, description="How often a gateway looks for due "
                                            "deliveries when it found none.")
+    webhook_batch_check_s: float = Field(default=2.0, gt=0, le=300, description="How often a batch's webhook "
+                                         "looks whether every member has ended (it is sent once they all have).")
     webhook_concurrency: int = Field(default=4, ge=1, le=64, description="Deliveries in flight per gateway.")
 
     @field_validator("webhook_allowed_hosts", mode="before")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -18,6 +19,8 @@ from api.admission.backlog import Backlog, DrainRate
 from api.admission.checks import ImageInfo, open_upload
 from api.admission.tenant_limits import TenantLimits
 from api.delivery.addresses import target_of
+from api.delivery.queue import DeliveryQueue
+from api.delivery.subjects import batch_target
 from shared.config import Settings
 from shared.errors import AsyncInferError, BadRequest, CallbackRefused, DependencyUnavailable, UndecodableImage
 from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
@@ -48,14 +51,15 @@ class Upload:
 
 class Submitter:
     def __init__(self, settings: Settings, lifecycle: JobLifecycle, celery: Celery, redis_client: redis.Redis,
-                 catalogue: Catalogue, drain_rate: DrainRate | None = None) -> None:
+                 catalogue: Catalogue, drain_rate: DrainRate, deliveries: DeliveryQueue) -> None:
         self.settings = settings
+        self.deliveries = deliveries
         self.lifecycle = lifecycle
         self.celery = celery
         self.redis = redis_client
         self.catalogue = catalogue
         self.splits = TrafficSplits(redis_client)
-        self.backlog = Backlog(redis_client, settings.backlog_limit, drain_rate or DrainRate(),
+        self.backlog = Backlog(redis_client, settings.backlog_limit, drain_rate,
                                queues=lambda: [queue for lanes in catalogue.queues().values() for queue in lanes])
         self.tenant_limits = TenantLimits(redis_client, settings.outstanding_limit_of)
         # Uploads being checked are in memory twice over (bytes, decoded pixels); the others wait
@@ -180,9 +184,12 @@ class Submitter:
             raise
 
     def submit_batch(self, uploads: list[Upload], *, tenant: str, model: str | None = None, top_k: int | None = None,
-                     deadline_s: float | None = None, request_id: str | None = None) -> dict[str, Any]:
+                     deadline_s: float | None = None, request_id: str | None = None,
+                     callback_url: str | None = None) -> dict[str, Any]:
         """All or nothing: every file is checked before any job is created. A traffic split picks one
-        version for the whole batch, by its first image."""
+        version for the whole batch, by its first image. With `callback_url`, the batch is POSTed
+        there once every member has ended."""
+        self.check_callback(callback_url)
         spec, top_k = self.model_for(model, top_k, lambda: f"image:{hashlib.sha256(uploads[0].read()).hexdigest()}")
         infos: list[ImageInfo] = []
         stored: list[bytes] = []
@@ -200,11 +207,12 @@ class Submitter:
             raise BatchRejected(problems)
         job_ids = [new_id() for _ in uploads]
         with self.tenant_limits.admit(tenant, job_ids), self.backlog.admit(len(uploads), deadline_s):
-            return self._store_and_enqueue_batch(job_ids, infos, stored, tenant, spec, top_k, deadline_s, request_id)
+            return self._store_and_enqueue_batch(job_ids, infos, stored, tenant, spec, top_k, deadline_s, request_id,
+                                                 callback_url)
 
     def _store_and_enqueue_batch(self, job_ids: list[str], infos: list[ImageInfo], stored: list[bytes], tenant: str,
                                  spec: ModelSpec, top_k: int, deadline_s: float | None,
-                                 request_id: str | None) -> dict[str, Any]:
+                                 request_id: str | None, callback_url: str | None) -> dict[str, Any]:
         batch_id = new_id()
         jobs = [
             new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
@@ -220,8 +228,10 @@ class Submitter:
             "created_at": now_rfc3339(),
             "model": model_field(spec),
             "job_ids": [doc["id"] for doc in jobs],
-        }
+        } | ({"callback_url": callback_url} if callback_url else {})
         self.store.create_batch(batch)
+        if callback_url:
+            self._schedule_batch_webhook(batch_id, jobs)
         for queued, doc in enumerate(jobs):
             try:
                 self._enqueue(doc)
@@ -229,6 +239,16 @@ class Submitter:
                 self._withdraw_batch(batch_id, jobs, queued)
                 raise
         return batch
+
+    def _schedule_batch_webhook(self, batch_id: str, jobs: list[JobDoc]) -> None:
+        """Before any member is queued, so that no batch is accepted without it: the deliverer looks
+        every ASYNCINFER_WEBHOOK_BATCH_CHECK_S whether all members have ended, and sends it once they
+        have (in Redis, like the queue: it outlives any gateway)."""
+        try:
+            self.deliveries.schedule(batch_target(batch_id), time.time() + self.settings.webhook_batch_check_s)
+        except redis.RedisError as e:
+            self._withdraw_batch(batch_id, jobs, 0)
+            raise DependencyUnavailable(f"Redis does not answer: {e}") from e
 
     def _withdraw_batch(self, batch_id: str, jobs: list[JobDoc], queued: int) -> None:
         """All or nothing on enqueue too: the jobs already queued are cancelled (a worker skips

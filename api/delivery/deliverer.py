@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import time
@@ -24,29 +23,18 @@ from api.delivery.backoff import RetryPolicy
 from api.delivery.queue import Claim, DeliveryQueue
 from api.delivery.record import DEAD, DELIVERED, PENDING, Outcome, after_attempt, dead_letter, new_round, unix_s
 from api.delivery.signing import secret_key, signed_headers
+from api.delivery.subjects import Subject, Subjects, message_id
+from api.metrics import WEBHOOKS_GIVEN_UP, record_webhook_attempt
 from shared.config import Settings
-from shared.errors import CallbackRefused, JobNotFound
+from shared.errors import CallbackRefused
 from shared.events import EventPublisher
-from shared.jobs import JobDoc, public_view
 from shared.store import JobStore
-from shared.store.base import DELIVERY_FIELD
 
 log = logging.getLogger(__name__)
 
 # The most of a receiver's answer that is read (and then dropped): its status is what counts.
 MAX_RESPONSE_BYTES = 4096
 USER_AGENT = "asyncinfer-webhooks/1"
-
-
-def message_id(job_id: str) -> str:
-    """The `webhook-id`: one per job, the same on every attempt and replay, for idempotent receivers."""
-    return f"msg_{job_id}"
-
-
-def payload(doc: JobDoc) -> bytes:
-    """The job document as clients see it, without its delivery record (which changes with every attempt)."""
-    body = {key: value for key, value in public_view(doc).items() if key != DELIVERY_FIELD}
-    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -59,8 +47,7 @@ class Deliverer:
                  tls_verify: ssl.SSLContext | bool = True) -> None:
         """`tls_verify`: the system's certificate authorities by default (tests pass their own)."""
         self.settings = settings
-        self.store = store
-        self.publisher = publisher
+        self.subjects = Subjects(store, publisher)
         self.queue = queue
         self.policy = retry_policy(settings)
         self.key = secret_key(settings.webhook_secret.get_secret_value())
@@ -97,50 +84,51 @@ class Deliverer:
                 await asyncio.sleep(self.settings.webhook_poll_interval_s)
 
     async def deliver(self, claim: Claim) -> None:
-        try:
-            doc = await run_in_threadpool(self.store.get_job, claim.job_id)
-        except JobNotFound:  # purged or expired: nothing to deliver
+        subject = await run_in_threadpool(self.subjects.load, claim.target)
+        previous = None if subject is None else subject.record
+        if subject is None or not subject.callback_url or (previous or {}).get("state") == DELIVERED:
+            # Purged or expired, or a duplicate schedule of a finished delivery: nothing to send.
             await run_in_threadpool(self.queue.finish, claim)
             return
-        previous = doc.get(DELIVERY_FIELD)
-        if not doc.get("callback_url") or (previous or {}).get("state") == DELIVERED:
-            await run_in_threadpool(self.queue.finish, claim)  # a duplicate schedule of a finished delivery
+        if not subject.ready:  # a batch with members still open: look again later
+            await run_in_threadpool(self.queue.retry_at, claim, time.time() + self.settings.webhook_batch_check_s)
             return
         if previous is not None and previous.get("state") == PENDING and previous.get("next_try_at"):
             due = unix_s(previous["next_try_at"])
             if due > time.time():  # its gateway died after recording, before rescheduling
                 await run_in_threadpool(self.queue.retry_at, claim, due)
                 return
-        record = new_round(previous, doc["callback_url"])
+        record = new_round(previous, subject.callback_url)
         started = time.time()
-        outcome = await self.attempt(doc)
+        outcome = await self.attempt(subject)
+        record_webhook_attempt(outcome.result, outcome.duration_ms)
         record = after_attempt(record, outcome, started, time.time(), self.policy)
-        doc, _ = await run_in_threadpool(self.store.update_delivery, claim.job_id, lambda _current: record)
-        await run_in_threadpool(self.publisher.publish_delivery, doc)
+        await run_in_threadpool(self.subjects.record, claim.target, lambda _current: record)
         if record["state"] == DELIVERED:
             held = await run_in_threadpool(self.queue.finish, claim)
         elif record["state"] == DEAD:
-            log.warning("webhook for job %s given up after %d attempts: %s", claim.job_id, record["attempts"],
+            log.warning("webhook for %s given up after %d attempts: %s", claim.target, record["attempts"],
                         record["last_error"])
-            held = await run_in_threadpool(self.queue.bury, claim, dead_letter(claim.job_id, record))
+            WEBHOOKS_GIVEN_UP.inc()
+            held = await run_in_threadpool(self.queue.bury, claim, dead_letter(claim.target, record))
         else:
             held = await run_in_threadpool(self.queue.retry_at, claim, unix_s(record["next_try_at"]))
         if not held:
-            log.warning("webhook for job %s: its claim's lease ended during the attempt", claim.job_id)
+            log.warning("webhook for %s: its claim's lease ended during the attempt", claim.target)
 
-    async def attempt(self, doc: JobDoc) -> Outcome:
-        """One POST of the job to its callback_url, within the attempt timeout; never raises."""
+    async def attempt(self, subject: Subject) -> Outcome:
+        """One POST of the job or batch to its callback_url, within the attempt timeout; never raises."""
         started = time.monotonic()
 
         def outcome(status: int | None, error: str | None) -> Outcome:
             return Outcome(status, error, (time.monotonic() - started) * 1000)
 
         try:
-            target = await run_in_threadpool(partial(target_of, self.settings, doc["callback_url"]))
+            target = await run_in_threadpool(partial(target_of, self.settings, str(subject.callback_url)))
         except CallbackRefused as e:  # DNS changed since the submit
             return outcome(None, e.detail)
-        body = payload(doc)
-        headers = {**signed_headers(self.key, message_id(doc["id"]), int(time.time()), body),
+        body = subject.payload
+        headers = {**signed_headers(self.key, message_id(subject.target), int(time.time()), body),
                    "host": target.host_header, "user-agent": USER_AGENT}
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:

@@ -54,7 +54,7 @@ return replayed
 
 @dataclass(frozen=True)
 class Claim:
-    job_id: str
+    target: str  # a job id, or batch:<id> (api/delivery/subjects.py)
     lease_until: float
 
 
@@ -66,9 +66,10 @@ class DeliveryQueue:
         self._settle = client.register_script(_SETTLE)
         self._replay = client.register_script(_REPLAY)
 
-    def schedule(self, job_id: str, due: float | None = None) -> bool:
-        """Add a delivery unless it is waiting already (also when claimed); True when added."""
-        return bool(self.redis.zadd(PENDING_KEY, {job_id: time.time() if due is None else due}, nx=True))
+    def schedule(self, target: str, due: float | None = None) -> bool:
+        """Add a delivery (a job id, or batch:<id>) unless it is waiting already (also when claimed);
+        True when added."""
+        return bool(self.redis.zadd(PENDING_KEY, {target: time.time() if due is None else due}, nx=True))
 
     def claim(self, now: float | None = None) -> Claim | None:
         now = time.time() if now is None else now
@@ -90,20 +91,26 @@ class DeliveryQueue:
 
     def _settled(self, claim: Claim, action: str, value: str) -> bool:
         """False when the claim was lost (its lease ended and another gateway holds it now)."""
-        return bool(self._settle(keys=[PENDING_KEY, DEAD_KEY], args=[claim.job_id, claim.lease_until, action, value]))
+        return bool(self._settle(keys=[PENDING_KEY, DEAD_KEY], args=[claim.target, claim.lease_until, action, value]))
 
     def pending(self) -> dict[str, float]:
         """Each waiting delivery's due time (for a claimed one, the end of its lease)."""
         found: list[tuple[bytes, float]] = self.redis.zrange(PENDING_KEY, 0, -1, withscores=True)  # type: ignore[assignment]
         return {_text(key): float(score) for key, score in found}
 
+    def pending_count(self) -> int:
+        return int(self.redis.zcard(PENDING_KEY))
+
+    def dead_count(self) -> int:
+        return int(self.redis.hlen(DEAD_KEY))
+
     def dead_letters(self) -> dict[str, dict[str, Any]]:
         found: dict[bytes, bytes] = self.redis.hgetall(DEAD_KEY)  # type: ignore[assignment]
         return {_text(key): json.loads(value) for key, value in found.items()}
 
-    def replay(self, job_ids: list[str] | None = None) -> list[str]:
-        """Put dead deliveries back, due now (all of them with None); the ids that were dead."""
-        found = self._replay(keys=[PENDING_KEY, DEAD_KEY], args=[time.time(), *(job_ids or [])])
+    def replay(self, targets: list[str] | None = None) -> list[str]:
+        """Put dead deliveries back, due now (all of them with None); the targets that were dead."""
+        found = self._replay(keys=[PENDING_KEY, DEAD_KEY], args=[time.time(), *(targets or [])])
         return [_text(item) for item in found]
 
 

@@ -28,6 +28,13 @@ class Outcome:
     def delivered(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
+    @property
+    def result(self) -> str:
+        """delivered, rejected (the receiver answered another status) or unanswered."""
+        if self.delivered:
+            return "delivered"
+        return "unanswered" if self.status is None else "rejected"
+
 
 def rfc3339(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -64,8 +71,9 @@ def after_attempt(record: Record, outcome: Outcome, started_s: float, ended_s: f
     return {**new, "state": PENDING, "next_try_at": rfc3339(next_s)}
 
 
-def dead_letter(job_id: str, record: Record) -> dict[str, Any]:
-    """What the dead-letter list shows of a delivery given up."""
-    return {"job_id": job_id, "url": record["url"], "attempts": record["attempts"],
+def dead_letter(target: str, record: Record) -> dict[str, Any]:
+    """What the dead-letter list shows of a delivery given up: `target` is the job's id, or
+    batch:<id> (what `asyncinfer webhooks replay` takes)."""
+    return {"target": target, "url": record["url"], "attempts": record["attempts"],
             "last_status": record["last_status"], "last_error": record["last_error"],
             "first_attempt_at": record["first_attempt_at"], "dead_at": record["history"][-1]["at"]}

@@ -23,7 +23,7 @@ def batch_is_done(statuses: dict[str, str]) -> bool:
 def batch_view(batch: dict[str, Any], docs: list[JobDoc]) -> dict[str, Any]:
     """The public batch document: each member's status and the counts."""
     statuses = {doc["id"]: doc["status"] for doc in docs}
-    return {
+    view = {
         "id": batch["id"],
         "type": "batch",
         "created_at": batch["created_at"],
@@ -31,3 +31,4 @@ def batch_view(batch: dict[str, Any], docs: list[JobDoc]) -> dict[str, Any]:
         "counts": batch_counts(statuses),
         "jobs": [{"id": doc["id"], "status": doc["status"]} for doc in docs],
     }
+    return view | {key: batch[key] for key in ("callback_url", "delivery") if batch.get(key)}

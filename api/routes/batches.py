@@ -6,12 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.admission.uploads import form_model, form_top_k, is_multipart, read_form, to_upload
-from api.deps import DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
+from api.admission.uploads import form_callback_url, form_model, form_top_k, is_multipart, read_form, to_upload
+from api.deps import CallbackUrl, DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
 from api.following.batch_progress import batch_view
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, BatchPublic, upload_body
-from shared.errors import BadRequest, CallbackRefused
+from shared.errors import BadRequest
 from shared.logs import request_id_var
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 )
 async def submit_batch(
     request: Request, services: ServicesDep, tenant: TenantDep, model: ModelParam = None, top_k: TopK = None,
-    deadline_s: DeadlineS = None,
+    deadline_s: DeadlineS = None, callback_url: CallbackUrl = None,
 ) -> JSONResponse:
     settings = services.settings
     if not is_multipart(request):
@@ -36,9 +36,6 @@ async def submit_batch(
         max_files=settings.max_batch_files,
         max_bytes=settings.max_batch_bytes,
     )
-    if "callback_url" in request.query_params or "callback_url" in form:
-        # Not silently dropped: a client that asked for a webhook must not wait for one that never comes.
-        raise CallbackRefused("callback_url is not supported on batches yet: give it to each job instead")
     items = form.getlist("files")
     if not items:
         raise BadRequest("the multipart body has no `files` field")
@@ -48,6 +45,7 @@ async def submit_batch(
         top_k=form_top_k(form, top_k),
         deadline_s=deadline_s,
         request_id=request_id_var.get(),
+        callback_url=form_callback_url(form, callback_url),
     )
     JOBS_SUBMITTED.labels(batch["model"]["name"], batch["model"]["version"]).inc(len(batch["job_ids"]))
     jobs = [{"id": job_id, "status": "queued"} for job_id in batch["job_ids"]]

@@ -289,6 +289,18 @@ class JobStore(ABC):
     def discard_batch(self, batch_id: str) -> None:
         self._remove(batch_key(batch_id))
 
+    def update_batch_delivery(self, batch_id: str,
+                              change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> dict[str, Any]:
+        """Change the `delivery` record of a batch (its webhook, sent once every member has ended)
+        under CAS, as update_delivery does a job's; the batch's members are not touched."""
+
+        def mutate(batch: dict[str, Any]) -> dict[str, Any] | None:
+            record = change(batch.get(DELIVERY_FIELD))
+            return None if record is None else {**batch, DELIVERY_FIELD: record}
+
+        batch, _ = self._update_key(batch_key(batch_id), mutate, BatchNotFound(f"no batch with id {batch_id}"))
+        return batch
+
     def get_batch(self, batch_id: str, *, tenant: str | None = None) -> dict[str, Any]:
         found = self._get(batch_key(batch_id))
         if found is None or (tenant is not None and found[0].get("tenant") != tenant):

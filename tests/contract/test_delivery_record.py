@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import IllegalTransition, JobNotFound
+from shared.errors import BatchNotFound, IllegalTransition, JobNotFound
 from shared.jobs import JobStatus, new_job
 from shared.store import JobStore
 from tests.support.models import MOBILENET_V2
@@ -76,3 +76,22 @@ def test_concurrent_changes_lose_none(store: JobStore) -> None:
     assert doc["delivery"] == {"attempts": 24}
     assert doc["status"] == "succeeded"
     assert [entry["status"] for entry in doc["history"]] == ["queued", "running", "succeeded"]
+
+
+def test_a_batchs_delivery_record_is_written_and_its_members_are_untouched(store: JobStore) -> None:
+    job_id = finished_job(store)
+    store.create_batch({"id": "b-1", "type": "batch", "tenant": "t", "job_ids": [job_id],
+                        "callback_url": "https://example.com/hook"})
+    member_before = store.get_job(job_id)
+
+    batch = store.update_batch_delivery("b-1", lambda current: {"state": "delivered", "seen_before": current})
+
+    assert batch["delivery"] == {"state": "delivered", "seen_before": None}
+    assert store.get_batch("b-1") == batch
+    assert store.get_job(job_id) == member_before
+    assert store.update_batch_delivery("b-1", lambda current: None) == batch
+
+
+def test_an_unknown_batch_is_not_found(store: JobStore) -> None:
+    with pytest.raises(BatchNotFound):
+        store.update_batch_delivery("nope", lambda current: {"state": "pending"})

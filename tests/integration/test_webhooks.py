@@ -24,13 +24,15 @@ from shared.constants import DEFAULT_TENANT
 from shared.jobs import JobStatus, new_job
 from tests.conftest import PipelineFactory
 from tests.support import images
-from tests.support.http import post_job, stream_events, submit
+from tests.support.http import post_job, scrape_metrics, stream_events, submit
 from tests.support.models import blank_pixels
 from tests.support.pipeline import fresh_redis_database, pipeline_env, settings_of
 from tests.support.webhook_receiver import Received, webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
+ATTEMPTS = "asyncinfer_webhook_attempts_total"
+DEAD_LETTERS = "asyncinfer_webhook_dead_letters"
 RAW_SECRET = b"the tests' thirty-two byte key!!"
 SECRET = "whsec_" + base64.b64encode(RAW_SECRET).decode()
 WEBHOOKS = {
@@ -43,6 +45,7 @@ WEBHOOKS = {
     "ASYNCINFER_WEBHOOK_ATTEMPT_TIMEOUT_S": "1",
     "ASYNCINFER_WEBHOOK_LEASE_S": "3",
     "ASYNCINFER_WEBHOOK_POLL_INTERVAL_S": "0.1",
+    "ASYNCINFER_WEBHOOK_BATCH_CHECK_S": "0.3",
 }
 
 
@@ -108,11 +111,13 @@ def test_a_finished_job_is_delivered_once_with_a_valid_signature(client: httpx.C
 
 def test_a_receiver_that_fails_twice_gets_three_attempts_shown_in_the_record_and_the_events(
         client: httpx.Client) -> None:
+    before = scrape_metrics(f"{client.base_url}/metrics")
     with webhook_receiver(script=[500, 503]) as receiver:
         job = submit(client, images.jpeg(seed=2), callback_url=receiver.url)
         events = stream_events(client, f"/v1/jobs/{job['id']}/events")
         doc = delivered(client, job["id"])
         requests = receiver.wait_for(3)
+    after = scrape_metrics(f"{client.base_url}/metrics")
 
     assert len(requests) == 3
     assert {request.headers["webhook-id"] for request in requests} == {f"msg_{job['id']}"}
@@ -126,6 +131,9 @@ def test_a_receiver_that_fails_twice_gets_three_attempts_shown_in_the_record_and
     assert statuses[-1] == "succeeded"
     assert deliveries[-1]["state"] == "delivered" and deliveries[-1]["attempts"] == 3
     assert [entry["attempts"] for entry in deliveries] == sorted({entry["attempts"] for entry in deliveries})
+    counted = {result: after[ATTEMPTS, (("result", result),)] - before[ATTEMPTS, (("result", result),)]
+               for result in ("delivered", "rejected", "unanswered")}
+    assert counted == {"delivered": 1, "rejected": 2, "unanswered": 0}
 
 
 def test_a_receiver_that_always_fails_ends_in_the_dead_letters_and_replay_delivers_it(
@@ -134,11 +142,13 @@ def test_a_receiver_that_always_fails_ends_in_the_dead_letters_and_replay_delive
         job = submit(client, images.jpeg(seed=3), callback_url=receiver.url)
         doc = delivered(client, job["id"], state="dead")
         assert len(receiver.wait_for(3)) == 3
+        assert wait_until(lambda: scrape_metrics(f"{client.base_url}/metrics")[DEAD_LETTERS, ()] == 1, 10,
+                          "the dead-letter gauge to show the delivery given up")
 
         listed = asyncinfer(pipeline.env, "webhooks", "dead-letters")
         assert listed.returncode == 0, listed.stderr
         entries = [json.loads(line) for line in listed.stdout.splitlines()]
-        assert [(e["job_id"], e["attempts"], e["last_status"]) for e in entries] == [(job["id"], 3, 500)]
+        assert [(e["target"], e["attempts"], e["last_status"]) for e in entries] == [(job["id"], 3, 500)]
         assert doc["status"] == "succeeded" and doc["delivery"]["last_error"] == "answered 500"
 
         receiver.then = 200  # the receiver is fixed
@@ -244,12 +254,96 @@ def test_a_job_whose_end_no_gateway_heard_is_delivered_by_the_recovery_pass(
     assert redis.Redis.from_url(pipeline.env["ASYNCINFER_REDIS_URL"]).hlen(DEAD_KEY) == 0
 
 
-def test_a_batch_with_a_callback_url_is_refused_rather_than_never_called(client: httpx.Client) -> None:
-    response = client.post("/v1/batches", params={"callback_url": "https://example.com/hook"},
+def test_a_batch_whose_webhook_schedule_redis_lost_is_delivered_by_the_recovery_pass(
+        make_pipeline: PipelineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's members end in the store and nothing in Redis schedules its webhook (as when
+    Redis lost its last second of writes): the recovery pass, finding the members finished, does."""
+    with webhook_receiver() as receiver:
+        pipeline = make_pipeline(workers=0, ASYNCINFER_RECOVERY_INTERVAL_S="0.5", **WEBHOOKS)
+        services = Services.create(settings_of(pipeline.env, monkeypatch))
+        docs = [new_job(model={"name": "mobilenet_v2", "version": "1"}, tenant=DEFAULT_TENANT,
+                        input_info={"bytes": 1}, top_k=1, batch_id="b-unscheduled") for _ in range(2)]
+        for doc in docs:
+            services.store.create_job(doc, blank_pixels())
+        services.store.create_batch({"id": "b-unscheduled", "type": "batch", "tenant": DEFAULT_TENANT,
+                                     "created_at": docs[0]["created_at"], "model": docs[0]["model"],
+                                     "job_ids": [doc["id"] for doc in docs], "callback_url": receiver.url})
+        for doc in docs:
+            services.store.transition(doc["id"], JobStatus.RUNNING)  # store writes: no events
+            services.store.transition(doc["id"], JobStatus.SUCCEEDED, result={"predictions": []})
+        with httpx.Client(base_url=pipeline.url, timeout=30) as client:
+            found = batch_delivered(client, "b-unscheduled", timeout_s=30)
+        requests = receiver.wait_for(1)
+        services.close()
+
+    assert len(requests) == 1 and verified(requests[0])["id"] == "b-unscheduled"
+    assert found["delivery"]["attempts"] == 1
+    assert "batch b-unscheduled: its webhook was not scheduled; it is now" in pipeline.logs("gateway")
+
+
+def submit_batch(client: httpx.Client, seeds: range, **params: Any) -> dict[str, Any]:
+    response = client.post("/v1/batches", params=params,
+                           files=[("files", (f"{seed}.jpg", images.jpeg(seed=seed), "image/jpeg")) for seed in seeds])
+    assert response.status_code == 202, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def batch_delivered(client: httpx.Client, batch_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def reached() -> bool:
+        found.update(client.get(f"/v1/batches/{batch_id}").json())
+        return (found.get("delivery") or {}).get("state") == "delivered"
+
+    wait_until(reached, timeout_s, f"batch {batch_id}'s delivery", 0.1)
+    return found
+
+
+def test_a_batch_is_delivered_once_when_its_last_job_ends_with_every_result(client: httpx.Client) -> None:
+    with webhook_receiver() as receiver:
+        batch = submit_batch(client, range(20, 23), callback_url=receiver.url)
+        assert batch["callback_url"] == receiver.url
+        found = batch_delivered(client, batch["id"])
+        time.sleep(1.5)  # several more batch checks: none sends it again
+        requests = receiver.wait_for(1)
+
+    assert len(requests) == 1
+    assert requests[0].headers["webhook-id"] == f"msg_batch_{batch['id']}"
+    body = verified(requests[0])
+    assert (body["id"], body["type"], body["status"], body["counts"]["succeeded"]) == (batch["id"], "batch", "done", 3)
+    assert [job["id"] for job in body["jobs"]] == [job["id"] for job in batch["jobs"]]
+    assert all(job["status"] == "succeeded" and job["result"]["predictions"] for job in body["jobs"])
+    assert "delivery" not in body
+    assert (found["delivery"]["attempts"], found["delivery"]["last_status"]) == (1, 204)
+    assert all(member["status"] == "succeeded" for member in found["jobs"])
+
+
+def test_a_batch_whose_receiver_always_fails_is_a_dead_letter_an_operator_replays(
+        client: httpx.Client, pipeline: LocalPipeline) -> None:
+    with webhook_receiver(then=503) as receiver:
+        batch = submit_batch(client, range(24, 26), callback_url=receiver.url)
+        target = f"batch:{batch['id']}"
+        wait_until(lambda: client.get(f"/v1/batches/{batch['id']}").json().get("delivery", {}).get("state") == "dead",
+                   60, "the batch's delivery to be given up")
+        listed = asyncinfer(pipeline.env, "webhooks", "dead-letters")
+        assert target in [json.loads(line)["target"] for line in listed.stdout.splitlines()]
+
+        receiver.then = 204
+        assert asyncinfer(pipeline.env, "webhooks", "replay", target).stdout.split() == [target]
+        found = batch_delivered(client, batch["id"])
+        requests = receiver.wait_for(4)
+
+    assert len(requests) == 4 and verified(requests[-1])["id"] == batch["id"]
+    assert (found["delivery"]["replays"], found["delivery"]["last_status"]) == (1, 204)
+
+
+def test_a_batch_with_a_private_callback_url_is_refused_with_a_problem(client: httpx.Client) -> None:
+    response = client.post("/v1/batches", params={"callback_url": "http://10.1.2.3/hook"},
                            files=[("files", ("a.jpg", images.jpeg(seed=8), "image/jpeg"))])
 
     assert response.status_code == 422
-    assert "not supported on batches" in response.json()["detail"]
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "private" in response.json()["detail"]
 
 
 def test_the_delivery_record_its_events_and_the_refusal_conform_to_the_openapi_document(
@@ -268,3 +362,7 @@ def test_the_delivery_record_its_events_and_the_refusal_conform_to_the_openapi_d
     for name, _, data in events:
         validate(openapi, event_data_schema(openapi, "/v1/jobs/{job_id}/events", name), data)
     check_answer(openapi, "/v1/jobs", "post", post_job(client, images.jpeg(seed=9), callback_url="http://10.0.0.1/"))
+    with webhook_receiver() as receiver:
+        batch = submit_batch(client, range(27, 28), callback_url=receiver.url)
+        batch_delivered(client, batch["id"])
+    check_answer(openapi, "/v1/batches/{batch_id}", "get", client.get(f"/v1/batches/{batch['id']}"))

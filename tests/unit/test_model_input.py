@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api.admission.backlog import DrainRate
 from api.admission.submitter import Submitter, Upload
 from shared.config import Settings
 from shared.models import InputSpec, ModelSpec
@@ -18,7 +19,7 @@ MODELS = ["mobilenet_v2", "mobilenet_v3_small"]
 
 def gateway_stored_bytes(data: bytes, content_type: str, spec: ModelSpec, preprocess_at: str = "gateway") -> bytes:
     submitter = Submitter(Settings(preprocess_at=preprocess_at), lifecycle=None, celery=None, redis_client=None,  # type: ignore[arg-type]
-                          catalogue=None)  # type: ignore[arg-type]
+                          catalogue=None, drain_rate=DrainRate(), deliveries=None)  # type: ignore[arg-type]
     _, stored = submitter.inspect(Upload(data, content_type), spec)
     return stored
 

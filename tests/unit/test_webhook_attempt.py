@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from api.delivery.deliverer import Deliverer
+from api.delivery.subjects import Subject
 from shared.config import Settings
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command for a certificate")
@@ -82,11 +83,11 @@ def attempt(certificate: tuple[Path, Path], url: str) -> Any:
                         webhook_lease_s=3)
     trusting = ssl.create_default_context(cafile=str(certificate[0]))
     deliverer = Deliverer(settings, store=None, publisher=None, queue=None, tls_verify=trusting)  # type: ignore[arg-type]
-    doc = {"id": "j1", "status": "succeeded", "callback_url": url, "history": []}
+    subject = Subject("j1", url, record=None, ready=True, payload=b'{"id":"j1"}')
 
     async def run() -> Any:
         try:
-            return await deliverer.attempt(doc)
+            return await deliverer.attempt(subject)
         finally:
             await deliverer.http.aclose()
 
