@@ -150,6 +150,16 @@ class JobPublic(Public):
     history: list[HistoryEntry]
     callback_url: str | None = Field(default=None, description="Where the job is POSTed, signed, once it has ended")
     delivery: DeliveryRecord | None = Field(default=None, description="The webhook's delivery, once tried")
+    position: QueuePosition | None = Field(default=None, description="Its place in line, while queued "
+                                           "(GET /v1/jobs/{id} only, not listings or events)")
+
+
+class QueuePosition(Public):
+    ahead: int = Field(ge=0, description="Jobs the model's workers take before this one (those they hold count)")
+    estimated_start_at: str | None = Field(description="When it should start at the measured drain rate; "
+                                           "null until jobs of its model have finished lately")
+    drain_per_s: float | None = Field(description="Jobs of its model version finished per second lately")
+    measured_at: str
 
 
 class JobPage(Public):
@@ -210,14 +220,15 @@ class StatusEvent(BaseModel):
 
 
 # The data of each server-sent event, by event name, as components of the OpenAPI document.
-EVENT_DATA_SCHEMAS = {"status": "StatusEventData", "progress": "BatchProgress", "delivery": "DeliveryRecord"}
+EVENT_DATA_SCHEMAS = {"status": "StatusEventData", "progress": "BatchProgress", "delivery": "DeliveryRecord",
+                      "position": "QueuePosition"}
 
 
 def extra_components() -> dict[str, Any]:
     """Component schemas that no route's return type brings in: the events' data (OpenAPI has no
     way to say it per event) and problems (sent as application/problem+json, which FastAPI's
     `model=` would document as application/json)."""
-    models: list[type[BaseModel]] = [StatusEvent, BatchProgress, DeliveryRecord, Problem]
+    models: list[type[BaseModel]] = [StatusEvent, BatchProgress, DeliveryRecord, QueuePosition, Problem]
     _, top = models_json_schema([(model, "serialization") for model in models],
                                 ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = top["$defs"]

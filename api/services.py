@@ -10,10 +10,11 @@ from typing import Any
 import redis
 from celery import Celery
 
-from api.admission.backlog import DrainRate
+from api.admission.backlog import DrainRate, DrainRates
 from api.admission.submitter import Submitter
 from api.delivery.queue import DeliveryQueue
 from api.following.broadcaster import Broadcaster
+from api.following.queue_position import QueuePositions
 from api.metrics import record_finished, record_started
 from shared.config import Settings
 from shared.events import EventPublisher
@@ -38,6 +39,7 @@ class Services:
     lifecycle: JobLifecycle
     catalogue: Catalogue
     deliveries: DeliveryQueue
+    positions: QueuePositions
     open_streams: int = field(default=0)
     # More readiness checks by name (e.g. the Consul agent when the mesh is on).
     extra_readiness_probes: dict[str, Callable[[], object]] = field(default_factory=dict)
@@ -53,17 +55,20 @@ class Services:
         catalogue = settings.catalogue()
         deliveries = DeliveryQueue(client, settings.webhook_lease_s)
         submitter = Submitter(settings, lifecycle, celery, client, catalogue, DrainRate(), deliveries)
+        positions = QueuePositions(client, catalogue, DrainRates(), max_age_s=settings.position_interval_s)
         warn_of_shared_lanes(settings.api_keys.values())
         return cls(
             settings=settings,
             store=store,
             redis=client,
             celery=celery,
-            broadcaster=Broadcaster(settings.redis_url, on_event=lambda event: on_event(submitter, deliveries, event)),
+            broadcaster=Broadcaster(settings.redis_url,
+                                    on_event=lambda event: on_event(submitter, deliveries, positions, event)),
             submitter=submitter,
             lifecycle=lifecycle,
             catalogue=catalogue,
             deliveries=deliveries,
+            positions=positions,
         )
 
     def close(self) -> None:
@@ -71,11 +76,13 @@ class Services:
         self.redis.close()
 
 
-def on_event(submitter: Submitter, deliveries: DeliveryQueue, event: dict[str, Any]) -> None:
+def on_event(submitter: Submitter, deliveries: DeliveryQueue, positions: QueuePositions,
+             event: dict[str, Any]) -> None:
     """Every status event this gateway hears (every gateway hears every job's)."""
     status = event.get("status")
     if status in TERMINAL:
         on_finished(submitter, deliveries, event)
+        positions.job_finished(event.get("doc") or {})
     elif status == JobStatus.RUNNING:
         record_started(event)
 

@@ -27,11 +27,12 @@ from asyncinfer_client.errors import (
     UndecodableImage,
     UnsupportedImage,
 )
-from asyncinfer_client.jobs import TERMINAL, Job, Prediction
+from asyncinfer_client.jobs import TERMINAL, Job, OnPosition, Position, Prediction
 from asyncinfer_client.sync import Client
 
 __all__ = [
     "TERMINAL", "AsyncClient", "AsyncinferError", "BadRequest", "CallbackRefused", "Client", "Conflict",
-    "GatewayUnavailable", "Job", "NotFound", "PayloadTooLarge", "Prediction", "Problem", "ServerError",
-    "ServiceUnavailable", "TooManyRequests", "Unauthorized", "UndecodableImage", "UnsupportedImage", "content_key",
+    "GatewayUnavailable", "Job", "NotFound", "OnPosition", "PayloadTooLarge", "Position", "Prediction", "Problem",
+    "ServerError", "ServiceUnavailable", "TooManyRequests", "Unauthorized", "UndecodableImage", "UnsupportedImage",
+    "content_key",
 ]

@@ -19,7 +19,7 @@ from httpx_sse import SSEError, aconnect_sse
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 
 from asyncinfer_client.errors import GatewayUnavailable, Problem, problem_of
-from asyncinfer_client.jobs import Job
+from asyncinfer_client.jobs import Job, OnPosition, Position
 from asyncinfer_client.retry import WaitRetryAfter, is_retryable, parse_retry_after
 
 Image = bytes | str | Path
@@ -132,10 +132,11 @@ class AsyncClient:
         return Job.of(response.json())
 
     async def submit_batch(self, images: Iterable[Image], *, model: str | None = None, top_k: int | None = None,
-                           deadline_s: float | None = None) -> dict[str, Any]:
-        """Queue several images as one batch (all or none) for `model`; the batch document."""
+                           deadline_s: float | None = None, callback_url: str | None = None) -> dict[str, Any]:
+        """Queue several images as one batch (all or none) for `model`; the batch document. With
+        `callback_url`, the batch is POSTed there, signed, once every member has ended."""
         files = [("files", read_image(image)) for image in images]
-        params = _present(model=model, top_k=top_k, deadline_s=deadline_s)
+        params = _present(model=model, top_k=top_k, deadline_s=deadline_s, callback_url=callback_url)
         response = await self._request("POST", "/v1/batches", params=params, files=files)
         batch: dict[str, Any] = response.json()
         return batch
@@ -175,13 +176,13 @@ class AsyncClient:
                 return
 
     # ---- following a job -------------------------------------------------------------------
-    async def events(self, job_id: str) -> AsyncGenerator[Job, None]:
+    async def events(self, job_id: str, *, on_position: OnPosition | None = None) -> AsyncGenerator[Job, None]:
         """The job's states as they change, to the terminal one: its event stream, resumed with
         Last-Event-ID after a drop (nothing missed, nothing repeated), or long polling when the
-        stream keeps failing."""
+        stream keeps failing. `on_position(job_id, position)` hears its place in line while queued."""
         last_seq = 0
         try:
-            async with contextlib.aclosing(self._stream(job_id)) as stream:
+            async with contextlib.aclosing(self._stream(job_id, on_position)) as stream:
                 async for job in stream:
                     last_seq = max(last_seq, len(job.doc.get("history", [])))
                     yield job
@@ -190,25 +191,28 @@ class AsyncClient:
             pass
         while True:
             job = await self.get(job_id, wait_s=LONG_POLL_S)
+            if on_position is not None and job.position is not None:
+                on_position(job_id, job.position)
             if len(job.doc.get("history", [])) > last_seq or job.terminal:
                 last_seq = len(job.doc.get("history", []))
                 yield job
             if job.terminal:
                 return
 
-    async def wait(self, job: Job | str, *, timeout_s: float | None = None) -> Job:
-        """The job once it is terminal (TimeoutError after `timeout_s`)."""
+    async def wait(self, job: Job | str, *, timeout_s: float | None = None,
+                   on_position: OnPosition | None = None) -> Job:
+        """The job once it is terminal (TimeoutError after `timeout_s`); `on_position` as in `events`."""
         async with asyncio.timeout(timeout_s):
             current = job if isinstance(job, Job) else await self.get(job)
             if not current.terminal:
-                async with contextlib.aclosing(self.events(current.id)) as changes:
+                async with contextlib.aclosing(self.events(current.id, on_position=on_position)) as changes:
                     async for change in changes:  # to its end: the stream closes in this task
                         current = change
             if current.status == "succeeded" and not current.doc.get("result"):
                 current = await self.get(current.id)  # a replayed event may carry only what changed
             return current
 
-    async def _stream(self, job_id: str) -> AsyncGenerator[Job, None]:
+    async def _stream(self, job_id: str, on_position: OnPosition | None) -> AsyncGenerator[Job, None]:
         last_event_id: str | None = None
         failures = 0
         while True:
@@ -220,6 +224,8 @@ class AsyncClient:
                         await source.response.aread()
                         raise_for_problem(source.response)
                     async for event in source.aiter_sse():
+                        if event.event == "position" and on_position is not None:
+                            on_position(job_id, Position.of(json.loads(event.data)))
                         if event.event != "status":
                             continue
                         failures = 0

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from asyncinfer_client.aio import AsyncClient, Image
 from asyncinfer_client.errors import Problem
-from asyncinfer_client.jobs import Job
+from asyncinfer_client.jobs import Job, OnPosition
 
 T = TypeVar("T")
 
@@ -100,11 +100,12 @@ class Client:
     def get_batch(self, batch_id: str) -> dict[str, Any]:
         return self._run(self._async.get_batch(batch_id))
 
-    def wait(self, job: Job | str, *, timeout_s: float | None = None) -> Job:
-        return self._run(self._async.wait(job, timeout_s=timeout_s))
+    def wait(self, job: Job | str, *, timeout_s: float | None = None, on_position: OnPosition | None = None) -> Job:
+        """`on_position` is called on the client's own thread."""
+        return self._run(self._async.wait(job, timeout_s=timeout_s, on_position=on_position))
 
-    def events(self, job_id: str) -> Iterator[Job]:
-        return self._iterate(self._async.events(job_id))
+    def events(self, job_id: str, *, on_position: OnPosition | None = None) -> Iterator[Job]:
+        return self._iterate(self._async.events(job_id, on_position=on_position))
 
     def cancel(self, job_id: str) -> Job:
         return self._run(self._async.cancel(job_id))

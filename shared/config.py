@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     stream_resync_s: float = Field(
         default=5.0, gt=0, description="Longest wait before an idle event stream or long poll re-reads the job."
     )
+    position_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often a queued job's event stream sends its `position` (and "
+        "the longest a position read from Redis is reused)."
+    )
     # NoDecode: the env value is `key:tenant,…` (or JSON), parsed by _parse_api_keys below.
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="API key → tenant. Empty: no authentication."

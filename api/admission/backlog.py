@@ -72,6 +72,18 @@ class DrainRate:
             return len(self._finished_at) / max(now - self._finished_at[0], 1.0)
 
 
+class DrainRates:
+    """A DrainRate for each key (a tenant, a model version), made when first used."""
+
+    def __init__(self) -> None:
+        self._rates: dict[str, DrainRate] = {}
+        self._lock = threading.Lock()
+
+    def of(self, key: str) -> DrainRate:
+        with self._lock:
+            return self._rates.setdefault(key, DrainRate())
+
+
 def seconds_to_drain(jobs: float, rate_per_s: float | None) -> int:
     """A Retry-After for `jobs` to leave the queue at `rate_per_s`."""
     if rate_per_s is None:

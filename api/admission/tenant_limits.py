@@ -10,14 +10,13 @@ down as the job ended) is made good by recovery, which drops the members of jobs
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 import redis
 
-from api.admission.backlog import DrainRate, seconds_to_drain
+from api.admission.backlog import DrainRates, seconds_to_drain
 from shared.constants import RESERVATION_TTL_S, TENANT_OPEN_JOBS_PREFIX
 from shared.errors import DependencyUnavailable, TenantBusy
 
@@ -44,8 +43,7 @@ class TenantLimits:
         """`limit_of(tenant)`: the most jobs it may have open, 0 for no limit."""
         self.client = client
         self.limit_of = limit_of
-        self._drain_rates: dict[str, DrainRate] = {}
-        self._lock = threading.Lock()
+        self.drain_rates = DrainRates()
 
     @contextmanager
     def admit(self, tenant: str, job_ids: Sequence[str]) -> Iterator[None]:
@@ -63,7 +61,7 @@ class TenantLimits:
         if open_now >= 0:
             raise TenantBusy(
                 f"tenant {tenant} has {open_now:,} jobs queued or running (its limit is {limit:,}); retry later",
-                retry_after_s=seconds_to_drain(open_now + len(job_ids) - limit, self._drain_rate(tenant).per_s()),
+                retry_after_s=seconds_to_drain(open_now + len(job_ids) - limit, self.drain_rates.of(tenant).per_s()),
             )
         try:
             yield
@@ -79,7 +77,7 @@ class TenantLimits:
                 self.client.zrem(open_jobs_key(tenant), *job_ids)
 
     def job_finished(self, tenant: str, job_id: str) -> None:
-        self._drain_rate(tenant).record()
+        self.drain_rates.of(tenant).record()
         self.release(tenant, [job_id])
 
     def prune(self, open_job_ids: Collection[str], now_s: float | None = None) -> int:
@@ -97,7 +95,3 @@ class TenantLimits:
 
     def open_count(self, tenant: str) -> int:
         return int(self.client.zcard(open_jobs_key(tenant)))
-
-    def _drain_rate(self, tenant: str) -> DrainRate:
-        with self._lock:
-            return self._drain_rates.setdefault(tenant, DrainRate())

@@ -4,11 +4,10 @@ next. Built here from an attempt's outcome and the retry policy, so the delivere
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from api.delivery.backoff import RetryPolicy
-from shared.jobs import parse_rfc3339
+from shared.jobs import parse_rfc3339, rfc3339
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # Attempts the record lists (the latest ones); `attempts` counts them all.
@@ -34,10 +33,6 @@ class Outcome:
         if self.delivered:
             return "delivered"
         return "unanswered" if self.status is None else "rejected"
-
-
-def rfc3339(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def unix_s(at: str) -> float:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from api.following.batch_progress import batch_counts, batch_is_done
 from shared.errors import TooManyStreams
 from shared.events import is_delivery
-from shared.jobs import JobDoc, JobStatus, public_view, seq_of, status_of
+from shared.jobs import JobDoc, JobStatus, parse_rfc3339, public_view, rfc3339, seq_of, status_of
 from shared.store.base import DELIVERY_FIELD
 
 if TYPE_CHECKING:
@@ -111,12 +112,28 @@ def delivery_settled(doc: JobDoc) -> bool:
     return not doc.get("callback_url") or (record is not None and record.get("state") in ("delivered", "dead"))
 
 
+def position_event(position: dict[str, Any]) -> ServerSentEvent:
+    """A queued job's place in line (api/following/queue_position.py); no id, as it is not a change
+    of the job and is not replayed."""
+    return ServerSentEvent(data=json.dumps(position), event="position")
+
+
+def starting_position() -> dict[str, Any]:
+    """Sent before a job's `running` when the last position sent had jobs ahead: the reading
+    that would have said 0 fell between two of the once-a-second ones."""
+    now = rfc3339(time.time())
+    return {"ahead": 0, "estimated_start_at": now, "drain_per_s": None, "measured_at": now}
+
+
 async def job_stream(
     services: Services, job_id: str, tenant: str, last_seq: int
 ) -> AsyncIterator[ServerSentEvent | bytes]:
-    """The job's status changes; for a job with a callback_url, then its `delivery` events until the
-    webhook is delivered or given up."""
+    """The job's status changes, with its `position` while it is queued (when it changed, at most
+    every `position_interval_s`); for a job with a callback_url, then its `delivery` events until
+    the webhook is delivered or given up."""
     read = services.store.get_job
+    loop = asyncio.get_running_loop()
+    resync_s, position_s = services.settings.stream_resync_s, services.settings.position_interval_s
     with stream_slot(services):
         async with services.broadcaster.subscribe(job_id) as subscription:
             doc = await run_in_threadpool(read, job_id, tenant=tenant)
@@ -125,8 +142,21 @@ async def job_stream(
                 yield event
             sent = max(sent, seq_of(doc))
             heard_delivery = None
+            heard_at = position_at = loop.time()
+            last_position: dict[str, Any] | None = None
             while not status_of(doc).terminal:
-                message = await subscription.next(timeout_s=services.settings.stream_resync_s)
+                queued = status_of(doc) == JobStatus.QUEUED
+                if queued and loop.time() >= position_at:
+                    position = await run_in_threadpool(services.positions.position, doc)
+                    if position is not None and position_moved(last_position, position):
+                        last_position = position
+                        yield position_event(position)
+                    position_at = loop.time() + position_s
+                wake_at = min(heard_at + resync_s, position_at) if queued else heard_at + resync_s
+                message = await subscription.next(timeout_s=max(0.0, wake_at - loop.time()))
+                if message is None and loop.time() < heard_at + resync_s:
+                    continue  # only a position was due
+                heard_at = loop.time()
                 if message is not None and is_delivery(message):
                     heard_delivery = message["delivery"]  # sent once the status is terminal
                     continue
@@ -134,16 +164,33 @@ async def job_stream(
                     # Maybe missed something (quiet for a while, reconnect, or a seq skipped):
                     # the store's history has every step.
                     doc = await run_in_threadpool(read, job_id, tenant=tenant)
-                    for event in replay(doc, sent):
-                        yield event
+                    events: list[ServerSentEvent | bytes] = list(replay(doc, sent))
                 elif message["seq"] == sent + 1:
                     doc = message["doc"]
-                    yield live_status_event(message)
+                    events = [live_status_event(message)]
+                else:
+                    continue
+                if events and status_of(doc) == JobStatus.RUNNING and last_position and last_position["ahead"] > 0:
+                    last_position = starting_position()
+                    yield position_event(last_position)
+                for change in events:
+                    yield change
                 sent = max(sent, seq_of(doc))
             if delivery_progress(heard_delivery) > delivery_progress(doc.get(DELIVERY_FIELD)):
                 doc = {**doc, DELIVERY_FIELD: heard_delivery}
             async for event in delivery_stream(services, subscription, doc, tenant):
                 yield event
+
+
+def position_moved(last: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether a position says something new: fewer ahead, or a start estimate a second off."""
+    if last is None or last["ahead"] != new["ahead"]:
+        return True
+    if (last["estimated_start_at"] is None) != (new["estimated_start_at"] is None):
+        return True
+    return new["estimated_start_at"] is not None and abs(
+        parse_rfc3339(new["estimated_start_at"]).timestamp() - parse_rfc3339(last["estimated_start_at"]).timestamp()
+    ) >= 1.0
 
 
 async def delivery_stream(services: Services, subscription: Subscription, doc: JobDoc, tenant: str

@@ -25,10 +25,10 @@ def _sse_response(*events: str) -> dict[int | str, dict[str, Any]]:
 
 @router.get(
     "/v1/jobs/{job_id}/events",
-    summary="Stream a job's status changes (SSE); ends after the terminal event, or for a job with a "
-    "callback_url once its webhook is delivered or given up (`delivery` events)",
+    summary="Stream a job's status changes (SSE), with its `position` while queued; ends after the terminal "
+    "event, or for a job with a callback_url once its webhook is delivered or given up (`delivery` events)",
     response_class=EventSourceResponse,
-    responses={**_sse_response("status", "delivery"), **PROBLEM_RESPONSES},
+    responses={**_sse_response("status", "position", "delivery"), **PROBLEM_RESPONSES},
 )
 async def job_events(
     job_id: str,

@@ -116,7 +116,11 @@ async def get_job(
                                  "the job is terminal")] = 0,
 ) -> JSONResponse:
     doc = await wait_for_terminal(services, job_id, tenant, wait)
-    return JSONResponse(public_view(doc))
+    body = public_view(doc)
+    position = await run_in_threadpool(services.positions.position, doc)
+    if position is not None:
+        body["position"] = position
+    return JSONResponse(body)
 
 
 @router.delete(

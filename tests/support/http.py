@@ -26,12 +26,15 @@ def submit(client: httpx.Client, data: bytes, content_type: str = "image/jpeg", 
 
 
 def stream_events(client: httpx.Client, path: str, headers: dict[str, str] | None = None,
-                  limit: int | None = None) -> list[tuple[str, str, dict[str, Any]]]:
-    """(event, id, data) of an SSE stream until it ends (or `limit` events)."""
+                  limit: int | None = None, positions: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
+    """(event, id, data) of an SSE stream until it ends (or `limit` events); a queued job's
+    `position` events only with `positions` (how many come depends on timing)."""
     events = []
     with connect_sse(client, "GET", path, headers=headers or {}) as source:
         assert source.response.status_code == 200, source.response.read()
         for sse in source.iter_sse():
+            if sse.event == "position" and not positions:
+                continue
             events.append((sse.event, sse.id, json.loads(sse.data)))
             if limit is not None and len(events) >= limit:
                 break

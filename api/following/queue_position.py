@@ -1,0 +1,133 @@
+"""Where a queued job stands: how many jobs its model's workers take before it, and when it should
+start at the measured drain rate.
+
+A model version's lanes are Redis lists (shared/queue_names.py): kombu LPUSHes a message and its
+workers BRPOP from the other end, taking the lanes in turn. So a job `i` places from the front of
+its lane waits for the `i` before it, for up to `i` from each other lane (one per turn), and for
+what the model's workers hold already (buffered or running). A job a worker holds has 0 ahead.
+
+One reading per model version and gateway serves every job asked about within `max_age_s`: a
+script returns only the messages' ids (not their bodies), with the held ones, in one step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from api.admission.backlog import DrainRates
+from shared.constants import UNACKED_KEY
+from shared.jobs import JobDoc, JobStatus, rfc3339
+from shared.models.catalogue import Catalogue
+from shared.queue import queue_of
+
+# KEYS: kombu's unacked hash, then the lanes. Returns each lane's message ids, front (the next
+# taken) first, then the ids of the held messages that came from these lanes.
+_READ_LANES = """
+local lanes = {}
+for i = 2, #KEYS do lanes[KEYS[i]] = true end
+local found = {}
+for i = 2, #KEYS do
+    local ids = {}
+    local raw = redis.call('LRANGE', KEYS[i], 0, -1)
+    for j = #raw, 1, -1 do
+        ids[#ids + 1] = cjson.decode(raw[j])['headers']['id']
+    end
+    found[#found + 1] = ids
+end
+local held = {}
+for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
+    local delivery = cjson.decode(raw)
+    if lanes[delivery[3]] then held[#held + 1] = delivery[1]['headers']['id'] end
+end
+found[#found + 1] = held
+return found
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class LaneReading:
+    """A model version's lanes at one moment."""
+
+    read_at_s: float
+    lengths: dict[str, int]
+    place: dict[str, tuple[str, int]]  # job id → (its lane, how many are before it there)
+    held: frozenset[str]
+
+    @classmethod
+    def of(cls, lanes: list[str], found: list[list[bytes | str]], read_at_s: float) -> LaneReading:
+        *waiting, held = found
+        place = {_text(job_id): (lane, i) for lane, ids in zip(lanes, waiting, strict=True)
+                 for i, job_id in enumerate(ids)}
+        return cls(read_at_s, {lane: len(ids) for lane, ids in zip(lanes, waiting, strict=True)}, place,
+                   frozenset(_text(job_id) for job_id in held))
+
+    def ahead_of(self, job_id: str) -> int | None:
+        """Jobs taken before this one; None when it has no message (not queued yet, or lost)."""
+        if job_id in self.held:
+            return 0
+        if job_id not in self.place:
+            return None
+        lane, before = self.place[job_id]
+        others = sum(min(length, before) for other, length in self.lengths.items() if other != lane)
+        return len(self.held) + before + others
+
+
+class QueuePositions:
+    def __init__(self, client: redis.Redis, catalogue: Catalogue, drain_rates: DrainRates,
+                 max_age_s: float = 1.0) -> None:
+        self.client = client
+        self.catalogue = catalogue
+        self.drain_rates = drain_rates
+        self.max_age_s = max_age_s
+        self._read = client.register_script(_READ_LANES)
+        self._readings: dict[str, LaneReading] = {}
+        self._lock = threading.Lock()  # one reading at a time: the streams asking at once share it
+
+    def job_finished(self, doc: JobDoc) -> None:
+        """A terminal job: its model version's drain rate, which the estimates divide by."""
+        model = doc.get("model") or {}
+        if model.get("version"):
+            self.drain_rates.of(f"{model['name']}@{model['version']}").record()
+
+    def position(self, doc: JobDoc) -> dict[str, Any] | None:
+        """`{ahead, estimated_start_at, drain_per_s, measured_at}` of a queued job; None for a job
+        not queued, without a message, or when Redis does not answer (a position is a courtesy:
+        reading the job never fails for it)."""
+        if doc.get("status") != JobStatus.QUEUED or not (doc.get("model") or {}).get("version"):
+            return None
+        ref = f"{doc['model']['name']}@{doc['model']['version']}"
+        try:
+            reading = self.reading(ref, queue_of(doc))
+        except (redis.RedisError, KeyError, ValueError):
+            return None
+        ahead = reading.ahead_of(doc["id"])
+        if ahead is None:
+            return None
+        rate = self.drain_rates.of(ref).per_s()
+        start_s = reading.read_at_s + ahead / rate if rate else None
+        return {
+            "ahead": ahead,
+            "estimated_start_at": None if start_s is None else rfc3339(start_s),
+            "drain_per_s": None if rate is None else round(rate, 3),
+            "measured_at": rfc3339(reading.read_at_s),
+        }
+
+    def reading(self, ref: str, lane: str) -> LaneReading:
+        with self._lock:
+            reading = self._readings.get(ref)
+            if reading is None or time.time() - reading.read_at_s >= self.max_age_s or lane not in reading.lengths:
+                lanes = list(self.catalogue.queues().get(ref) or [lane])
+                if lane not in lanes:
+                    lanes.append(lane)
+                found = self._read(keys=[UNACKED_KEY, *lanes])
+                reading = self._readings[ref] = LaneReading.of(lanes, found, time.time())
+            return reading

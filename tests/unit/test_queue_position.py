@@ -1,0 +1,54 @@
+"""A queued job's place in line, from one reading of its model's lanes (api/following/queue_position.py)."""
+
+from __future__ import annotations
+
+from api.following.queue_position import LaneReading
+from api.following.streams import position_moved
+
+LANES = ["lane-a", "lane-b", "lane-c"]
+
+
+def reading(a: list[str], b: list[str], c: list[str], held: list[str]) -> LaneReading:
+    # The script returns each lane front first, then the held ids; bytes as Redis answers.
+    return LaneReading.of(LANES, [[i.encode() for i in ids] for ids in (a, b, c, held)], read_at_s=100.0)
+
+
+def test_a_job_waits_for_the_held_jobs_those_before_it_in_its_lane_and_one_per_turn_of_each_other_lane() -> None:
+    lanes = reading(["a1", "a2", "a3", "a4"], ["b1"], [], held=["h1", "h2"])
+
+    assert lanes.ahead_of("a1") == 2  # the held ones only
+    assert lanes.ahead_of("b1") == 2
+    assert lanes.ahead_of("a2") == 2 + 1 + 1  # a1, and b1 in its turn
+    assert lanes.ahead_of("a4") == 2 + 3 + 1  # lane b has only one to put before it
+
+
+def test_a_held_job_has_none_ahead_and_a_job_without_a_message_has_no_position() -> None:
+    lanes = reading(["a1"], [], [], held=["h1"])
+
+    assert lanes.ahead_of("h1") == 0
+    assert lanes.ahead_of("lost") is None
+
+
+def test_a_lane_drained_from_the_front_never_moves_a_job_back() -> None:
+    jobs = [f"j{i}" for i in range(10)]
+    before = reading(jobs, [], [], held=[]).ahead_of("j9")
+    # A worker takes j0..j3 (held now), then finishes them (gone).
+    taken = reading(jobs[4:], [], [], held=jobs[:4]).ahead_of("j9")
+    finished = reading(jobs[4:], [], [], held=[]).ahead_of("j9")
+
+    assert before is not None and taken is not None and finished is not None
+    assert before >= taken >= finished
+
+
+def position(ahead: int, start: str | None) -> dict[str, object]:
+    return {"ahead": ahead, "estimated_start_at": start, "drain_per_s": 1.0, "measured_at": "2026-12-03T00:00:00Z"}
+
+
+def test_a_position_is_sent_again_only_when_it_says_something_new() -> None:
+    first = position(5, "2026-12-03T00:00:10.000Z")
+
+    assert position_moved(None, first)
+    assert not position_moved(first, position(5, "2026-12-03T00:00:10.400Z"))
+    assert position_moved(first, position(5, "2026-12-03T00:00:11.500Z"))
+    assert position_moved(first, position(4, "2026-12-03T00:00:10.000Z"))
+    assert position_moved(position(5, None), first)
