@@ -1,14 +1,28 @@
-"""The live progress bar on stderr: submitted, done and failed counts, and images per second."""
+"""The live progress bar on stderr: submitted, done and failed counts, images per second, and where
+the files still queued stand in line."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from asyncinfer_client import Position
 from client.records import FileResult
+
+
+def in_line(positions: dict[str, Position], now: datetime) -> str:
+    """The queued file nearest its start: how many jobs are ahead of it, and when it should start."""
+    if not positions:
+        return ""
+    nearest = min(positions.values(), key=lambda p: p.ahead)
+    if nearest.estimated_start_at is None:
+        return f" · queued: {nearest.ahead} ahead"
+    starts_in_s = max(0.0, (nearest.estimated_start_at - now).total_seconds())
+    return f" · queued: {nearest.ahead} ahead, starts in ~{starts_in_s:.0f} s"
 
 
 class ImagesPerSecond(ProgressColumn):
@@ -29,13 +43,14 @@ class SubmitProgress:
             MofNCompleteColumn(),
             TextColumn(
                 "submitted {task.fields[submitted]} · [green]done {task.fields[done]}[/] · "
-                "[red]failed {task.fields[failed]}[/]"
+                "[red]failed {task.fields[failed]}[/]{task.fields[queued]}"
             ),
             ImagesPerSecond(),
             TimeElapsedColumn(),
             console=console,
         )
-        self.task = self.progress.add_task("submit", total=total, submitted=0, done=0, failed=0)
+        self.task = self.progress.add_task("submit", total=total, submitted=0, done=0, failed=0, queued="")
+        self.positions: dict[str, Position] = {}  # job id → its latest position, while queued
 
     def __enter__(self) -> SubmitProgress:
         self.progress.start()
@@ -48,7 +63,20 @@ class SubmitProgress:
         self.submitted_count += 1
         self.progress.update(self.task, submitted=self.submitted_count)
 
+    def position(self, job_id: str, position: Position) -> None:
+        if position.ahead > 0:
+            self.positions[job_id] = position
+        else:
+            self.positions.pop(job_id, None)
+        self._show_positions()
+
+    def _show_positions(self) -> None:
+        self.progress.update(self.task, queued=in_line(self.positions, datetime.now(UTC)))
+
     def finished(self, result: FileResult) -> None:
+        if result.job_id:
+            self.positions.pop(result.job_id, None)
+            self._show_positions()
         if result.succeeded:
             self.done_count += 1
         else:

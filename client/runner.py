@@ -59,7 +59,7 @@ async def process_file(path: Path, gateway: AsyncClient, options: SubmitOptions,
         return FileResult(name, outcome, sha256, error_code=str(e.status), error=one_line(e.detail))
     progress.submitted()
     try:
-        done = await gateway.wait(job, timeout_s=options.timeout_s)
+        done = await gateway.wait(job, timeout_s=options.timeout_s, on_position=progress.position)
     except TimeoutError:
         return FileResult(name, ERROR, sha256, job.id, error_code="timeout",
                           error=f"not finished after {options.timeout_s:.0f} s; run again to pick it up")

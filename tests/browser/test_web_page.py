@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
@@ -85,6 +86,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "retried.jpg": images.jpeg(320, 200, seed=34),
         "fallback.jpg": images.jpeg(320, 210, seed=35),
         "keyed.jpg": images.jpeg(320, 220, seed=36),
+        "in-line.jpg": images.jpeg(320, 230, seed=37),
     }
     for name, data in made.items():
         (folder / name).write_bytes(data)
@@ -99,6 +101,7 @@ def expect_done_with_predictions(page: Page, file_name: str, count: int = 5) -> 
     item = card(page, file_name)
     expect(item.locator(".badge")).to_have_text("Done", timeout=RESULT_TIMEOUT_MS)
     expect(item.locator(".predictions li")).to_have_count(count)
+    expect(item.locator(".in-line")).to_be_hidden()  # a place in line is shown while queued only
     expect(item.locator(".prediction-score").first).to_have_text(re.compile(r"^\d+(\.\d)?%$"))
     expect(item.locator(".problem")).to_be_hidden()
 
@@ -233,3 +236,19 @@ def test_with_api_keys_the_page_sends_the_key(make_pipeline: PipelineFactory, pa
     page.wait_for_timeout(1500)
     expect(card(page, "keyed.jpg").locator(".problem")).to_be_hidden()
     assert [(url.split("?")[-1], status) for url, status in streams] == [("api_key=page-key", 200)]
+
+
+def test_a_queued_job_shows_how_many_jobs_are_ahead_of_it(make_pipeline: PipelineFactory, pages: PageFactory,
+                                                          files: dict[str, Path]) -> None:
+    gateway = make_pipeline(workers=0)  # nothing runs: the two jobs sent first stay ahead
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        for seed in (38, 39):
+            assert client.post("/v1/jobs", files={"file": ("x.jpg", images.jpeg(seed=seed), "image/jpeg")}
+                               ).status_code == 202
+    page = pages(gateway.url)
+
+    page.set_input_files("#file-input", [files["in-line.jpg"]])
+
+    item = card(page, "in-line.jpg")
+    expect(item.locator(".badge")).to_have_text("Queued")
+    expect(item.locator(".in-line")).to_have_text("2 jobs ahead")

@@ -227,9 +227,27 @@ function renderPredictions(item, predictions) {
   list.hidden = predictions.length === 0;
 }
 
+// A queued job's place in line (`position` events, or `position` in a polled document).
+function showPosition(item, position) {
+  const line = part(item, ".in-line");
+  if (!position || item.doc?.status !== "queued") {
+    line.hidden = true;
+    return;
+  }
+  const ahead = position.ahead === 0 ? "Next in line" : `${position.ahead} ${position.ahead === 1 ? "job" : "jobs"} ahead`;
+  let starts = "";
+  if (position.estimated_start_at && position.ahead > 0) {
+    const seconds = Math.max(1, Math.round((Date.parse(position.estimated_start_at) - Date.now()) / 1000));
+    starts = seconds < 90 ? ` · starts in about ${seconds} s` : ` · starts in about ${Math.round(seconds / 60)} min`;
+  }
+  line.textContent = ahead + starts;
+  line.hidden = false;
+}
+
 function applyDoc(item, doc) {
   item.doc = { ...item.doc, ...doc }; // replayed events may carry only the changed fields
   const { status, input, result, error } = item.doc;
+  if (status !== "queued" || doc.position) showPosition(item, doc.position);
   if (input && input.width) {
     part(item, ".meta").textContent = `${formatBytes(item.file.size)} · ${input.width}×${input.height}`;
   }
@@ -301,6 +319,7 @@ function follow(item) {
     const gaveUp = await new Promise((resolve) => {
       const source = new EventSource(withKey(`/v1/jobs/${encodeURIComponent(item.jobId)}/events`));
       let errors = 0;
+      source.addEventListener("position", (event) => showPosition(item, JSON.parse(event.data)));
       source.addEventListener("status", (event) => {
         errors = 0;
         const doc = JSON.parse(event.data);
