@@ -33,8 +33,10 @@ def test_one_jobs_trace_runs_from_the_clients_span_through_the_queue_to_the_batc
             response = post_job(client, images.jpeg(seed=71),
                                 headers={"traceparent": f"00-{client_trace}-{client_span}-01"})
             assert response.status_code == 202, response.text
-            job_id = response.json()["id"]
+            job_id, request_id = response.json()["id"], response.headers["X-Request-ID"]
             assert wait_terminal(client, job_id)["status"] == "succeeded"
+            malformed = post_job(client, images.jpeg(seed=72), headers={"traceparent": "00-not-a-trace-01"})
+            assert malformed.status_code == 202, malformed.text
 
         def complete(spans: list[ReceivedSpan]) -> bool:
             enqueues = [span.span_id for span in spans if span.name == "enqueue" and span.trace_id == client_trace]
@@ -44,6 +46,10 @@ def test_one_jobs_trace_runs_from_the_clients_span_through_the_queue_to_the_batc
                                          for span in spans)
 
         spans = receiver.wait_for(complete)
+        # A malformed traceparent is ignored: that request begins a trace of its own.
+        receiver.wait_for(lambda spans: any(span.name == "POST /v1/jobs" and span.kind == "server"
+                                            and span.trace_id != client_trace and span.parent_span_id is None
+                                            for span in spans))
 
     in_trace = [span for span in spans if span.trace_id == client_trace]
     # The HTTP request's server span: the client's span is its parent.
@@ -78,8 +84,8 @@ def test_one_jobs_trace_runs_from_the_clients_span_through_the_queue_to_the_batc
     # Log lines join the trace: the gateway's access line of the POST, and the worker's lines about the job.
     wait_until(lambda: '"path": "/v1/jobs"' in pipeline.logs("gateway"), 10, "the access line")
     gateway = [json.loads(line) for line in pipeline.logs("gateway").splitlines() if line.startswith("{")]
-    posted = only([line for line in gateway if line.get("path") == "/v1/jobs" and line.get("method") == "POST"],
-                  "access lines of the POST")
+    posted = only([line for line in gateway if line.get("path") == "/v1/jobs" and line["request_id"] == request_id],
+                  "access lines of the job's POST")
     assert posted["trace_id"] == client_trace
     worker = [json.loads(line) for line in pipeline.logs("worker0").splitlines() if line.startswith("{")]
     summary = [line for line in worker if line["message"].startswith("batch of ")]
