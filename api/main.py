@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from api.schemas import extra_components
 from api.services import Services
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
+from shared.tracing import GATEWAY_SERVICE, configure_tracing, on
 
 if TYPE_CHECKING:
     from shared.mesh import MeshRegistration
@@ -97,7 +99,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Content-Type", "X-API-Key", "Authorization", "Idempotency-Key", "Last-Event-ID",
-                           "X-Request-ID"],
+                           "X-Request-ID", "traceparent", "tracestate"],
             expose_headers=["X-Request-ID", "Location", "Retry-After", "Idempotent-Replayed"],
             max_age=600,
         )
@@ -108,7 +110,25 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     if settings.fault_injection == "on":
         app.include_router(faults.router)
     app.mount("/static", StaticFiles(packages=[("web", "static")]), name="static")
+    if on():
+        instrument(app)
     return app
+
+
+# Probes and scrapes every few seconds would be most of the traces, and tell nothing (untraced unless
+# OTEL_PYTHON_FASTAPI_EXCLUDED_URLS or OTEL_PYTHON_EXCLUDED_URLS says otherwise).
+UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
+
+
+def instrument(app: FastAPI) -> None:
+    """The request's server span, outside every middleware: its parent is the client's W3C
+    `traceparent` when one is sent, and the access line and everything the request does run inside
+    it. Only when tracing is on (shared/tracing.py): off, the app is not wrapped at all. The
+    per-message `receive`/`send` spans are left out: an event stream would have one per event."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    from_env = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=from_env or UNTRACED_PATHS, exclude_spans=["receive", "send"])
 
 
 def add_extra_schemas(app: FastAPI) -> None:
@@ -148,6 +168,7 @@ def run_gateway(settings: Settings, *, log_level: str = "INFO") -> None:
     # The gateway's own loggers (uvicorn configures only its own): an unexpected error's traceback
     # is logged with its request id (api/problems.py).
     configure_logging(log_level, settings.log_format)
+    configure_tracing(GATEWAY_SERVICE)  # off unless OTEL_* variables say otherwise (shared/tracing.py)
     release_large_blocks_to_the_os()
     registration = None
     if settings.mesh == "consul":

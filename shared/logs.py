@@ -4,6 +4,10 @@ ASYNCINFER_LOG_FORMAT=json; each record carries the request id and job id of wha
 The ids live in context variables: the gateway sets the request's for the whole request (api/problems.py),
 including the threads it hands work to (they copy the context), and the worker sets a job's while it works on
 that job (workers/inference.py). A log call needs no extra arguments to be traceable.
+
+`trace_id` is, when tracing is on (shared/tracing.py), the trace of the job a worker line is about (the trace
+its request began, which the worker's batch span links to), else the current span's: on the gateway the
+request's trace. Null when tracing is off or no span is current.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from shared.constants import LOG_FORMAT
+from shared.tracing import current_trace_id
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
-# Set by tracing once it exists; logged already, so that log lines and traces join on it.
+# The trace of the job a worker works on (its message's); else a line carries the current span's trace.
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
 CONTEXT_FIELDS = {"request_id": request_id_var, "job_id": job_id_var, "trace_id": trace_id_var}
@@ -33,6 +38,8 @@ class ContextFilter(logging.Filter):
         for name, var in CONTEXT_FIELDS.items():
             if getattr(record, name, None) is None:
                 setattr(record, name, var.get())
+        if getattr(record, "trace_id", None) is None:
+            record.trace_id = current_trace_id()
         return True
 
 
@@ -83,12 +90,14 @@ def configure_logging(level: str | int = "INFO", log_format: Literal["text", "js
 
 
 @contextmanager
-def about_job(job_id: str, request_id: str | None = None) -> Iterator[None]:
-    """Log lines inside the block name the job (and the request that submitted it)."""
+def about_job(job_id: str, request_id: str | None = None, trace_id: str | None = None) -> Iterator[None]:
+    """Log lines inside the block name the job (and the request that submitted it, and its trace)."""
     job_token = job_id_var.set(job_id)
     request_token = request_id_var.set(request_id)
+    trace_token = trace_id_var.set(trace_id)
     try:
         yield
     finally:
+        trace_id_var.reset(trace_token)
         request_id_var.reset(request_token)
         job_id_var.reset(job_token)

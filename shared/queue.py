@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import redis
 from celery import Celery
+from opentelemetry.trace import SpanKind
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
@@ -17,6 +18,7 @@ from shared.constants import INFER_TASK, UNACKED_KEY
 from shared.errors import RedisUnreachable
 from shared.jobs import JobDoc
 from shared.queue_names import queue_name
+from shared.tracing import message_headers, on, span
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -59,8 +61,17 @@ def queue_of(doc: JobDoc) -> str:
 def enqueue(app: Celery, job_id: str, queue: str) -> None:
     """Queue one job on its model's queue: the message carries only the id, the image stays in the
     store. The task id is the job id, so that recovery can tell which jobs have a message
-    (job_ids_with_a_message)."""
-    app.send_task(INFER_TASK, args=[job_id], queue=queue, task_id=job_id)
+    (job_ids_with_a_message).
+
+    With tracing on, the publish is an `enqueue` span (a child of the current one: the request's on the
+    gateway), whose context the message carries in its headers for the worker's batch span to link to."""
+    if not on():
+        app.send_task(INFER_TASK, args=[job_id], queue=queue, task_id=job_id)
+        return
+    with span("enqueue", {"messaging.system": "celery", "messaging.operation.type": "send",
+                          "messaging.destination.name": queue, "messaging.message.id": job_id,
+                          "asyncinfer.job_id": job_id}, kind=SpanKind.PRODUCER):
+        app.send_task(INFER_TASK, args=[job_id], queue=queue, task_id=job_id, headers=message_headers())
 
 
 def job_ids_with_a_message(client: redis.Redis, job_ids: Iterable[str], queues: Sequence[str]) -> set[str]:

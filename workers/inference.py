@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,8 @@ from shared.lifecycle import JobLifecycle
 from shared.logs import about_job, request_id_var
 from shared.preprocessing import model_pixels
 from shared.queue import queue_of
+from shared.tracing import on as tracing_on
+from shared.tracing import span
 from workers.model.classifier import Classifier, to_model_input
 from workers.scores import top_k
 
@@ -78,10 +80,11 @@ class _Batch:
         self.report = BatchReport(delivered, 0)
         self.failures: Counter[ErrorCode] = Counter()
         self._request_ids: dict[str, str | None] = {}  # of the jobs read: the requests that submitted them
+        self.trace_ids: Mapping[str, str | None] = {}  # each job's trace, from its message (tracing on)
 
     def about(self, job_id: str) -> AbstractContextManager[None]:
-        """Log lines inside name the job and its request (shared/logs.py)."""
-        return about_job(job_id, self._request_ids.get(job_id))
+        """Log lines inside name the job, its request and its trace (shared/logs.py)."""
+        return about_job(job_id, self._request_ids.get(job_id), self.trace_ids.get(job_id))
 
     def _store_failed(self, job_id: str, during: str, error: Exception) -> None:
         with self.about(job_id):
@@ -91,7 +94,8 @@ class _Batch:
 
     def _fail(self, job_id: str, code: ErrorCode, message: str) -> None:
         try:
-            self.lifecycle.fail(job_id, code, message, model=self.classifier.info)
+            with store_span("store.fail", job_id):
+                self.lifecycle.fail(job_id, code, message, model=self.classifier.info)
             self.failures[code] += 1
         except Exception as e:
             self._store_failed(job_id, "fail", e)
@@ -104,7 +108,8 @@ class _Batch:
 
     def _status(self, job_id: str) -> JobStatus | None:
         try:
-            doc = self.lifecycle.read(job_id)
+            with store_span("store.read", job_id):
+                doc = self.lifecycle.read(job_id)
         except JobNotFound:
             log.warning("job %s: no such job (its message outlived it); skipped", job_id)
             self.report.skipped += 1
@@ -128,7 +133,8 @@ class _Batch:
 
     def _begin(self, job_id: str) -> JobDoc | None:
         try:
-            doc = self.lifecycle.begin(job_id)
+            with store_span("store.begin", job_id):
+                doc = self.lifecycle.begin(job_id)
         except JobNotFound:
             log.warning("job %s: no such job (its message outlived it); skipped", job_id)
             doc = None
@@ -146,7 +152,8 @@ class _Batch:
     def _prepare(self, doc: JobDoc) -> _Ready | None:
         job_id = doc["id"]
         try:
-            image_bytes = self.lifecycle.image(job_id)
+            with store_span("store.read_image", job_id):
+                image_bytes = self.lifecycle.image(job_id)
         except Exception as e:
             self._store_failed(job_id, "image read", e)
             return None
@@ -169,7 +176,10 @@ class _Batch:
                 if self.before_inference is not None:
                     self.before_inference([item.doc for item in ready])
                 started = time.perf_counter()
-                scores = self.classifier.predict(to_model_input(self.classifier.spec, [item.pixels for item in ready]))
+                with span("inference", {"asyncinfer.batch_size": len(ready),
+                                        "asyncinfer.model": self.classifier.spec.ref} if tracing_on() else None):
+                    scores = self.classifier.predict(
+                        to_model_input(self.classifier.spec, [item.pixels for item in ready]))
         except Exception as e:
             log.exception("inference failed for a batch of %d", len(ready))
             for item in ready:
@@ -187,18 +197,26 @@ class _Batch:
             }
             with self.about(item.doc["id"]):
                 try:
-                    self.lifecycle.succeed(item.doc["id"], result=result, model=self.classifier.info)
+                    with store_span("store.succeed", item.doc["id"]):
+                        self.lifecycle.succeed(item.doc["id"], result=result, model=self.classifier.info)
                     self.report.inferred += 1
                 except Exception as e:
                     self._store_failed(item.doc["id"], "succeed", e)
 
 
+def store_span(name: str, job_id: str) -> AbstractContextManager[object]:
+    """A child span of the batch's around one store read or write (a no-op when tracing is off)."""
+    return span(name, {"asyncinfer.job_id": job_id} if tracing_on() else None)
+
+
 def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Classifier,
-                  before_inference: BeforeInference | None = None, guard: PassGuard | None = None) -> BatchReport:
+                  before_inference: BeforeInference | None = None, guard: PassGuard | None = None,
+                  trace_ids: Mapping[str, str | None] | None = None) -> BatchReport:
     """Run the jobs of one batch: fresh jobs in one forward pass, redelivered ones each alone.
     A bad image fails its own job only; a job that finished or was cancelled before is skipped.
-    Each forward pass runs inside `guard` (the time limit)."""
+    Each forward pass runs inside `guard` (the time limit). `trace_ids`: each job's trace, for its log lines."""
     batch = _Batch(lifecycle, classifier, before_inference, guard, delivered=len(job_ids))
+    batch.trace_ids = trace_ids or {}
     fresh: list[str] = []
     redelivered: list[str] = []
     for job_id in dict.fromkeys(job_ids):  # a message delivered twice runs once

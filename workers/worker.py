@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
+from opentelemetry.trace import SpanKind
 
+from shared import tracing
 from shared.config import Settings
 from shared.constants import INFER_TASK
 from shared.events import EventPublisher
@@ -59,9 +61,22 @@ def register_infer_task(
         acks_late=True,
     )
     def infer(requests: list[Any]) -> None:
+        if not tracing.on():
+            run_batch(requests)
+            return
+        # One span per batch, a root of its own: a batch serves many traces, so it links to the
+        # span each job's message came from (the gateway's enqueue span) instead of having a parent.
+        links = {request.args[0]: tracing.link_to(getattr(request, "request_dict", None)) for request in requests}
+        with tracing.span("batch", {"asyncinfer.batch_size": len(requests), "asyncinfer.model": classifier.spec.ref,
+                                    "messaging.system": "celery", "messaging.operation.type": "process",
+                                    "messaging.batch.message_count": len(requests)},
+                          kind=SpanKind.CONSUMER, links=[link for link in links.values() if link is not None]):
+            run_batch(requests, {job_id: tracing.trace_id_of(link) for job_id, link in links.items()})
+
+    def run_batch(requests: list[Any], trace_ids: dict[str, str | None] | None = None) -> None:
         job_ids = [request.args[0] for request in requests]
         try:
-            report = process_batch(job_ids, lifecycle, classifier, before_inference, guard)
+            report = process_batch(job_ids, lifecycle, classifier, before_inference, guard, trace_ids)
         except Exception:
             log.exception("a batch of %d raised; queueing its jobs again", len(job_ids))
             report = BatchReport(len(job_ids), 0, unfinished=job_ids)
@@ -148,6 +163,7 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | No
     presence entry goes with the consumer (workers/presence.py); then the mesh registration, here.
     Nothing the worker held waits a visibility timeout or runs twice."""
     configure_logging(loglevel, settings.log_format)
+    tracing.configure_tracing(tracing.WORKER_SERVICE)  # off unless OTEL_* variables say otherwise
     # Before Celery's handler (seconds of model loading, waiting for Redis), SIGTERM would kill the
     # process outright and leave the mesh registration behind.
     stop = StopWhileStarting()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from cli.processes import REPO_ROOT
+from shared import tracing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compose build: ~6 min
 
@@ -39,10 +40,13 @@ Compose = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def run_compose(command: list[str], *args: str, password: str | None = DUMMY_PASSWORD,
-                weights: str | None = "random") -> subprocess.CompletedProcess[str]:
-    """Compose on docker-compose.yml with this Couchbase password and these worker weights (None: unset)."""
+                weights: str | None = "random", extra_env: dict[str, str] | None = None,
+                ) -> subprocess.CompletedProcess[str]:
+    """Compose on docker-compose.yml with this Couchbase password and these worker weights (None: unset),
+    and `extra_env` in its environment (none of this process's OTEL_* variables)."""
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith("COUCHBASE_") and key != "ASYNCINFER_WEIGHTS"}
+           if not key.startswith(("COUCHBASE_", "OTEL_")) and key != "ASYNCINFER_WEIGHTS"}
+    env.update(extra_env or {})
     if password is not None:
         env["COUCHBASE_PASSWORD"] = password
     if weights is not None:
@@ -58,7 +62,7 @@ def compose() -> Compose:
     """`compose(*args, password=…, weights=…)`: run_compose with the Compose binary found once."""
     command = compose_command()
 
-    def run(*args: str, **settings: str | None) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, **settings: Any) -> subprocess.CompletedProcess[str]:
         return run_compose(command, *args, **settings)
 
     return run
@@ -127,6 +131,20 @@ def test_the_apps_use_couchbase_with_the_given_credentials(config: dict[str, Any
         assert Path(services[name]["build"]["context"]) == REPO_ROOT
     assert services["gateway"]["command"][:2] == ["asyncinfer", "api"]
     assert services["worker"]["command"] == ["asyncinfer", "worker"]
+
+
+def test_the_apps_send_their_traces_to_jaeger_unless_told_not_to(compose: Compose, config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one:")
+    assert services["jaeger"]["healthcheck"]["test"]
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"  # Jaeger's OTLP/HTTP receiver
+        assert tracing.wanted(env), f"{name} would not trace"
+    off = compose("config", "--format", "json", extra_env={"OTEL_SDK_DISABLED": "true"})
+    assert off.returncode == 0, off.stderr
+    for name in APP_SERVICES:
+        assert not tracing.wanted(json.loads(off.stdout)["services"][name]["environment"])
 
 
 def test_redis_keeps_the_queue(config: dict[str, Any]) -> None:

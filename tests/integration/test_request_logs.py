@@ -60,10 +60,11 @@ def test_cors_admits_exactly_the_configured_origins(make_pipeline: PipelineFacto
     with httpx.Client(base_url=pipeline.url, timeout=30) as client:
         preflight = client.options("/v1/jobs", headers={
             "Origin": PORTAL, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "X-API-Key, Idempotency-Key"})
+            "Access-Control-Request-Headers": "X-API-Key, Idempotency-Key, traceparent"})
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == PORTAL
-        assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+        allowed = preflight.headers["access-control-allow-headers"].lower()
+        assert "idempotency-key" in allowed and "traceparent" in allowed and "tracestate" in allowed
         assert preflight.headers["X-Request-ID"]
 
         submitted = post_job(client, images.jpeg(seed=63), headers={"Origin": PORTAL})

@@ -101,3 +101,11 @@ def test_a_workers_lines_about_a_job_name_it_and_its_request(caplog: pytest.LogC
     (line,) = [r for r in caplog.records if "sending it to its own queue" in r.getMessage()]
     assert (line.job_id, line.request_id) == ("job-5", "req-7")  # type: ignore[attr-defined]
     assert request_id_var.get() is None  # nothing leaks out of the batch
+
+
+def test_a_workers_lines_about_a_job_carry_that_jobs_trace(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.handler.addFilter(ContextFilter())
+    with caplog.at_level(logging.WARNING):
+        process_batch(["job-5"], OneJobLifecycle(), Classifier(), trace_ids={"job-5": "cd" * 16})  # type: ignore[arg-type]
+    (line,) = [r for r in caplog.records if "sending it to its own queue" in r.getMessage()]
+    assert (line.job_id, line.trace_id) == ("job-5", "cd" * 16)  # type: ignore[attr-defined]
