@@ -10,9 +10,9 @@ from typing import Any
 import redis
 from celery import Celery
 
-from api.admission.backlog import DrainRate, DrainRates
 from api.admission.submitter import Submitter
 from api.delivery.queue import DeliveryQueue
+from api.drain_rate import DrainRate, DrainRates
 from api.following.broadcaster import Broadcaster
 from api.following.queue_position import QueuePositions
 from api.metrics import record_finished, record_started

@@ -8,22 +8,16 @@ reservation that a crashed gateway never released stops counting after RESERVATI
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 import redis
 
+from api.drain_rate import DrainRate, seconds_to_drain
 from shared.constants import ADMISSION_RESERVATIONS_KEY, RESERVATION_TTL_S
 from shared.errors import BacklogFull, DeadlineUnreachable, DependencyUnavailable
-
-# Without a measured drain rate (nothing finished lately), a client is asked to retry after this.
-DEFAULT_RETRY_AFTER_S = 5
-MAX_RETRY_AFTER_S = 300
 
 # KEYS: the reservations (a sorted set of "<id>:<count>" scored by time), then every model's queue.
 # ARGV: now, stale before, this reservation's member, its count, the limit.
@@ -43,52 +37,6 @@ end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
 return -1
 """
-
-
-class DrainRate:
-    """Jobs finished per second, from the terminal events this gateway hears (every gateway hears
-    every job's, so all of them measure the same rate)."""
-
-    def __init__(self, window_s: float = 30.0, min_events: int = 5) -> None:
-        self.window_s = window_s
-        self.min_events = min_events
-        self._finished_at: deque[float] = deque()
-        self._lock = threading.Lock()  # the event loop records, the submit threads read
-
-    def record(self, at_s: float | None = None) -> None:
-        with self._lock:
-            self._finished_at.append(time.monotonic() if at_s is None else at_s)
-
-    def per_s(self, now_s: float | None = None) -> float | None:
-        """The rate over the last window, or None with too few jobs finished to tell."""
-        now = time.monotonic() if now_s is None else now_s
-        with self._lock:
-            while self._finished_at and self._finished_at[0] < now - self.window_s:
-                self._finished_at.popleft()
-            if len(self._finished_at) < self.min_events:
-                return None
-            # Since the oldest finish in the window, not over the window's length: the rate is
-            # right from the first jobs, and falls as soon as finishing stops.
-            return len(self._finished_at) / max(now - self._finished_at[0], 1.0)
-
-
-class DrainRates:
-    """A DrainRate for each key (a tenant, a model version), made when first used."""
-
-    def __init__(self) -> None:
-        self._rates: dict[str, DrainRate] = {}
-        self._lock = threading.Lock()
-
-    def of(self, key: str) -> DrainRate:
-        with self._lock:
-            return self._rates.setdefault(key, DrainRate())
-
-
-def seconds_to_drain(jobs: float, rate_per_s: float | None) -> int:
-    """A Retry-After for `jobs` to leave the queue at `rate_per_s`."""
-    if rate_per_s is None:
-        return DEFAULT_RETRY_AFTER_S
-    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(jobs / rate_per_s)))
 
 
 class Backlog:

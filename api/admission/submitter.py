@@ -15,12 +15,13 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from api.admission.backlog import Backlog, DrainRate
+from api.admission.backlog import Backlog
 from api.admission.checks import ImageInfo, open_upload
 from api.admission.tenant_limits import TenantLimits
 from api.delivery.addresses import target_of
 from api.delivery.queue import DeliveryQueue
 from api.delivery.subjects import batch_target
+from api.drain_rate import DrainRate
 from shared.config import Settings
 from shared.errors import AsyncInferError, BadRequest, CallbackRefused, DependencyUnavailable, UndecodableImage
 from shared.jobs import JobDoc, new_id, new_job, now_rfc3339

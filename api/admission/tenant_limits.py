@@ -16,7 +16,7 @@ from contextlib import contextmanager, suppress
 
 import redis
 
-from api.admission.backlog import DrainRates, seconds_to_drain
+from api.drain_rate import DrainRates, seconds_to_drain
 from shared.constants import RESERVATION_TTL_S, TENANT_OPEN_JOBS_PREFIX
 from shared.errors import DependencyUnavailable, TenantBusy
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from api.admission.backlog import DrainRates
+from api.drain_rate import DrainRates
 from shared.constants import UNACKED_KEY
 from shared.jobs import JobDoc, JobStatus, rfc3339
 from shared.models.catalogue import Catalogue

@@ -1,10 +1,10 @@
-"""The measured drain rate and the Retry-After computed from it (api/admission/backlog.py)."""
+"""The measured drain rate and the Retry-After computed from it (api/drain_rate.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from api.admission.backlog import DEFAULT_RETRY_AFTER_S, MAX_RETRY_AFTER_S, DrainRate, seconds_to_drain
+from api.drain_rate import DEFAULT_RETRY_AFTER_S, MAX_RETRY_AFTER_S, DrainRate, seconds_to_drain
 
 
 def test_no_rate_until_enough_jobs_have_finished() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.admission.backlog import DrainRate
 from api.admission.submitter import Submitter, Upload
+from api.drain_rate import DrainRate
 from shared.config import Settings
 from shared.models import InputSpec, ModelSpec
 from shared.preprocessing import decode, model_pixels, pack_pixels, packed_size
