@@ -10,6 +10,8 @@ from starlette.datastructures import Headers
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.tracing import exemplar
+
 UNMATCHED_ROUTE = "unmatched"
 OTHER_METHOD = "other"
 # Any token is a method to the HTTP parser; these are the ones that get their own series.
@@ -67,7 +69,7 @@ class HttpMetricsMiddleware:
             if not observed:
                 observed = True
                 self.histogram.labels(method, route_of(scope), str(status or 500)).observe(
-                    time.perf_counter() - started)
+                    time.perf_counter() - started, exemplar=exemplar())
 
         async def measured_send(message: Message) -> None:
             nonlocal status

@@ -96,6 +96,12 @@ DRAIN_RATE = Gauge(
 )
 
 
+def job_exemplar(doc: dict[str, Any]) -> dict[str, str] | None:
+    """The trace of the request that submitted the job, when it was traced."""
+    trace_id = doc.get("trace_id")
+    return {"trace_id": str(trace_id)} if trace_id else None
+
+
 def _model_of(doc: dict[str, Any]) -> tuple[str, str]:
     model = doc.get("model") or {}
     return str(model.get("name")), str(model.get("version"))
@@ -107,7 +113,7 @@ def record_started(event: dict[str, Any]) -> None:
     if doc.get("attempts") != 1 or not (doc.get("created_at") and doc.get("started_at")):
         return
     seconds = (parse_rfc3339(doc["started_at"]) - parse_rfc3339(doc["created_at"])).total_seconds()
-    JOB_QUEUED_SECONDS.labels(*_model_of(doc)).observe(max(seconds, 0.0))
+    JOB_QUEUED_SECONDS.labels(*_model_of(doc)).observe(max(seconds, 0.0), exemplar=job_exemplar(doc))
 
 
 def record_finished(event: dict[str, Any]) -> None:
@@ -118,7 +124,7 @@ def record_finished(event: dict[str, Any]) -> None:
     JOBS_FINISHED.labels(name, version, str(event.get("status")), error_code).inc()
     if doc.get("created_at") and doc.get("finished_at"):
         seconds = (parse_rfc3339(doc["finished_at"]) - parse_rfc3339(doc["created_at"])).total_seconds()
-        JOB_SECONDS.labels(name, version).observe(max(seconds, 0.0))
+        JOB_SECONDS.labels(name, version).observe(max(seconds, 0.0), exemplar=job_exemplar(doc))
 
 
 def record_webhook_attempt(result: str, duration_ms: float) -> None:

@@ -136,6 +136,8 @@ class JobPublic(Public):
     tenant: str
     batch_id: str | None
     request_id: str | None = Field(default=None, description="The X-Request-ID of the request that submitted it")
+    trace_id: str | None = Field(default=None, description="The trace of that request, when tracing is on "
+                                 "(32 hex digits)")
     status: JobStatus
     created_at: str
     updated_at: str

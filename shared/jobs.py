@@ -67,10 +67,12 @@ def new_job(
     deadline_s: float | None = None,
     request_id: str | None = None,
     callback_url: str | None = None,
+    trace_id: str | None = None,
 ) -> JobDoc:
     """A queued job for `model` ({name, version}: the worker that runs it adds its weights, their
     sha256, backend and device); with `deadline_s`, one that must start within that many seconds;
-    `request_id`: the request that submitted it (its X-Request-ID), for finding its log lines; with
+    `request_id`: the request that submitted it (its X-Request-ID), for finding its log lines, and
+    `trace_id` its trace when tracing is on (shared/tracing.py); with
     `callback_url`, one whose end the gateway POSTs there (api/delivery/)."""
     at = now_rfc3339()
     params: dict[str, Any] = {"top_k": top_k}
@@ -82,6 +84,7 @@ def new_job(
         "tenant": tenant,
         "batch_id": batch_id,
         "request_id": request_id,
+        "trace_id": trace_id,
         "status": JobStatus.QUEUED.value,
         "created_at": at,
         "updated_at": at,

@@ -141,6 +141,13 @@ def trace_id_of(link: trace.Link | None) -> str | None:
     return format(link.context.trace_id, "032x") if link is not None else None
 
 
+def exemplar(trace_id: str | None = None) -> dict[str, str] | None:
+    """A metric sample's exemplar naming `trace_id` (else the current span's trace), or None when there
+    is none; Prometheus shows exemplars to scrapers that ask for OpenMetrics."""
+    trace_id = trace_id or current_trace_id()
+    return {"trace_id": trace_id} if trace_id else None
+
+
 def current_trace_id() -> str | None:
     """The trace id (32 hex digits) of the current span, for log lines; None when off or outside a span."""
     if _provider is None:

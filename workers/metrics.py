@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from shared.errors import StartupError
 from shared.jobs import ErrorCode
 from shared.models import ModelSpec
+from shared.tracing import exemplar
 from workers.inference import BatchReport
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class WorkerMetrics:
     def record(self, report: BatchReport) -> None:
         self.batch_size.observe(report.delivered)
         if report.inferred:
-            self.inference_seconds.observe(report.inference_ms / 1000)
+            self.inference_seconds.observe(report.inference_ms / 1000, exemplar=exemplar())  # the batch's trace
             self.jobs.labels("succeeded", "").inc(report.inferred)
         if report.skipped:
             self.jobs.labels("skipped", "").inc(report.skipped)

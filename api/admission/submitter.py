@@ -32,6 +32,7 @@ from shared.models.traffic import TrafficSplits
 from shared.preprocessing import pack_pixels, to_model_image
 from shared.queue import enqueue, queue_of
 from shared.store import Idempotency, JobStore
+from shared.tracing import current_trace_id
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ class Submitter:
         with self.tenant_limits.admit(tenant, [job_id]), self.backlog.admit(1, deadline_s):
             doc, created = self._store_and_enqueue(
                 new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
-                        job_id=job_id, deadline_s=deadline_s, request_id=request_id, callback_url=callback_url),
+                        job_id=job_id, deadline_s=deadline_s, request_id=request_id, callback_url=callback_url,
+                        trace_id=current_trace_id()),
                 info, stored, spec, idempotency_key)
         if not created:  # the key's first job, counted when it was accepted
             self.tenant_limits.release(tenant, [job_id])
@@ -217,7 +219,8 @@ class Submitter:
         batch_id = new_id()
         jobs = [
             new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
-                    batch_id=batch_id, job_id=job_id, deadline_s=deadline_s, request_id=request_id)
+                    batch_id=batch_id, job_id=job_id, deadline_s=deadline_s, request_id=request_id,
+                    trace_id=current_trace_id())
             for job_id, info in zip(job_ids, infos, strict=True)
         ]
         for doc, data in zip(jobs, stored, strict=True):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep
@@ -59,6 +60,9 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses=problem_responses(*ANY_ROUTE_PROBLEMS))
-async def metrics(services: ServicesDep) -> Response:
+async def metrics(services: ServicesDep, accept: Annotated[str | None, Header()] = None) -> Response:
+    """Prometheus' text format, or OpenMetrics (with exemplars: the trace ids of samples) to a scraper
+    that asks for it in Accept."""
     await run_in_threadpool(refresh_gauges, services)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    encode, content_type = choose_encoder(accept or "")
+    return Response(encode(REGISTRY), media_type=content_type)

@@ -34,7 +34,11 @@ def test_one_jobs_trace_runs_from_the_clients_span_through_the_queue_to_the_batc
                                 headers={"traceparent": f"00-{client_trace}-{client_span}-01"})
             assert response.status_code == 202, response.text
             job_id, request_id = response.json()["id"], response.headers["X-Request-ID"]
-            assert wait_terminal(client, job_id)["status"] == "succeeded"
+            finished = wait_terminal(client, job_id)
+            assert finished["status"] == "succeeded" and finished["trace_id"] == client_trace
+            # Exemplars, for a scraper that asks for OpenMetrics: the samples name the job's trace.
+            openmetrics = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+            plain = client.get("/metrics").text
             malformed = post_job(client, images.jpeg(seed=72), headers={"traceparent": "00-not-a-trace-01"})
             assert malformed.status_code == 202, malformed.text
 
@@ -80,6 +84,13 @@ def test_one_jobs_trace_runs_from_the_clients_span_through_the_queue_to_the_batc
     assert store[2].end_ns <= inference.start_ns <= inference.end_ns <= store[3].start_ns
 
     print("\n" + render_tree(spans, client_trace))  # the README's "trace of one job"
+
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    for metric in ("asyncinfer_http_request_seconds_bucket", "asyncinfer_job_queued_seconds_bucket",
+                   "asyncinfer_job_seconds_bucket"):
+        assert any(line.startswith(metric) and f'# {{trace_id="{client_trace}"}}' in line
+                   for line in openmetrics.text.splitlines()), f"no exemplar of the job's trace on {metric}"
+    assert "trace_id" not in plain  # Prometheus' text format has no exemplars
 
     # Log lines join the trace: the gateway's access line of the POST, and the worker's lines about the job.
     wait_until(lambda: '"path": "/v1/jobs"' in pipeline.logs("gateway"), 10, "the access line")

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from api.metrics import job_exemplar
 from cli.processes import REPO_ROOT
 from shared import tracing
 from shared.logs import ContextFilter, JsonFormatter, about_job
@@ -120,3 +121,12 @@ def test_log_lines_carry_the_current_trace_or_the_jobs(provider: TracerProvider)
         assert log_entry()["trace_id"] == format(span.get_span_context().trace_id, "032x")  # type: ignore[attr-defined]
         with about_job("job-1", "req-1", "ab" * 16):  # a worker's line about a job: that job's trace
             assert log_entry()["trace_id"] == "ab" * 16
+
+
+def test_a_sample_names_a_trace_only_when_there_is_one() -> None:
+    assert tracing.exemplar() is None  # off here: no span, no exemplar, no OpenTelemetry call
+    assert tracing.exemplar("0af7651916cd43dd8448eb211c80319c") == {"trace_id": "0af7651916cd43dd8448eb211c80319c"}
+    assert job_exemplar({"trace_id": "0af7651916cd43dd8448eb211c80319c"}) == {
+        "trace_id": "0af7651916cd43dd8448eb211c80319c"}
+    assert job_exemplar({"trace_id": None}) is None
+    assert job_exemplar({}) is None  # a job accepted before traces
