@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 API_KEYS = ",".join(f"{key}:{tenant}" for key, tenant in KEYS.items())
 QUEUED = 50
+BATCH = 4
 # Jobs queued at once and run first, so the drain rate is measured (on a worker with a backlog) when
 # the 50 are queued. After jobs one at a time, the rate measured is theirs, and the first estimates
 # are long: see the README.
@@ -52,7 +53,7 @@ def test_a_queued_jobs_document_says_how_many_wait_before_it_across_the_tenants_
 def test_fifty_queued_jobs_positions_only_fall_reach_zero_before_they_run_and_their_start_estimates_hold(
         make_pipeline: PipelineFactory) -> None:
     # One worker, batches of 4 each taking at least 0.5 s: the 50 take several seconds to drain.
-    pipeline = make_pipeline(ASYNCINFER_MAX_BATCH_SIZE="4", ASYNCINFER_FAULT_INFERENCE_DELAY_S="0.5",
+    pipeline = make_pipeline(ASYNCINFER_MAX_BATCH_SIZE=str(BATCH), ASYNCINFER_FAULT_INFERENCE_DELAY_S="0.5",
                              ASYNCINFER_POSITION_INTERVAL_S="0.25")
     heard: dict[str, list[Position]] = {}
 
@@ -80,6 +81,10 @@ def test_fifty_queued_jobs_positions_only_fall_reach_zero_before_they_run_and_th
             continue
         assert aheads == sorted(aheads, reverse=True), f"job {job_id}'s position went up: {aheads}"
         assert aheads[-1] == 0, f"job {job_id} started with {aheads[-1]} ahead"
+        # The last reading before it started (a quarter second before at most) had at most the
+        # worker's batch and the next one ahead: the count tracks the line, not only its end.
+        measured = [p.ahead for p in heard[job_id] if p.drain_per_s is not None]
+        assert not measured or measured[-1] <= 2 * BATCH, f"job {job_id}: {measured[-1]} ahead at its last reading"
         started = parse_rfc3339(str(doc["started_at"]))
         job_errors = [eta_error(p, started) for p in heard[job_id]
                       if p.ahead > 0 and p.estimated_start_at is not None and _seconds(p.measured_at, started) > 0.5]
