@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 
+from api.rate_limit import client_of
 from api.services import Services
 from shared.config import Settings
 from shared.constants import DEFAULT_TENANT, MAX_TOP_K
@@ -25,13 +26,6 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-async def get_settings(services: ServicesDep) -> Settings:
-    return services.settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def tenant_of_key(settings: Settings, key: str | None) -> str:
@@ -56,22 +50,36 @@ async def get_header_key(
 HeaderKeyDep = Annotated[str, Depends(get_header_key)]
 
 
-async def get_tenant(settings: SettingsDep, header_key: HeaderKeyDep) -> str:
-    return tenant_of_key(settings, header_key)
+def admitted_tenant(services: Services, request: Request, key: str | None) -> str:
+    """The key's tenant, once the client is within its request rate (api/rate_limit.py). A request
+    with a wrong key draws on its address's bucket: guessing keys is limited too."""
+    address = request.client.host if request.client else None
+    try:
+        tenant = tenant_of_key(services.settings, key)
+    except InvalidApiKey:
+        services.rate_limiter.admit(client_of(None, address))
+        raise
+    services.rate_limiter.admit(client_of(key if services.settings.api_keys else None, address))
+    return tenant
+
+
+async def get_tenant(services: ServicesDep, request: Request, header_key: HeaderKeyDep) -> str:
+    return admitted_tenant(services, request, header_key)
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
 async def get_stream_tenant(
-    settings: SettingsDep,
+    services: ServicesDep,
+    request: Request,
     header_key: HeaderKeyDep,
     api_key: Annotated[
         str | None,
         Query(description="API key for browsers' EventSource, which cannot send headers (event streams only)"),
     ] = None,
 ) -> str:
-    return tenant_of_key(settings, header_key or api_key)
+    return admitted_tenant(services, request, header_key or api_key)
 
 
 StreamTenantDep = Annotated[str, Depends(get_stream_tenant)]

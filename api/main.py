@@ -22,6 +22,7 @@ from api.recovery import Recoverer
 from api.routes import batches, events, faults, health, jobs, models, web
 from api.schemas import extra_components
 from api.services import Services
+from api.start_checks import check_gateway_security
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
 from shared.tracing import GATEWAY_SERVICE, configure_tracing, on
@@ -91,6 +92,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         version="0.1.0",
         summary="Asynchronous image classification: submit, then follow by SSE or long polling.",
         lifespan=lifespan,
+        docs_url="/docs" if settings.api_docs_served else None,
+        redoc_url="/redoc" if settings.api_docs_served else None,
+        openapi_url="/openapi.json" if settings.api_docs_served else None,
     )
     add_extra_schemas(app)
     if settings.cors_origins:  # inside the problem middleware: a refused preflight has a request id too
@@ -170,6 +174,7 @@ def run_gateway(settings: Settings, *, log_level: str = "INFO") -> None:
     configure_logging(log_level, settings.log_format)
     configure_tracing(GATEWAY_SERVICE)  # off unless OTEL_* variables say otherwise (shared/tracing.py)
     release_large_blocks_to_the_os()
+    check_gateway_security(settings)
     registration = None
     if settings.mesh == "consul":
         from shared.mesh import join_as_gateway

@@ -16,6 +16,7 @@ from api.drain_rate import DrainRate, DrainRates
 from api.following.broadcaster import Broadcaster
 from api.following.queue_position import QueuePositions
 from api.metrics import record_finished, record_started
+from api.rate_limit import RateLimiter
 from shared.config import Settings
 from shared.events import EventPublisher
 from shared.jobs import TERMINAL, JobStatus
@@ -40,6 +41,7 @@ class Services:
     catalogue: Catalogue
     deliveries: DeliveryQueue
     positions: QueuePositions
+    rate_limiter: RateLimiter
     open_streams: int = field(default=0)
     # More readiness checks by name (e.g. the Consul agent when the mesh is on).
     extra_readiness_probes: dict[str, Callable[[], object]] = field(default_factory=dict)
@@ -69,6 +71,7 @@ class Services:
             catalogue=catalogue,
             deliveries=deliveries,
             positions=positions,
+            rate_limiter=RateLimiter(client, settings.rate_limit_per_s, settings.rate_limit_burst_size),
         )
 
     def close(self) -> None:

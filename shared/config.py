@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, NonNegativeInt, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from shared.models.catalogue import Catalogue
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "password", "secret"}
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def _colon_pairs(value: object, usage: str) -> object:
@@ -120,6 +123,24 @@ class Settings(BaseSettings):
     # NoDecode: the env value is `key:tenant,…` (or JSON), parsed by _parse_api_keys below.
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="API key → tenant. Empty: no authentication."
+    )
+    # `none`: the gateway authenticates no one, on purpose (behind a proxy that does); production
+    # refuses to start without keys unless this says so (api/start_checks.py).
+    auth: Literal["keys", "none"] = "keys"
+    # --- operational endpoints and request rates ------------------------------------------
+    metrics_token: SecretStr | None = Field(
+        default=None, description="When set, GET /metrics answers only `Authorization: Bearer <token>`."
+    )
+    api_docs: bool | None = Field(
+        default=None, description="Serve /docs and /openapi.json; unset: in development, not in production."
+    )
+    rate_limit_per_s: float = Field(
+        default=0.0, ge=0, description="Requests per second each API key (each client address when there are no "
+        "keys) may make to /v1, on all gateways together; 0: no limit."
+    )
+    rate_limit_burst: int = Field(
+        default=0, ge=0, description="How many requests a client may make at once before its rate applies; "
+        "0: twice the rate (at least 1)."
     )
 
     # `json`: one JSON object per line (time, level, logger, message, request_id, job_id, trace_id), for a log
@@ -357,6 +378,31 @@ class Settings(BaseSettings):
         ):
             raise ValueError("ASYNCINFER_COUCHBASE_PASSWORD is a placeholder; set a real one")
         return self
+
+    @model_validator(mode="after")
+    def _refuse_plain_couchbase_to_another_host_in_production(self) -> Settings:
+        """Couchbase's own protocol carries the password and every document in the clear without TLS;
+        on this host (a mesh sidecar's listener, which adds mTLS) that is fine."""
+        if self.environment == "production" and self.store.startswith("couchbase://"):
+            host = urlsplit(self.store).hostname or ""
+            if host not in _LOCAL_HOSTS:
+                raise ValueError(f"ASYNCINFER_STORE={self.store} reaches {host} without TLS; use couchbases://, or "
+                                 "a mesh sidecar's local listener")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_keys_with_auth_none(self) -> Settings:
+        if self.auth == "none" and self.api_keys:
+            raise ValueError("ASYNCINFER_AUTH=none and ASYNCINFER_API_KEYS are both set; choose one")
+        return self
+
+    @property
+    def api_docs_served(self) -> bool:
+        return self.environment == "development" if self.api_docs is None else self.api_docs
+
+    @property
+    def rate_limit_burst_size(self) -> int:
+        return self.rate_limit_burst or max(1, math.ceil(2 * self.rate_limit_per_s))
 
     @property
     def store_kind(self) -> Literal["sqlite", "couchbase"]:

@@ -29,6 +29,8 @@ ADMISSION_RESERVATIONS_KEY: Final = "asyncinfer:admitting"
 RESERVATION_TTL_S: Final = 30.0
 # Each tenant's open jobs, one sorted set per tenant (api/admission/tenant_limits.py).
 TENANT_OPEN_JOBS_PREFIX: Final = "asyncinfer:open-jobs-of:"
+# Each client's request bucket (api/rate_limit.py): `key:<digest of its API key>` or `address:<ip>`.
+RATE_LIMIT_PREFIX: Final = "asyncinfer:rate:"
 
 # The workers that are alive (shared/presence.py): workers run without Celery's heartbeats and
 # gossip, so this sorted set, one entry per worker scored with the time it lapses, is how a gateway

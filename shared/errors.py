@@ -25,6 +25,17 @@ class InvalidApiKey(AsyncInferError):
     status, title = 401, "Missing or wrong API key"
 
 
+class InvalidMetricsToken(AsyncInferError):
+    status, title = 401, "Missing or wrong metrics token"
+
+
+class RateLimited(AsyncInferError):
+    """This client (its API key, or its address without keys) made more requests than its rate allows."""
+
+    status, title = 429, "Too many requests from this client"
+    retry_after_s = 1
+
+
 class NotFound(AsyncInferError):
     """An id that names nothing this tenant may see (also another tenant's: never reveal it exists)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
@@ -15,6 +16,7 @@ from api.metrics import refresh_gauges
 from api.problems import problem
 from api.schemas import ANY_ROUTE_PROBLEMS, problem_responses
 from api.services import Services
+from shared.errors import InvalidMetricsToken
 from shared.queue import ping_on_a_new_connection
 
 router = APIRouter(tags=["health"])
@@ -60,9 +62,14 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses=problem_responses(*ANY_ROUTE_PROBLEMS))
-async def metrics(services: ServicesDep, accept: Annotated[str | None, Header()] = None) -> Response:
+async def metrics(services: ServicesDep, accept: Annotated[str | None, Header()] = None,
+                  authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Response:
     """Prometheus' text format, or OpenMetrics (with exemplars: the trace ids of samples) to a scraper
-    that asks for it in Accept."""
+    that asks for it in Accept. With ASYNCINFER_METRICS_TOKEN, only for `Authorization: Bearer <it>`."""
+    token = services.settings.metrics_token
+    if token is not None and not secrets.compare_digest(
+            (authorization or "").removeprefix("Bearer ").strip().encode(), token.get_secret_value().encode()):
+        raise InvalidMetricsToken("send the metrics token as Authorization: Bearer <token>")
     await run_in_threadpool(refresh_gauges, services)
     encode, content_type = choose_encoder(accept or "")
     return Response(encode(REGISTRY), media_type=content_type)

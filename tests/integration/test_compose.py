@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compo
 
 APP_SERVICES = ("gateway", "worker")
 DUMMY_PASSWORD = "not-a-real-password"
+DUMMY_API_KEYS = "not-a-real-key:tenant-a"
 
 
 def compose_command() -> list[str]:
@@ -40,13 +41,15 @@ Compose = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def run_compose(command: list[str], *args: str, password: str | None = DUMMY_PASSWORD,
-                weights: str | None = "random", extra_env: dict[str, str] | None = None,
-                ) -> subprocess.CompletedProcess[str]:
-    """Compose on docker-compose.yml with this Couchbase password and these worker weights (None: unset),
-    and `extra_env` in its environment (none of this process's OTEL_* variables)."""
+                weights: str | None = "random", api_keys: str | None = DUMMY_API_KEYS,
+                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Compose on docker-compose.yml with this Couchbase password, these worker weights and these gateway
+    API keys (None: unset), and `extra_env` in its environment (none of this process's OTEL_* variables)."""
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("COUCHBASE_", "OTEL_")) and key != "ASYNCINFER_WEIGHTS"}
+           if not key.startswith(("COUCHBASE_", "OTEL_")) and key not in ("ASYNCINFER_WEIGHTS", "ASYNCINFER_API_KEYS")}
     env.update(extra_env or {})
+    if api_keys is not None:
+        env["ASYNCINFER_API_KEYS"] = api_keys
     if password is not None:
         env["COUCHBASE_PASSWORD"] = password
     if weights is not None:
@@ -80,6 +83,13 @@ def test_a_missing_password_stops_compose_before_anything_starts(compose: Compos
 
     assert result.returncode != 0
     assert "set COUCHBASE_PASSWORD" in result.stderr
+
+
+def test_a_gateway_without_api_keys_stops_compose_before_anything_starts(compose: Compose) -> None:
+    result = compose("config", "--quiet", api_keys=None)
+
+    assert result.returncode != 0
+    assert "set ASYNCINFER_API_KEYS" in result.stderr
 
 
 def test_a_worker_without_weights_stops_compose_before_anything_starts(compose: Compose) -> None:

@@ -32,6 +32,7 @@ import referencing
 import yaml
 
 from api.metrics import BACKLOG_WITHOUT_CAPACITY, MODEL_WORKERS_DESIRED
+from api.start_checks import check_gateway_security
 from cli.processes import REPO_ROOT
 from shared.config import Settings
 from shared.models.catalogue import Catalogue
@@ -46,8 +47,9 @@ KUBERNETES_VERSIONS = ("1.34.0", "1.35.0", "1.36.0")
 KEDA_VERSION = "v2.21.0"
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
-# What a container's secretKeyRef stands for when the settings are read here.
+# What a container's secretKeyRef stands for when the settings are read here (the API keys' in their form).
 SECRET_VALUE = "not-a-real-password"
+SECRET_VALUES = {"ASYNCINFER_API_KEYS": "not-a-real-key:tenant-a"}
 
 
 def load_documents() -> list[tuple[str, dict[str, Any]]]:
@@ -85,7 +87,7 @@ def settings_of(monkeypatch: pytest.MonkeyPatch, spec: dict[str, Any]) -> Settin
     for source in spec.get("envFrom", []):
         env.update(the("ConfigMap", source["configMapRef"]["name"])["data"])
     for variable in spec.get("env", []):
-        env[variable["name"]] = variable.get("value", SECRET_VALUE)
+        env[variable["name"]] = variable.get("value", SECRET_VALUES.get(variable["name"], SECRET_VALUE))
     for name in [name for name in os.environ if name.startswith("ASYNCINFER_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
@@ -334,7 +336,10 @@ def test_the_apps_reach_redis_by_its_service_and_couchbase_as_an_external_name(
         assert settings.store_kind == "couchbase" and urlparse(settings.store).hostname == "asyncinfer-couchbase"
         # The credentials come from one Secret that is never part of these files.
         secrets = {v["valueFrom"]["secretKeyRef"]["name"] for v in spec["env"] if "valueFrom" in v}
-        assert secrets == {"asyncinfer-couchbase"}
+        # The gateway's API keys too: a production gateway refuses to start without them.
+        assert secrets == {"asyncinfer-couchbase", "asyncinfer-api-keys"} if name == "gateway" else {"asyncinfer-couchbase"}
+        if name == "gateway":
+            check_gateway_security(settings)
         assert settings.couchbase_password.get_secret_value() == SECRET_VALUE
 
 

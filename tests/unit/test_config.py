@@ -48,6 +48,33 @@ def test_a_bad_store_url_is_refused_on_every_path(monkeypatch: pytest.MonkeyPatc
 
 def test_production_refuses_placeholder_secrets() -> None:
     with pytest.raises(ValueError, match="placeholder"):
-        Settings(environment="production", store="couchbase://db", couchbase_password="password")
+        Settings(environment="production", store="couchbases://db", couchbase_password="password")
     Settings(environment="development", store="couchbase://db")
-    Settings(environment="production", store="couchbase://db", couchbase_password="a-real-one")
+    Settings(environment="production", store="couchbases://db", couchbase_password="a-real-one")
+
+
+def test_production_refuses_couchbase_without_tls_to_another_host() -> None:
+    with pytest.raises(ValueError, match=r"reaches db\.example without TLS; use couchbases://"):
+        Settings(environment="production", store="couchbase://db.example", couchbase_password="a-real-one")
+    # A mesh sidecar's local listener (mTLS beyond it), or TLS itself, or development: accepted.
+    Settings(environment="production", store="couchbase://127.0.0.1:21210?network=external", couchbase_password="x1")
+    Settings(environment="production", store="couchbases://db.example", couchbase_password="a-real-one")
+    Settings(environment="development", store="couchbase://db.example")
+
+
+def test_no_authentication_on_purpose_excludes_keys() -> None:
+    with pytest.raises(ValueError, match="ASYNCINFER_AUTH=none and ASYNCINFER_API_KEYS are both set"):
+        Settings(auth="none", api_keys={"k": "t"})
+
+
+def test_api_docs_are_off_in_production_unless_asked_for() -> None:
+    assert Settings().api_docs_served
+    assert not Settings(environment="production").api_docs_served
+    assert Settings(environment="production", api_docs=True).api_docs_served
+    assert not Settings(api_docs=False).api_docs_served
+
+
+def test_a_rates_burst_is_twice_the_rate_unless_set() -> None:
+    assert Settings(rate_limit_per_s=5).rate_limit_burst_size == 10
+    assert Settings(rate_limit_per_s=0.2).rate_limit_burst_size == 1
+    assert Settings(rate_limit_per_s=5, rate_limit_burst=3).rate_limit_burst_size == 3

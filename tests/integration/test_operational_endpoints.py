@@ -1,0 +1,33 @@
+"""The gateway's operational endpoints: /metrics behind its own token when one is set, and the API
+documentation off in production unless asked for."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import PipelineFactory
+
+pytestmark = pytest.mark.integration
+
+
+def test_metrics_answer_only_their_token_when_one_is_set(make_pipeline: PipelineFactory) -> None:
+    pipeline = make_pipeline(workers=0, ASYNCINFER_METRICS_TOKEN="scrape-token-1")
+    with httpx.Client(base_url=pipeline.url, timeout=10) as client:
+        missing = client.get("/metrics")
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        right = client.get("/metrics", headers={"Authorization": "Bearer scrape-token-1"})
+
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert right.status_code == 200 and "asyncinfer_jobs_submitted_total" in right.text
+
+
+def test_production_serves_no_api_documentation_unless_asked(make_pipeline: PipelineFactory) -> None:
+    hidden = make_pipeline(workers=0, ASYNCINFER_ENVIRONMENT="production", ASYNCINFER_API_KEYS="k:t")
+    shown = make_pipeline(workers=0, ASYNCINFER_ENVIRONMENT="production", ASYNCINFER_API_KEYS="k:t",
+                          ASYNCINFER_API_DOCS="true")
+    with httpx.Client(timeout=10) as client:
+        assert [client.get(hidden.url + path).status_code for path in ("/docs", "/openapi.json", "/redoc")] == [404] * 3
+        assert client.get(hidden.url + "/v1/models", headers={"X-API-Key": "k"}).status_code == 200
+        assert client.get(shown.url + "/openapi.json").status_code == 200
