@@ -31,3 +31,6 @@ def test_production_serves_no_api_documentation_unless_asked(make_pipeline: Pipe
         assert [client.get(hidden.url + path).status_code for path in ("/docs", "/openapi.json", "/redoc")] == [404] * 3
         assert client.get(hidden.url + "/v1/models", headers={"X-API-Key": "k"}).status_code == 200
         assert client.get(shown.url + "/openapi.json").status_code == 200
+        # The page links to the documentation only where it is served.
+        assert 'href="/docs"' not in client.get(hidden.url + "/").text
+        assert 'href="/docs"' in client.get(shown.url + "/").text
