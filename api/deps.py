@@ -11,6 +11,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from api.rate_limit import client_of
 from api.services import Services
@@ -50,21 +51,24 @@ async def get_header_key(
 HeaderKeyDep = Annotated[str, Depends(get_header_key)]
 
 
-def admitted_tenant(services: Services, request: Request, key: str | None) -> str:
+async def admitted_tenant(services: Services, request: Request, key: str | None) -> str:
     """The key's tenant, once the client is within its request rate (api/rate_limit.py). A request
     with a wrong key draws on its address's bucket: guessing keys is limited too."""
     address = request.client.host if request.client else None
+    limiter = services.rate_limiter
     try:
         tenant = tenant_of_key(services.settings, key)
     except InvalidApiKey:
-        services.rate_limiter.admit(client_of(None, address))
+        if limiter.on:
+            await run_in_threadpool(limiter.admit, client_of(None, address))
         raise
-    services.rate_limiter.admit(client_of(key if services.settings.api_keys else None, address))
+    if limiter.on:  # a Redis round trip: off the event loop
+        await run_in_threadpool(limiter.admit, client_of(key if services.settings.api_keys else None, address))
     return tenant
 
 
 async def get_tenant(services: ServicesDep, request: Request, header_key: HeaderKeyDep) -> str:
-    return admitted_tenant(services, request, header_key)
+    return await admitted_tenant(services, request, header_key)
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
@@ -79,7 +83,7 @@ async def get_stream_tenant(
         Query(description="API key for browsers' EventSource, which cannot send headers (event streams only)"),
     ] = None,
 ) -> str:
-    return admitted_tenant(services, request, header_key or api_key)
+    return await admitted_tenant(services, request, header_key or api_key)
 
 
 StreamTenantDep = Annotated[str, Depends(get_stream_tenant)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 
 import redis
 
@@ -18,6 +19,10 @@ from shared.constants import RATE_LIMIT_PREFIX
 from shared.errors import RateLimited
 
 log = logging.getLogger(__name__)
+
+# After Redis failed to answer, requests pass unchecked this long before it is asked again: an outage
+# costs one timeout per interval, not one per request.
+RETRY_REDIS_AFTER_S = 5.0
 
 # KEYS: the bucket. ARGV: the rate per second, the burst. Returns 0 when admitted, else the
 # milliseconds until the next token.
@@ -53,15 +58,22 @@ class RateLimiter:
         self.per_s = per_s
         self.burst = burst
         self._take = client.register_script(_TAKE) if per_s > 0 else None
+        self._unchecked_until = 0.0
+
+    @property
+    def on(self) -> bool:
+        return self._take is not None
 
     def admit(self, who: str) -> None:
-        """RateLimited (429, with when to retry) when `who` has no request left to make now."""
-        if self._take is None:
+        """RateLimited (429, with when to retry) when `who` has no request left to make now. Blocks
+        on Redis: call it off the event loop."""
+        if self._take is None or time.monotonic() < self._unchecked_until:
             return
         try:
             wait_ms = int(self._take(keys=[RATE_LIMIT_PREFIX + who], args=[self.per_s, self.burst]))
         except redis.RedisError as e:
-            log.debug("rate limit not checked, Redis does not answer: %s", e)
+            self._unchecked_until = time.monotonic() + RETRY_REDIS_AFTER_S
+            log.warning("request rates not checked for %.0f s: Redis does not answer (%s)", RETRY_REDIS_AFTER_S, e)
             return
         if wait_ms > 0:
             raise RateLimited(

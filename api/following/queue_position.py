@@ -49,6 +49,10 @@ return found
 """
 
 
+# After a failed reading, positions are left out this long before Redis is asked again.
+REDIS_RETRY_S = 5.0
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -91,6 +95,7 @@ class QueuePositions:
         self._read = client.register_script(_READ_LANES)
         self._readings: dict[str, LaneReading] = {}
         self._lock = threading.Lock()  # one reading at a time: the streams asking at once share it
+        self._unread_until = 0.0  # after Redis failed: no position until then
 
     def job_finished(self, doc: JobDoc) -> None:
         """A terminal job: its model version's drain rate, which the estimates divide by."""
@@ -105,9 +110,13 @@ class QueuePositions:
         if doc.get("status") != JobStatus.QUEUED or not (doc.get("model") or {}).get("version"):
             return None
         ref = f"{doc['model']['name']}@{doc['model']['version']}"
+        if time.monotonic() < self._unread_until:
+            return None
         try:
             reading = self.reading(ref, queue_of(doc))
         except (redis.RedisError, KeyError, ValueError):
+            # Every stream asks each second: during an outage, one timeout per interval, not one per stream.
+            self._unread_until = time.monotonic() + REDIS_RETRY_S
             return None
         ahead = reading.ahead_of(doc["id"])
         if ahead is None:
