@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if registration is not None:
             own.extra_readiness_probes["consul"] = registration.agent_answers
         await own.broadcaster.start()
+        reloads_on_sighup = reload_keys_on_sighup(own)
         recoverer = Recoverer(settings, own.lifecycle, own.celery, own.redis, own.submitter.tenant_limits,
                               deliveries=own.deliveries)
         background = [
@@ -77,6 +79,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         finally:
             for task in background:
                 task.cancel()
+            if reloads_on_sighup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             with contextlib.suppress(Exception):
                 await run_in_threadpool(recoverer.stop)
             await own.broadcaster.stop()
@@ -113,6 +117,17 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     if on():
         instrument(app)
     return app
+
+
+def reload_keys_on_sighup(services: Services) -> bool:
+    """`kill -HUP` reads the keys file again at once (a change is also seen within a second without it)."""
+    if not services.settings.api_keys_file:
+        return False
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.keys.reload)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP (Windows)
+        return False
+    return True
 
 
 # Probes and scrapes every few seconds would be most of the traces, and tell nothing (untraced unless
