@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -143,7 +144,23 @@ def instrument(app: FastAPI) -> None:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     from_env = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=from_env or UNTRACED_PATHS, exclude_spans=["receive", "send"])
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=from_env or UNTRACED_PATHS, exclude_spans=["receive", "send"],
+                                       server_request_hook=redact_credentials)
+
+
+# The span's URL attributes carry the query string: a stream token (or a key sent there, refused) must not
+# reach a trace backend, as it reaches no log line.
+_URL_ATTRIBUTES = ("http.url", "url.full", "http.target", "url.query")
+_CREDENTIAL_PARAMETER = re.compile(r"(^|[?&])(token|api_key)=[^&]*")
+
+
+def redact_credentials(span: Any, scope: Any) -> None:
+    """The instrumentation's server request hook: `token=` and `api_key=` values become REDACTED."""
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str) and _CREDENTIAL_PARAMETER.search(value):
+            span.set_attribute(name, _CREDENTIAL_PARAMETER.sub(r"\1\2=REDACTED", value))
 
 
 def add_extra_schemas(app: FastAPI) -> None:

@@ -184,3 +184,26 @@ def test_a_key_removed_from_the_file_is_refused_without_a_restart(
     assert send(gateway.url, "GET", f"/v1/jobs/{job['id']}", {"X-API-Key": swapped[0]}) == 200
     assert gateway.gateway.pid == pid and gateway.gateway.poll() is None
 
+
+def test_no_token_or_key_reaches_a_trace(make_pipeline: PipelineFactory, tmp_path: Path,
+                                         keys: dict[str, tuple[str, KeyEntry]]) -> None:
+    """The server span's URL attributes carry the query string: the gateway redacts credentials there."""
+    from tests.support.otlp_receiver import otlp_receiver
+
+    key, entry = keys["alice-1"]
+    file = tmp_path / "api-keys"
+    keys_file(file, entry)
+    with otlp_receiver() as receiver:
+        gateway = make_pipeline(workers=0, ASYNCINFER_API_KEYS_FILE=str(file),
+                                OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="200")
+        with httpx.Client(base_url=gateway.url, headers={"X-API-Key": key}, timeout=30) as client:
+            job = submit(client, images.jpeg(seed=78))
+            token = client.post(f"/v1/jobs/{job['id']}/stream-token").json()["token"]
+        assert send(gateway.url, "GET", "/v1/jobs/other/events", params={"token": token}) == 404
+        assert send(gateway.url, "GET", "/v1/models", params={"api_key": key}) == 401
+        spans = receiver.wait_for(lambda spans: {"GET /v1/jobs/{job_id}/events", "GET /v1/models"}
+                                  <= {span.name for span in spans if span.kind == "server"})
+    served = [span for span in spans if span.kind == "server" and "/v1/" in span.name and "GET" in span.name]
+    assert any("REDACTED" in str(span.attributes) for span in served)
+    for span in spans:
+        assert token not in str(span.attributes) and key not in str(span.attributes), span.name
