@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.errors import StartupError
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "aik_"
@@ -41,6 +43,10 @@ FILE_CHECK_INTERVAL_S = 1.0
 
 class KeyEntryInvalid(ValueError):
     pass
+
+
+class KeysUnreadable(StartupError):
+    """The keys file cannot be read, or holds something that is not an entry, when the gateway starts."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +115,11 @@ class KeyRing:
         self._by_id: dict[str, KeyEntry] = {}
         self._from_file: list[KeyEntry] = []
         if self._file is not None:
-            self._stamp = self._file_stamp()
-            self._from_file = parse_entries(self._file.read_text(), str(self._file))  # at start, an error stops it
+            try:  # at start, a file that cannot be read or parsed stops the gateway, in one line
+                self._stamp = self._file_stamp()
+                self._from_file = parse_entries(self._file.read_text(), str(self._file))
+            except (OSError, KeyEntryInvalid) as e:
+                raise KeysUnreadable(f"ASYNCINFER_API_KEYS_FILE: {e}") from None
         self._index()
 
     @property

@@ -11,7 +11,7 @@ import pytest
 
 from cli.main import main
 from shared import api_keys
-from shared.api_keys import KeyEntryInvalid, KeyRing, new_key, parse_entries
+from shared.api_keys import KeyEntryInvalid, KeyRing, KeysUnreadable, new_key, parse_entries
 from shared.config import Settings
 
 
@@ -76,6 +76,15 @@ def test_a_broken_file_keeps_the_last_good_keys(tmp_path: Path, caplog: pytest.L
     file.unlink()
     ring.reload()
     assert ring.tenant_of(key) == "alice"
+
+
+def test_a_keys_file_that_cannot_be_read_at_start_stops_the_gateway_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(KeysUnreadable, match=r"ASYNCINFER_API_KEYS_FILE: .*No such file"):
+        KeyRing(file=str(tmp_path / "missing"))
+    (tmp_path / "bad").write_text("aik_pasted_secret\n")
+    with pytest.raises(KeysUnreadable, match="line 1") as refused:
+        KeyRing(file=str(tmp_path / "bad"))
+    assert "secret" not in str(refused.value)
 
 
 def test_an_empty_keys_file_refuses_everyone(tmp_path: Path) -> None:
