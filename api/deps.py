@@ -7,7 +7,6 @@ was 13% of the event loop thread's samples (py-spy, bench/).
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
@@ -15,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.rate_limit import client_of
 from api.services import Services
-from shared.config import Settings
+from api.stream_tokens import Kind
 from shared.constants import DEFAULT_TENANT, MAX_TOP_K
 from shared.errors import InvalidApiKey
 from shared.models.spec import MODEL_REF_PATTERN
@@ -29,15 +28,14 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def tenant_of_key(settings: Settings, key: str | None) -> str:
+def tenant_of_key(services: Services, key: str | None) -> str:
     """The tenant of an API key; everyone is one tenant when no keys are set."""
-    if not settings.api_keys:
+    if not services.keys.enabled:
         return DEFAULT_TENANT
-    for known, tenant in settings.api_keys.items():
-        # As bytes: compare_digest refuses str with non-ASCII characters, which any header may carry.
-        if key and secrets.compare_digest(key.encode(), known.encode()):
-            return tenant
-    raise InvalidApiKey("send a valid key in the X-API-Key header (or Authorization: Bearer)")
+    tenant = services.keys.tenant_of(key) if key else None
+    if tenant is None:
+        raise InvalidApiKey("send a valid key in the X-API-Key header (or Authorization: Bearer)")
+    return tenant
 
 
 async def get_header_key(
@@ -57,36 +55,50 @@ async def admitted_tenant(services: Services, request: Request, key: str | None)
     address = request.client.host if request.client else None
     limiter = services.rate_limiter
     try:
-        tenant = tenant_of_key(services.settings, key)
+        tenant = tenant_of_key(services, key)
     except InvalidApiKey:
         if limiter.on:
             await run_in_threadpool(limiter.admit, client_of(None, address))
         raise
     if limiter.on:  # a Redis round trip: off the event loop
-        await run_in_threadpool(limiter.admit, client_of(key if services.settings.api_keys else None, address))
+        await run_in_threadpool(limiter.admit, client_of(key if services.keys.enabled else None, address))
     return tenant
 
 
+def refuse_key_in_query(services: Services, request: Request) -> None:
+    """A key in a URL ends up in proxies' logs, browser history and Referer headers: with keys on, a
+    request that carries one (`api_key=`) is refused on every route, even with a valid header too."""
+    if services.keys.enabled and "api_key" in request.query_params:
+        raise InvalidApiKey("an API key in the URL is refused: send it in the X-API-Key header (event streams "
+                            "take a stream token: POST /v1/jobs/{id}/stream-token)")
+
+
 async def get_tenant(services: ServicesDep, request: Request, header_key: HeaderKeyDep) -> str:
+    refuse_key_in_query(services, request)
     return await admitted_tenant(services, request, header_key)
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
 
-
-async def get_stream_tenant(
-    services: ServicesDep,
-    request: Request,
-    header_key: HeaderKeyDep,
-    api_key: Annotated[
-        str | None,
-        Query(description="API key for browsers' EventSource, which cannot send headers (event streams only)"),
-    ] = None,
-) -> str:
-    return await admitted_tenant(services, request, header_key or api_key)
+StreamToken = Annotated[str | None, Query(
+    max_length=1024,
+    description="A stream token of this job or batch (POST …/stream-token), in place of the API key: for "
+    "browsers' EventSource, which cannot send headers",
+)]
 
 
-StreamTenantDep = Annotated[str, Depends(get_stream_tenant)]
+async def stream_tenant(services: Services, request: Request, header_key: str, token: str | None,
+                        kind: Kind, target: str) -> str:
+    """The tenant of an event stream: the header's key, or else a stream token for this very job or batch."""
+    refuse_key_in_query(services, request)
+    if header_key or not token or not services.keys.enabled:
+        return await admitted_tenant(services, request, header_key)
+    tenant = await run_in_threadpool(services.stream_tokens.verify, token, kind, target)  # Redis, once, in dev
+    if services.rate_limiter.on:  # a token's stream draws on its address's bucket
+        await run_in_threadpool(services.rate_limiter.admit,
+                                client_of(None, request.client.host if request.client else None))
+    return tenant
+
 
 TopK = Annotated[int | None, Query(ge=1, le=MAX_TOP_K, description="How many classes to return; default and "
                                    "maximum are the model's (GET /v1/models)")]

@@ -7,6 +7,8 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
+import signal
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if registration is not None:
             own.extra_readiness_probes["consul"] = registration.agent_answers
         await own.broadcaster.start()
+        reloads_on_sighup = reload_keys_on_sighup(own)
         recoverer = Recoverer(settings, own.lifecycle, own.celery, own.redis, own.submitter.tenant_limits,
                               deliveries=own.deliveries)
         background = [
@@ -78,6 +81,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         finally:
             for task in background:
                 task.cancel()
+            if reloads_on_sighup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             with contextlib.suppress(Exception):
                 await run_in_threadpool(recoverer.stop)
             await own.broadcaster.stop()
@@ -119,6 +124,17 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     return app
 
 
+def reload_keys_on_sighup(services: Services) -> bool:
+    """`kill -HUP` reads the keys file again at once (a change is also seen within a second without it)."""
+    if not services.settings.api_keys_file:
+        return False
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.keys.reload)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP (Windows)
+        return False
+    return True
+
+
 # Probes and scrapes every few seconds would be most of the traces, and tell nothing (untraced unless
 # OTEL_PYTHON_FASTAPI_EXCLUDED_URLS or OTEL_PYTHON_EXCLUDED_URLS says otherwise).
 UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
@@ -132,7 +148,23 @@ def instrument(app: FastAPI) -> None:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     from_env = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=from_env or UNTRACED_PATHS, exclude_spans=["receive", "send"])
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=from_env or UNTRACED_PATHS, exclude_spans=["receive", "send"],
+                                       server_request_hook=redact_credentials)
+
+
+# The span's URL attributes carry the query string: a stream token (or a key sent there, refused) must not
+# reach a trace backend, as it reaches no log line.
+_URL_ATTRIBUTES = ("http.url", "url.full", "http.target", "url.query")
+_CREDENTIAL_PARAMETER = re.compile(r"(^|[?&])(token|api_key)=[^&]*")
+
+
+def redact_credentials(span: Any, scope: Any) -> None:
+    """The instrumentation's server request hook: `token=` and `api_key=` values become REDACTED."""
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str) and _CREDENTIAL_PARAMETER.search(value):
+            span.set_attribute(name, _CREDENTIAL_PARAMETER.sub(r"\1\2=REDACTED", value))
 
 
 def add_extra_schemas(app: FastAPI) -> None:

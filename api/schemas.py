@@ -186,6 +186,11 @@ class BatchPublic(Public):
     delivery: DeliveryRecord | None = Field(default=None, description="The batch webhook's delivery, once tried")
 
 
+class StreamTokenPublic(Public):
+    token: str = Field(description="Send as `?token=` on this job's (or batch's) event stream, instead of the API key")
+    expires_at: int = Field(description="Unix time (seconds) after which the token no longer opens a stream")
+
+
 class Problem(Public):
     type: str
     title: str

@@ -17,6 +17,8 @@ from api.following.broadcaster import Broadcaster
 from api.following.queue_position import QueuePositions
 from api.metrics import record_finished, record_started
 from api.rate_limit import RateLimiter
+from api.stream_tokens import StreamTokens
+from shared.api_keys import KeyRing
 from shared.config import Settings
 from shared.events import EventPublisher
 from shared.jobs import TERMINAL, JobStatus
@@ -42,6 +44,8 @@ class Services:
     deliveries: DeliveryQueue
     positions: QueuePositions
     rate_limiter: RateLimiter
+    keys: KeyRing
+    stream_tokens: StreamTokens
     open_streams: int = field(default=0)
     # More readiness checks by name (e.g. the Consul agent when the mesh is on).
     extra_readiness_probes: dict[str, Callable[[], object]] = field(default_factory=dict)
@@ -58,7 +62,8 @@ class Services:
         deliveries = DeliveryQueue(client, settings.webhook_lease_s)
         submitter = Submitter(settings, lifecycle, celery, client, catalogue, DrainRate(), deliveries)
         positions = QueuePositions(client, catalogue, DrainRates(), max_age_s=settings.position_interval_s)
-        warn_of_shared_lanes(settings.api_keys.values())
+        keys = KeyRing(plain=settings.api_keys, entries=settings.api_key_entries, file=settings.api_keys_file)
+        warn_of_shared_lanes(keys.tenants())
         return cls(
             settings=settings,
             store=store,
@@ -72,6 +77,9 @@ class Services:
             deliveries=deliveries,
             positions=positions,
             rate_limiter=RateLimiter(client, settings.rate_limit_per_s, settings.rate_limit_burst_size),
+            keys=keys,
+            stream_tokens=StreamTokens(settings.stream_token_secret.get_secret_value(), settings.stream_token_ttl_s,
+                                       client),
         )
 
     def close(self) -> None:

@@ -20,7 +20,8 @@ def check_gateway_security(settings: Settings) -> None:
     if settings.auth == "none":
         log.warning("ASYNCINFER_AUTH=none: this gateway authenticates no one; it must sit behind a proxy that does")
         return
-    if settings.environment == "production" and not settings.api_keys:
+    if settings.environment == "production" and not settings.keys_configured:
         raise InsecureGateway(
-            "ASYNCINFER_ENVIRONMENT=production and no ASYNCINFER_API_KEYS: anyone could submit and read jobs; "
-            "set keys, or ASYNCINFER_AUTH=none behind a proxy that authenticates")
+            "ASYNCINFER_ENVIRONMENT=production and no API keys (ASYNCINFER_API_KEYS_FILE or "
+            "ASYNCINFER_API_KEY_ENTRIES): anyone could submit and read jobs; set keys, or ASYNCINFER_AUTH=none "
+            "behind a proxy that authenticates")

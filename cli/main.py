@@ -61,6 +61,12 @@ def _cmd_webhooks_replay(args: argparse.Namespace) -> int:
     return replay(get_settings(), args.targets, every=args.all)
 
 
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from cli.keys import print_new_key
+
+    return print_new_key(args.tenant, args.id)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from cli.up import run_pipeline
 
@@ -176,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a job id, or batch:<id>, as dead-letters lists it")
     replay.add_argument("--all", action="store_true", help="every delivery in the dead-letter list")
     replay.set_defaults(run=_cmd_webhooks_replay)
+
+    keys = commands.add_parser("keys", help="API keys: make a new one")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_new = keys_commands.add_parser(
+        "new", help="print a new API key (stdout) and the hashed entry the gateway needs (stderr)",
+        description="The gateway keeps only the entry (key-id:sha256:<hash>:tenant); a tenant may have two keys at "
+        "once (two ids), to rotate one without downtime.")
+    keys_new.add_argument("--tenant", required=True, help="the tenant the key belongs to")
+    keys_new.add_argument("--id", help="the key's id (letters, digits, `-`); default: random")
+    keys_new.set_defaults(run=_cmd_keys_new)
 
     submit = commands.add_parser(
         "submit",

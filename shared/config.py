@@ -122,7 +122,25 @@ class Settings(BaseSettings):
     )
     # NoDecode: the env value is `key:tenant,…` (or JSON), parsed by _parse_api_keys below.
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict, description="API key → tenant. Empty: no authentication."
+        default_factory=dict, description="`key:tenant,…`, the keys themselves: for development and tests "
+        "(refused in production; use hashed entries). All three key settings empty: no authentication."
+    )
+    # Hashed entries (shared/api_keys.py): `key-id:sha256:<hex>:tenant`; `asyncinfer keys new` prints one.
+    api_key_entries: str = Field(
+        default="", description="Hashed API key entries, `key-id:sha256:<hex>:tenant`, separated by `,` or new lines."
+    )
+    api_keys_file: str = Field(
+        default="", description="A file of hashed API key entries, one a line (`#` comments), read again on "
+        "SIGHUP and within a second of a change."
+    )
+    # Event stream tokens (api/stream_tokens.py): HMAC-signed, so that every gateway verifies any gateway's.
+    stream_token_secret: SecretStr = Field(
+        default=SecretStr(""), description="The key stream tokens are signed with; every gateway needs the same. "
+        "Empty: in development, a random one kept in Redis for every gateway of that Redis; required in production "
+        "when API keys are on."
+    )
+    stream_token_ttl_s: float = Field(
+        default=300.0, gt=0, le=3600, description="How long a stream token may be used to open an event stream."
     )
     # `none`: the gateway authenticates no one, on purpose (behind a proxy that does); production
     # refuses to start without keys unless this says so (api/start_checks.py).
@@ -310,6 +328,26 @@ class Settings(BaseSettings):
         """Accept `key1:tenant1,key2:tenant2` as well as JSON."""
         return _colon_pairs(value, "ASYNCINFER_API_KEYS: use key:tenant,key2:tenant2")
 
+    @field_validator("api_key_entries")
+    @classmethod
+    def _check_api_key_entries(cls, value: str) -> str:
+        from shared.api_keys import parse_entries
+
+        parse_entries(value, "ASYNCINFER_API_KEY_ENTRIES")  # KeyEntryInvalid is a ValueError
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_plain_keys_in_production(self) -> Settings:
+        """A leaked production configuration must not leak keys: only their hashes are accepted there."""
+        if self.environment != "production":
+            return self
+        if self.api_keys:
+            raise ValueError("ASYNCINFER_API_KEYS holds plain keys, refused in production: use hashed entries "
+                             "(ASYNCINFER_API_KEYS_FILE or ASYNCINFER_API_KEY_ENTRIES; `asyncinfer keys new`)")
+        if (self.api_key_entries or self.api_keys_file) and not self.stream_token_secret.get_secret_value():
+            raise ValueError("ASYNCINFER_STREAM_TOKEN_SECRET is empty: set one secret shared by every gateway")
+        return self
+
     @field_validator("tenant_limits", mode="before")
     @classmethod
     def _parse_tenant_limits(cls, value: object) -> object:
@@ -392,9 +430,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_keys_with_auth_none(self) -> Settings:
-        if self.auth == "none" and self.api_keys:
-            raise ValueError("ASYNCINFER_AUTH=none and ASYNCINFER_API_KEYS are both set; choose one")
+        if self.auth == "none" and self.keys_configured:
+            raise ValueError("ASYNCINFER_AUTH=none and API keys are both set; choose one")
         return self
+
+    @property
+    def keys_configured(self) -> bool:
+        """Whether any source of API keys is set (shared/api_keys.py reads them)."""
+        return bool(self.api_keys or self.api_key_entries or self.api_keys_file)
 
     @property
     def api_docs_served(self) -> bool:

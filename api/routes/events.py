@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServicesDep, StreamTenantDep
+from api.deps import HeaderKeyDep, ServicesDep, StreamToken, TenantDep, stream_tenant
 from api.following.streams import batch_stream, check_stream_capacity, job_stream, parse_last_event_id
-from api.schemas import EVENT_DATA_SCHEMAS, PROBLEM_RESPONSES
+from api.schemas import EVENT_DATA_SCHEMAS, PROBLEM_RESPONSES, StreamTokenPublic
+from api.services import Services
+from api.stream_tokens import Kind
 
 router = APIRouter(tags=["events"])
 
@@ -32,10 +35,13 @@ def _sse_response(*events: str) -> dict[int | str, dict[str, Any]]:
 )
 async def job_events(
     job_id: str,
+    request: Request,
     services: ServicesDep,
-    tenant: StreamTenantDep,
+    header_key: HeaderKeyDep,
+    token: StreamToken = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
+    tenant = await stream_tenant(services, request, header_key, token, "job", job_id)
     check_stream_capacity(services)
     await run_in_threadpool(services.store.get_job, job_id, tenant=tenant)  # 404 before streaming
     return EventSourceResponse(
@@ -52,13 +58,50 @@ async def job_events(
 )
 async def batch_events(
     batch_id: str,
+    request: Request,
     services: ServicesDep,
-    tenant: StreamTenantDep,
+    header_key: HeaderKeyDep,
+    token: StreamToken = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
+    tenant = await stream_tenant(services, request, header_key, token, "batch", batch_id)
     check_stream_capacity(services)
     await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
     return EventSourceResponse(
         batch_stream(services, batch_id, tenant, parse_last_event_id(last_event_id)),
         ping=services.settings.sse_ping_s,
     )
+
+
+async def _issue(services: Services, tenant: str, kind: Kind, target: str) -> JSONResponse:
+    token, expires_at = await run_in_threadpool(services.stream_tokens.issue, tenant, kind, target)
+    return JSONResponse({"token": token, "expires_at": expires_at}, headers={"Cache-Control": "no-store"})
+
+
+_TOKEN_DESCRIPTION = (
+    "With API keys on, a token that opens this {kind}'s event stream in place of the key, as `?token=` (a "
+    "browser's EventSource cannot send headers): for this {kind} only, until `expires_at` "
+    "(ASYNCINFER_STREAM_TOKEN_TTL_S). Without keys, a token too, though streams need none."
+)
+
+
+@router.post(
+    "/v1/jobs/{job_id}/stream-token",
+    summary="A short-lived token that opens this job's event stream without the API key",
+    description=_TOKEN_DESCRIPTION.format(kind="job"),
+    responses={200: {"model": StreamTokenPublic}, **PROBLEM_RESPONSES},
+)
+async def job_stream_token(job_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    await run_in_threadpool(services.store.get_job, job_id, tenant=tenant)  # 404: none of this tenant's
+    return await _issue(services, tenant, "job", job_id)
+
+
+@router.post(
+    "/v1/batches/{batch_id}/stream-token",
+    summary="A short-lived token that opens this batch's event stream without the API key",
+    description=_TOKEN_DESCRIPTION.format(kind="batch"),
+    responses={200: {"model": StreamTokenPublic}, **PROBLEM_RESPONSES},
+)
+async def batch_stream_token(batch_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
+    return await _issue(services, tenant, "batch", batch_id)

@@ -222,6 +222,8 @@ def test_with_api_keys_the_page_sends_the_key(make_pipeline: PipelineFactory, pa
     gateway = make_pipeline(workers=0, ASYNCINFER_API_KEYS="page-key:team-a")
     page = pages(gateway.url)
     streams: list[tuple[str, int]] = []
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
     page.on("response", lambda r: streams.append((r.url, r.status)) if "/events" in r.url else None)
 
     page.set_input_files("#file-input", [files["keyed.jpg"]])
@@ -230,12 +232,14 @@ def test_with_api_keys_the_page_sends_the_key(make_pipeline: PipelineFactory, pa
 
     page.get_by_label("API key").fill("page-key")
     card(page, "keyed.jpg").get_by_role("button", name="Try again").click()
-    # No worker here: the job stays queued, and its event stream (key in the query) stays open.
+    # No worker here: the job stays queued, and its event stream (a stream token in the query) stays open.
     expect(card(page, "keyed.jpg").locator(".badge")).to_have_text("Queued")
     expect(card(page, "keyed.jpg").locator(".problem")).to_be_hidden()
     page.wait_for_timeout(1500)
     expect(card(page, "keyed.jpg").locator(".problem")).to_be_hidden()
-    assert [(url.split("?")[-1], status) for url, status in streams] == [("api_key=page-key", 200)]
+    assert [(url.split("?")[-1].split("=")[0], status) for url, status in streams] == [("token", 200)]
+    assert any(url.endswith("/stream-token") for url in urls)
+    assert urls and not any("page-key" in url or "api_key" in url for url in urls)  # the key never in a URL
 
 
 def test_a_queued_job_shows_how_many_jobs_are_ahead_of_it(make_pipeline: PipelineFactory, pages: PageFactory,

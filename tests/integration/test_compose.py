@@ -15,12 +15,14 @@ import pytest
 
 from cli.processes import REPO_ROOT
 from shared import tracing
+from shared.api_keys import new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compose build: ~6 min
 
 APP_SERVICES = ("gateway", "worker")
 DUMMY_PASSWORD = "not-a-real-password"
-DUMMY_API_KEYS = "not-a-real-key:tenant-a"
+DUMMY_KEY_SETTINGS = {"ASYNCINFER_API_KEY_ENTRIES": new_key("tenant-a")[1].line(),
+                      "ASYNCINFER_STREAM_TOKEN_SECRET": "not-a-real-secret"}
 
 
 def compose_command() -> list[str]:
@@ -41,15 +43,16 @@ Compose = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def run_compose(command: list[str], *args: str, password: str | None = DUMMY_PASSWORD,
-                weights: str | None = "random", api_keys: str | None = DUMMY_API_KEYS,
+                weights: str | None = "random", api_keys: bool = True,
                 extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Compose on docker-compose.yml with this Couchbase password, these worker weights and these gateway
-    API keys (None: unset), and `extra_env` in its environment (none of this process's OTEL_* variables)."""
+    """Compose on docker-compose.yml with this Couchbase password and these worker weights (None: unset), the
+    gateway's key settings unless `api_keys` is False, and `extra_env` (none of this process's OTEL_* variables)."""
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("COUCHBASE_", "OTEL_")) and key not in ("ASYNCINFER_WEIGHTS", "ASYNCINFER_API_KEYS")}
+           if not key.startswith(("COUCHBASE_", "OTEL_")) and key != "ASYNCINFER_WEIGHTS"
+           and key not in DUMMY_KEY_SETTINGS}
     env.update(extra_env or {})
-    if api_keys is not None:
-        env["ASYNCINFER_API_KEYS"] = api_keys
+    if api_keys:
+        env.update(DUMMY_KEY_SETTINGS)
     if password is not None:
         env["COUCHBASE_PASSWORD"] = password
     if weights is not None:
@@ -86,10 +89,10 @@ def test_a_missing_password_stops_compose_before_anything_starts(compose: Compos
 
 
 def test_a_gateway_without_api_keys_stops_compose_before_anything_starts(compose: Compose) -> None:
-    result = compose("config", "--quiet", api_keys=None)
+    result = compose("config", "--quiet", api_keys=False)
 
     assert result.returncode != 0
-    assert "set ASYNCINFER_API_KEYS" in result.stderr
+    assert "set ASYNCINFER_API_KEY_ENTRIES" in result.stderr
 
 
 def test_a_worker_without_weights_stops_compose_before_anything_starts(compose: Compose) -> None:

@@ -28,7 +28,7 @@ KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 API_KEYS = ",".join(f"{key}:{tenant}" for key, tenant in KEYS.items())
 BURST = 500  # tenant A's jobs kept queued while B's are measured
 HEADROOM, TOP_UP_BELOW = 300, 50
-SINGLE_JOBS = 40  # tenant B's, one after the other, on the idle system and then under A's burst
+SINGLE_JOBS = 100  # tenant B's, one after the other, on the idle system and then under A's burst
 
 
 def accepted_to_terminal_s(doc: dict[str, Any]) -> float:

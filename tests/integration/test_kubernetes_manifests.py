@@ -34,6 +34,7 @@ import yaml
 from api.metrics import BACKLOG_WITHOUT_CAPACITY, MODEL_WORKERS_DESIRED
 from api.start_checks import check_gateway_security
 from cli.processes import REPO_ROOT
+from shared.api_keys import new_key
 from shared.config import Settings
 from shared.models.catalogue import Catalogue
 
@@ -49,7 +50,7 @@ KEDA_API_VERSION = "keda.sh/v1alpha1"
 OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 # What a container's secretKeyRef stands for when the settings are read here (the API keys' in their form).
 SECRET_VALUE = "not-a-real-password"
-SECRET_VALUES = {"ASYNCINFER_API_KEYS": "not-a-real-key:tenant-a"}
+SECRET_VALUES = {"ASYNCINFER_API_KEY_ENTRIES": new_key("tenant-a")[1].line()}
 
 
 def load_documents() -> list[tuple[str, dict[str, Any]]]:

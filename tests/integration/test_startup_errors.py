@@ -99,12 +99,13 @@ def test_a_store_file_that_cannot_be_opened(tmp_path: Path, redis_url: str) -> N
 def test_a_production_gateway_without_api_keys(tmp_path: Path, redis_url: str) -> None:
     message = run("api", cwd=tmp_path, ASYNCINFER_ENVIRONMENT="production",
                   ASYNCINFER_REDIS_URL=fresh_redis_database(redis_url), ASYNCINFER_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
-    assert message == ("asyncinfer api: ASYNCINFER_ENVIRONMENT=production and no ASYNCINFER_API_KEYS: anyone could "
-                       "submit and read jobs; set keys, or ASYNCINFER_AUTH=none behind a proxy that authenticates")
+    assert message == ("asyncinfer api: ASYNCINFER_ENVIRONMENT=production and no API keys (ASYNCINFER_API_KEYS_FILE "
+                       "or ASYNCINFER_API_KEY_ENTRIES): anyone could submit and read jobs; set keys, or "
+                       "ASYNCINFER_AUTH=none behind a proxy that authenticates")
 
 
 @pytest.mark.parametrize("command", ["api", "worker"])
 def test_production_couchbase_without_tls(tmp_path: Path, command: str) -> None:
-    message = run(command, cwd=tmp_path, ASYNCINFER_ENVIRONMENT="production", ASYNCINFER_API_KEYS="k:t",
+    message = run(command, cwd=tmp_path, ASYNCINFER_ENVIRONMENT="production",
                   ASYNCINFER_STORE="couchbase://db.example.com", ASYNCINFER_COUCHBASE_PASSWORD="not-a-placeholder")
     assert "ASYNCINFER_STORE=couchbase://db.example.com reaches db.example.com without TLS; use couchbases://" in message

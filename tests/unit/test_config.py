@@ -63,7 +63,7 @@ def test_production_refuses_couchbase_without_tls_to_another_host() -> None:
 
 
 def test_no_authentication_on_purpose_excludes_keys() -> None:
-    with pytest.raises(ValueError, match="ASYNCINFER_AUTH=none and ASYNCINFER_API_KEYS are both set"):
+    with pytest.raises(ValueError, match="ASYNCINFER_AUTH=none and API keys are both set"):
         Settings(auth="none", api_keys={"k": "t"})
 
 

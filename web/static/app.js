@@ -104,7 +104,8 @@ function humanLabel(label) {
   return String(label).replaceAll("_", " ");
 }
 
-// --- API key: a header for fetch; a query parameter for EventSource, which cannot send headers.
+// --- API key: a header for fetch. EventSource cannot send headers, and a key in a URL would end up in
+// logs and history: its stream opens with a short-lived token for that one job instead (POST …/stream-token).
 
 function apiKey() {
   return page.apiKey.value.trim();
@@ -114,8 +115,16 @@ function authHeaders() {
   return apiKey() ? { "X-API-Key": apiKey() } : {};
 }
 
-function withKey(url) {
-  return apiKey() ? `${url}${url.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(apiKey())}` : url;
+async function streamUrl(jobId) {
+  const events = `/v1/jobs/${encodeURIComponent(jobId)}/events`;
+  if (!apiKey()) return events;
+  const response = await fetch(`/v1/jobs/${encodeURIComponent(jobId)}/stream-token`, {
+    method: "POST",
+    headers: authHeaders(),
+  });
+  if (!response.ok) throw new Error(`stream token: ${response.status}`);
+  const { token } = await response.json();
+  return `${events}?token=${encodeURIComponent(token)}`;
 }
 
 function currentTopK() {
@@ -316,8 +325,15 @@ async function upload(item) {
 function follow(item) {
   hideProblem(item);
   return streams.run(async () => {
+    let url;
+    try {
+      url = await streamUrl(item.jobId);
+    } catch {
+      await poll(item); // no token, no stream: long polling sends the key in a header
+      return;
+    }
     const gaveUp = await new Promise((resolve) => {
-      const source = new EventSource(withKey(`/v1/jobs/${encodeURIComponent(item.jobId)}/events`));
+      const source = new EventSource(url);
       let errors = 0;
       source.addEventListener("position", (event) => showPosition(item, JSON.parse(event.data)));
       source.addEventListener("status", (event) => {
