@@ -17,6 +17,7 @@ class LoadBalancer:
     backends: list[tuple[str, int]]
     port: int = 0
     connections: dict[tuple[str, int], int] = field(default_factory=dict)  # per backend, since the start
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -31,6 +32,7 @@ class LoadBalancer:
             writer.close()
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self._open.add(client_writer)
         for _ in range(len(self.backends)):
             backend = next(self._turns)
             try:
@@ -38,6 +40,7 @@ class LoadBalancer:
             except OSError:
                 continue  # down: the next one
             self.connections[backend] = self.connections.get(backend, 0) + 1
+            self._open.add(backend_writer)
             await asyncio.gather(self._pipe(client_reader, backend_writer), self._pipe(backend_reader, client_writer))
             return
         client_writer.close()  # no backend answers: the client sees the connection close
@@ -49,6 +52,9 @@ class LoadBalancer:
         started.set()
         async with server:
             await stop.wait()
+        for writer in self._open:  # connections still open at the end: closed, not left to the garbage collector
+            writer.close()
+        await asyncio.sleep(0)
 
 
 @contextlib.contextmanager
@@ -65,3 +71,4 @@ def load_balancer(backends: list[tuple[str, int]]) -> Iterator[LoadBalancer]:
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
+        loop.close()  # its self-pipe sockets, which the garbage collector would report unclosed
