@@ -49,19 +49,26 @@ async def get_header_key(
 HeaderKeyDep = Annotated[str, Depends(get_header_key)]
 
 
+def address_of(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def within_rate(services: Services, who: str) -> None:
+    """RateLimited (429) when `who` has no request left (api/rate_limit.py); a Redis round trip, so
+    off the event loop, and none at all when no rate is set."""
+    if services.rate_limiter.on:
+        await run_in_threadpool(services.rate_limiter.admit, who)
+
+
 async def admitted_tenant(services: Services, request: Request, key: str | None) -> str:
-    """The key's tenant, once the client is within its request rate (api/rate_limit.py). A request
-    with a wrong key draws on its address's bucket: guessing keys is limited too."""
-    address = request.client.host if request.client else None
-    limiter = services.rate_limiter
+    """The key's tenant, once the client is within its request rate. A request with a wrong key
+    draws on its address's bucket: guessing keys is limited too."""
     try:
         tenant = tenant_of_key(services, key)
     except InvalidApiKey:
-        if limiter.on:
-            await run_in_threadpool(limiter.admit, client_of(None, address))
+        await within_rate(services, client_of(None, address_of(request)))
         raise
-    if limiter.on:  # a Redis round trip: off the event loop
-        await run_in_threadpool(limiter.admit, client_of(key if services.keys.enabled else None, address))
+    await within_rate(services, client_of(key if services.keys.enabled else None, address_of(request)))
     return tenant
 
 
@@ -94,9 +101,7 @@ async def stream_tenant(services: Services, request: Request, header_key: str, t
     if header_key or not token or not services.keys.enabled:
         return await admitted_tenant(services, request, header_key)
     tenant = await run_in_threadpool(services.stream_tokens.verify, token, kind, target)  # Redis, once, in dev
-    if services.rate_limiter.on:  # a token's stream draws on its address's bucket
-        await run_in_threadpool(services.rate_limiter.admit,
-                                client_of(None, request.client.host if request.client else None))
+    await within_rate(services, client_of(None, address_of(request)))  # a token's stream: its address's bucket
     return tenant
 
 

@@ -10,7 +10,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.tracing import exemplar
+from shared.tracing import current_trace_id, exemplar
 
 UNMATCHED_ROUTE = "unmatched"
 OTHER_METHOD = "other"
@@ -69,7 +69,7 @@ class HttpMetricsMiddleware:
             if not observed:
                 observed = True
                 self.histogram.labels(method, route_of(scope), str(status or 500)).observe(
-                    time.perf_counter() - started, exemplar=exemplar())
+                    time.perf_counter() - started, exemplar=exemplar(current_trace_id()))
 
         async def measured_send(message: Message) -> None:
             nonlocal status

@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shared.jobs import parse_rfc3339
 from shared.scaling import ScalingPolicy, scaling_signal
+from shared.tracing import exemplar
 from shared.work_in_redis import count_work_by_model, total_work
 
 if TYPE_CHECKING:
@@ -98,8 +99,7 @@ DRAIN_RATE = Gauge(
 
 def job_exemplar(doc: dict[str, Any]) -> dict[str, str] | None:
     """The trace of the request that submitted the job, when it was traced."""
-    trace_id = doc.get("trace_id")
-    return {"trace_id": str(trace_id)} if trace_id else None
+    return exemplar(doc.get("trace_id"))
 
 
 def _model_of(doc: dict[str, Any]) -> tuple[str, str]:

@@ -344,7 +344,7 @@ class Settings(BaseSettings):
         if self.api_keys:
             raise ValueError("ASYNCINFER_API_KEYS holds plain keys, refused in production: use hashed entries "
                              "(ASYNCINFER_API_KEYS_FILE or ASYNCINFER_API_KEY_ENTRIES; `asyncinfer keys new`)")
-        if (self.api_key_entries or self.api_keys_file) and not self.stream_token_secret.get_secret_value():
+        if self.keys_configured and not self.stream_token_secret.get_secret_value():
             raise ValueError("ASYNCINFER_STREAM_TOKEN_SECRET is empty: set one secret shared by every gateway")
         return self
 

@@ -141,10 +141,9 @@ def trace_id_of(link: trace.Link | None) -> str | None:
     return format(link.context.trace_id, "032x") if link is not None else None
 
 
-def exemplar(trace_id: str | None = None) -> dict[str, str] | None:
-    """A metric sample's exemplar naming `trace_id` (else the current span's trace), or None when there
-    is none; Prometheus shows exemplars to scrapers that ask for OpenMetrics."""
-    trace_id = trace_id or current_trace_id()
+def exemplar(trace_id: str | None) -> dict[str, str] | None:
+    """A metric sample's exemplar naming `trace_id`, or None without one; Prometheus shows exemplars
+    to scrapers that ask for OpenMetrics."""
     return {"trace_id": trace_id} if trace_id else None
 
 

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from shared.errors import StartupError
 from shared.jobs import ErrorCode
 from shared.models import ModelSpec
-from shared.tracing import exemplar
+from shared.tracing import current_trace_id, exemplar
 from workers.inference import BatchReport
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ class WorkerMetrics:
     def record(self, report: BatchReport) -> None:
         self.batch_size.observe(report.delivered)
         if report.inferred:
-            self.inference_seconds.observe(report.inference_ms / 1000, exemplar=exemplar())  # the batch's trace
+            # The batch span's trace: this runs inside it (workers/worker.py).
+            self.inference_seconds.observe(report.inference_ms / 1000, exemplar=exemplar(current_trace_id()))
             self.jobs.labels("succeeded", "").inc(report.inferred)
         if report.skipped:
             self.jobs.labels("skipped", "").inc(report.skipped)

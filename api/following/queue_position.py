@@ -53,6 +53,12 @@ return found
 REDIS_RETRY_S = 5.0
 
 
+def model_ref_of(doc: JobDoc) -> str | None:
+    """`name@version` of the job's model version; None for a job accepted before versions."""
+    model = doc.get("model") or {}
+    return f"{model['name']}@{model['version']}" if model.get("version") else None
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -99,18 +105,16 @@ class QueuePositions:
 
     def job_finished(self, doc: JobDoc) -> None:
         """A terminal job: its model version's drain rate, which the estimates divide by."""
-        model = doc.get("model") or {}
-        if model.get("version"):
-            self.drain_rates.of(f"{model['name']}@{model['version']}").record()
+        ref = model_ref_of(doc)
+        if ref is not None:
+            self.drain_rates.of(ref).record()
 
     def position(self, doc: JobDoc) -> dict[str, Any] | None:
         """`{ahead, estimated_start_at, drain_per_s, measured_at}` of a queued job; None for a job
         not queued, without a message, or when Redis does not answer (a position is a courtesy:
         reading the job never fails for it)."""
-        if doc.get("status") != JobStatus.QUEUED or not (doc.get("model") or {}).get("version"):
-            return None
-        ref = f"{doc['model']['name']}@{doc['model']['version']}"
-        if time.monotonic() < self._unread_until:
+        ref = model_ref_of(doc)
+        if doc.get("status") != JobStatus.QUEUED or ref is None or time.monotonic() < self._unread_until:
             return None
         try:
             reading = self.reading(ref, queue_of(doc))

@@ -117,9 +117,10 @@ async def get_job(
 ) -> JSONResponse:
     doc = await wait_for_terminal(services, job_id, tenant, wait)
     body = public_view(doc)
-    position = await run_in_threadpool(services.positions.position, doc)
-    if position is not None:
-        body["position"] = position
+    if doc["status"] == JobStatus.QUEUED:  # only then a Redis reading, off the event loop
+        position = await run_in_threadpool(services.positions.position, doc)
+        if position is not None:
+            body["position"] = position
     return JSONResponse(body)
 
 
