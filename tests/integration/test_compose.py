@@ -43,16 +43,15 @@ Compose = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def run_compose(command: list[str], *args: str, password: str | None = DUMMY_PASSWORD,
-                weights: str | None = "random", api_keys: bool = True,
+                weights: str | None = "random", unset: str | None = None,
                 extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Compose on docker-compose.yml with this Couchbase password and these worker weights (None: unset), the
-    gateway's key settings unless `api_keys` is False, and `extra_env` (none of this process's OTEL_* variables)."""
+    gateway's key settings but the one named `unset`, and `extra_env` (none of this process's OTEL_* variables)."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("COUCHBASE_", "OTEL_")) and key != "ASYNCINFER_WEIGHTS"
            and key not in DUMMY_KEY_SETTINGS}
     env.update(extra_env or {})
-    if api_keys:
-        env.update(DUMMY_KEY_SETTINGS)
+    env.update({key: value for key, value in DUMMY_KEY_SETTINGS.items() if key != unset})
     if password is not None:
         env["COUCHBASE_PASSWORD"] = password
     if weights is not None:
@@ -88,11 +87,12 @@ def test_a_missing_password_stops_compose_before_anything_starts(compose: Compos
     assert "set COUCHBASE_PASSWORD" in result.stderr
 
 
-def test_a_gateway_without_api_keys_stops_compose_before_anything_starts(compose: Compose) -> None:
-    result = compose("config", "--quiet", api_keys=False)
+@pytest.mark.parametrize("setting", sorted(DUMMY_KEY_SETTINGS))
+def test_a_gateway_without_a_key_setting_stops_compose_before_anything_starts(compose: Compose, setting: str) -> None:
+    result = compose("config", "--quiet", unset=setting)
 
     assert result.returncode != 0
-    assert "set ASYNCINFER_API_KEY_ENTRIES" in result.stderr
+    assert f"set {setting}" in result.stderr
 
 
 def test_a_worker_without_weights_stops_compose_before_anything_starts(compose: Compose) -> None:
