@@ -18,6 +18,7 @@ from api.stream_tokens import Kind
 from shared.constants import DEFAULT_TENANT, MAX_TOP_K
 from shared.errors import InvalidApiKey
 from shared.models.spec import MODEL_REF_PATTERN
+from shared.sessions import SESSION_ID_PATTERN
 
 
 async def get_services(request: Request) -> Services:
@@ -121,6 +122,11 @@ DeadlineS = Annotated[float | None, Query(
     "`timeout`. Refused (429, with Retry-After) when the measured drain rate says it cannot start in time.",
 )]
 
+SessionIdParam = Annotated[str | None, Query(
+    pattern=f"^{SESSION_ID_PATTERN}$",
+    description="Join this session of the caller's (POST /v1/sessions): the job is added to its history; an unknown "
+    "or another tenant's session answers 404, nothing stored",
+)]
 CallbackUrl = Annotated[str | None, Query(
     min_length=1, max_length=2048,
     description="Where the gateway POSTs the job, signed (Standard Webhooks), once it has ended: an https URL whose "

@@ -9,6 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.constants import MAX_TOP_K
 from shared.jobs import ErrorCode, JobStatus
+from shared.sessions import MAX_SESSION_TTL_S
 
 
 class Public(BaseModel):
@@ -151,6 +152,7 @@ class JobPublic(Public):
     error: JobError | None
     history: list[HistoryEntry]
     callback_url: str | None = Field(default=None, description="Where the job is POSTed, signed, once it has ended")
+    session_id: str | None = Field(default=None, description="The session it was submitted in")
     delivery: DeliveryRecord | None = Field(default=None, description="The webhook's delivery, once tried")
     position: QueuePosition | None = Field(default=None, description="Its place in line, while queued "
                                            "(GET /v1/jobs/{id} only, not listings or events)")
@@ -186,6 +188,63 @@ class BatchPublic(Public):
     delivery: DeliveryRecord | None = Field(default=None, description="The batch webhook's delivery, once tried")
 
 
+class SessionCreate(BaseModel):
+    """The body of POST /v1/sessions (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_s: int | None = Field(default=None, ge=1, le=MAX_SESSION_TTL_S,
+                              description="Seconds the session lives; default ASYNCINFER_SESSION_TTL_S (7 days)")
+
+
+class SessionInput(Public):
+    content_type: str
+    bytes: int
+    sha256: str
+    width: int
+    height: int
+    filename: str | None = Field(description="The upload's file name, when it had one")
+
+
+class SessionModel(Public):
+    name: str
+    version: str
+
+
+class SessionEntry(Public):
+    """One job of a session, in the order they were submitted."""
+
+    job_id: str
+    model: SessionModel
+    input: SessionInput
+    submitted_at: str
+    status: JobStatus = Field(description="The job's live status while its document exists, else its last")
+    top_prediction: Prediction | None
+    error_code: ErrorCode | None
+    finished_at: str | None
+
+
+class SessionPublic(Public):
+    id: str
+    type: Literal["session"] = "session"
+    created_at: str
+    expires_at: str = Field(description="When the session and its history are gone (appending never extends it)")
+    history: list[SessionEntry]
+    counts: dict[str, int] = Field(description="Its jobs by status, and `total`")
+
+
+class SessionProgress(Public):
+    """The data of a session stream's `session` event: its jobs by status, and `total`."""
+
+    session_id: str
+    counts: dict[str, int]
+
+
+class SessionEnded(Public):
+    """The data of a session stream's last event, `session-ended`: the session has expired."""
+
+    session_id: str
+
+
 class StreamTokenPublic(Public):
     token: str = Field(description="Send as `?token=` on this job's (or batch's) event stream, instead of the API key")
     expires_at: int = Field(description="Unix time (seconds) after which the token no longer opens a stream")
@@ -207,6 +266,7 @@ class JobChange(Public):
 
     id: str
     batch_id: str | None
+    session_id: str | None = None
     seq: int
     status: JobStatus
     at: str
@@ -228,14 +288,15 @@ class StatusEvent(BaseModel):
 
 # The data of each server-sent event, by event name, as components of the OpenAPI document.
 EVENT_DATA_SCHEMAS = {"status": "StatusEventData", "progress": "BatchProgress", "delivery": "DeliveryRecord",
-                      "position": "QueuePosition"}
+                      "position": "QueuePosition", "session": "SessionProgress", "session-ended": "SessionEnded"}
 
 
 def extra_components() -> dict[str, Any]:
     """Component schemas that no route's return type brings in: the events' data (OpenAPI has no
     way to say it per event) and problems (sent as application/problem+json, which FastAPI's
     `model=` would document as application/json)."""
-    models: list[type[BaseModel]] = [StatusEvent, BatchProgress, DeliveryRecord, QueuePosition, Problem]
+    models: list[type[BaseModel]] = [StatusEvent, BatchProgress, DeliveryRecord, QueuePosition, SessionProgress,
+                                      SessionEnded, Problem]
     _, top = models_json_schema([(model, "serialization") for model in models],
                                 ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = top["$defs"]

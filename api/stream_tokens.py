@@ -24,9 +24,10 @@ from typing import Literal
 
 import redis
 
-from shared.errors import BatchNotFound, DependencyUnavailable, InvalidApiKey, JobNotFound
+from shared.errors import BatchNotFound, DependencyUnavailable, InvalidApiKey, JobNotFound, NotFound, SessionNotFound
 
-Kind = Literal["job", "batch"]
+Kind = Literal["job", "batch", "session"]
+_NOT_FOUND: dict[str, type[NotFound]] = {"job": JobNotFound, "batch": BatchNotFound, "session": SessionNotFound}
 # Where the gateways of one Redis keep their shared secret when none is configured (development).
 REDIS_SECRET_KEY = "asyncinfer:stream-token-secret"
 
@@ -95,5 +96,5 @@ class StreamTokens:
         if not isinstance(grant.expires_at, int) or grant.expires_at <= (time.time() if now is None else now):
             raise InvalidApiKey("the stream token has expired: ask for a new one (POST …/stream-token)")
         if grant.kind != kind or grant.target != target:
-            raise (JobNotFound if kind == "job" else BatchNotFound)(f"no {kind} with id {target}")
+            raise _NOT_FOUND[kind](f"no {kind} with id {target}")
         return grant.tenant

@@ -117,26 +117,32 @@ class AsyncClient:
 
     async def submit(self, image: Image, *, model: str | None = None, filename: str | None = None,
                      content_type: str | None = None, top_k: int | None = None, idempotency_key: str | None = None,
-                     deadline_s: float | None = None, callback_url: str | None = None) -> Job:
+                     deadline_s: float | None = None, callback_url: str | None = None,
+                     session_id: str | None = None) -> Job:
         """Queue one image (bytes or a path) for `model` (`name` or `name@version`; None: the
         gateway's default); the accepted job. With an `idempotency_key`, a repeat returns the first
         job (a retry after a lost answer creates nothing new). The content type is guessed from
         the file name unless given; the gateway checks the bytes in any case. With a `callback_url`,
-        the gateway POSTs the job there, signed, once it has ended (CallbackRefused when it will not)."""
+        the gateway POSTs the job there, signed, once it has ended (CallbackRefused when it will not). With
+        a `session_id` (create_session), the job joins that session's history."""
         name, data, guessed = read_image(image, filename)
         content_type = content_type or guessed
-        params = _present(model=model, top_k=top_k, deadline_s=deadline_s, callback_url=callback_url)
+        params = _present(model=model, top_k=top_k, deadline_s=deadline_s, callback_url=callback_url,
+                          session_id=session_id)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = await self._request("POST", "/v1/jobs", params=params, headers=headers,
                                        files={"file": (name, data, content_type)})
         return Job.of(response.json())
 
     async def submit_batch(self, images: Iterable[Image], *, model: str | None = None, top_k: int | None = None,
-                           deadline_s: float | None = None, callback_url: str | None = None) -> dict[str, Any]:
+                           deadline_s: float | None = None, callback_url: str | None = None,
+                           session_id: str | None = None) -> dict[str, Any]:
         """Queue several images as one batch (all or none) for `model`; the batch document. With
-        `callback_url`, the batch is POSTed there, signed, once every member has ended."""
+        `callback_url`, the batch is POSTed there, signed, once every member has ended; with
+        `session_id`, every member joins that session."""
         files = [("files", read_image(image)) for image in images]
-        params = _present(model=model, top_k=top_k, deadline_s=deadline_s, callback_url=callback_url)
+        params = _present(model=model, top_k=top_k, deadline_s=deadline_s, callback_url=callback_url,
+                          session_id=session_id)
         response = await self._request("POST", "/v1/batches", params=params, files=files)
         batch: dict[str, Any] = response.json()
         return batch
@@ -150,6 +156,18 @@ class AsyncClient:
         batch: dict[str, Any] = (await self._request("GET", f"/v1/batches/{batch_id}")).json()
         return batch
 
+    async def create_session(self, *, ttl_s: int | None = None) -> dict[str, Any]:
+        """A new session (for `ttl_s` seconds; None: the gateway's default): its document, whose `id`
+        jobs name as `session_id` to join its history."""
+        response = await self._request("POST", "/v1/sessions", json=_present(ttl_s=ttl_s))
+        session: dict[str, Any] = response.json()
+        return session
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        """The session: its jobs in the order they were submitted, each with its status and top prediction."""
+        session: dict[str, Any] = (await self._request("GET", f"/v1/sessions/{session_id}")).json()
+        return session
+
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job that has not started (Conflict once it has)."""
         return Job.of((await self._request("DELETE", f"/v1/jobs/{job_id}")).json())
@@ -159,10 +177,12 @@ class AsyncClient:
         await self._request("DELETE", f"/v1/jobs/{job_id}", params={"purge": "true"})
 
     async def list_jobs(self, *, status: Iterable[str] = (), batch_id: str | None = None, model: str | None = None,
-                        created_after: datetime | None = None, page_size: int = 100) -> AsyncGenerator[Job, None]:
-        """Every job of this API key's tenant, newest first, page after page."""
+                        session_id: str | None = None, created_after: datetime | None = None,
+                        page_size: int = 100) -> AsyncGenerator[Job, None]:
+        """Every job of this API key's tenant, newest first, page after page (only those matching
+        the filters given)."""
         params: dict[str, Any] = {"limit": page_size, "status": list(status)}
-        params.update(_present(batch_id=batch_id, model=model))
+        params.update(_present(batch_id=batch_id, model=model, session_id=session_id))
         if created_after is not None:
             params["created_after"] = created_after.isoformat()
         cursor = None

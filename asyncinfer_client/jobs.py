@@ -76,6 +76,11 @@ class Job:
         return f"{model.get('name')}@{model.get('version')}"
 
     @property
+    def session_id(self) -> str | None:
+        """The session it was submitted in (AsyncClient.create_session), if any."""
+        return self.doc.get("session_id")
+
+    @property
     def error_code(self) -> str | None:
         """decode_error, timeout, worker_lost or internal for a job that failed (or timed out queued)."""
         return (self.doc.get("error") or {}).get("code")

@@ -114,9 +114,16 @@ class Client:
         self._run(self._async.purge(job_id))
 
     def list_jobs(self, *, status: Iterable[str] = (), batch_id: str | None = None, model: str | None = None,
-                  created_after: datetime | None = None, page_size: int = 100) -> Iterator[Job]:
-        return self._iterate(self._async.list_jobs(status=status, batch_id=batch_id, model=model,
+                  session_id: str | None = None, created_after: datetime | None = None,
+                  page_size: int = 100) -> Iterator[Job]:
+        return self._iterate(self._async.list_jobs(status=status, batch_id=batch_id, model=model, session_id=session_id,
                                                    created_after=created_after, page_size=page_size))
+
+    def create_session(self, *, ttl_s: int | None = None) -> dict[str, Any]:
+        return self._run(self._async.create_session(ttl_s=ttl_s))
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        return self._run(self._async.get_session(session_id))
 
     def submit_many(self, images: Iterable[Image], *, model: str | None = None, concurrency: int = 8,
                     top_k: int | None = None, timeout_s: float | None = None) -> Iterator[tuple[Image, Job | Problem]]:

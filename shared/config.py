@@ -185,6 +185,8 @@ class Settings(BaseSettings):
 
     # --- jobs -----------------------------------------------------------------------------
     job_ttl_s: int = 7 * 24 * 3600
+    # A session's life when its creator names none (POST /v1/sessions `ttl_s`, at most 30 days).
+    session_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, le=30 * 24 * 3600)
     max_attempts: int = 3
     sweep_interval_s: float = 60.0
     # Recovery of stranded jobs (api/recovery.py): a gateway holding the recoverer's lease looks,

@@ -8,6 +8,8 @@ JOB_KEY_PREFIX: Final = "job::"
 IMAGE_KEY_PREFIX: Final = "image::"
 BATCH_KEY_PREFIX: Final = "batch::"
 IDEMPOTENCY_KEY_PREFIX: Final = "idem::"
+# A session (shared/sessions.py): one user's multi-step analysis, the jobs it ran.
+SESSION_KEY_PREFIX: Final = "session::"
 # The store's record of open jobs (shared/store/open_jobs.py) and the recoverer's lease.
 OPEN_INDEX_PREFIX: Final = "open::"
 LEASE_KEY_PREFIX: Final = "lease::"

@@ -50,6 +50,10 @@ class BatchNotFound(NotFound):
     pass
 
 
+class SessionNotFound(NotFound):
+    """A session that does not exist, has expired, or is another tenant's."""
+
+
 class UnknownModel(NotFound):
     """A model name, or a version of it, that no plugin declares; refused before anything is stored."""
 
@@ -64,6 +68,10 @@ class IdempotencyConflict(AsyncInferError):
 
 class IllegalTransition(AsyncInferError):
     status, title = 409, "Conflict with the job's status"
+
+
+class SessionFull(AsyncInferError):
+    status, title = 409, "The session is full"
 
 
 class NotPurgeable(AsyncInferError):

@@ -26,6 +26,7 @@ def event_message(doc: JobDoc) -> dict[str, Any]:
     return {
         "job_id": doc["id"],
         "batch_id": doc.get("batch_id"),
+        "session_id": doc.get("session_id"),
         "tenant": doc.get("tenant"),
         "seq": seq_of(doc),
         "status": doc["status"],

@@ -68,12 +68,14 @@ def new_job(
     request_id: str | None = None,
     callback_url: str | None = None,
     trace_id: str | None = None,
+    session_id: str | None = None,
 ) -> JobDoc:
     """A queued job for `model` ({name, version}: the worker that runs it adds its weights, their
     sha256, backend and device); with `deadline_s`, one that must start within that many seconds;
     `request_id`: the request that submitted it (its X-Request-ID), for finding its log lines, and
     `trace_id` its trace when tracing is on (shared/tracing.py); with
-    `callback_url`, one whose end the gateway POSTs there (api/delivery/)."""
+    `callback_url`, one whose end the gateway POSTs there (api/delivery/); with `session_id`, one
+    of that session's jobs (shared/sessions.py)."""
     at = now_rfc3339()
     params: dict[str, Any] = {"top_k": top_k}
     if deadline_s is not None:
@@ -100,6 +102,8 @@ def new_job(
     }
     if callback_url is not None:
         doc["callback_url"] = callback_url
+    if session_id is not None:
+        doc["session_id"] = session_id
     return doc
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from shared.errors import StoreUnavailable
+from shared.errors import SessionNotFound, StoreUnavailable
 from shared.events import EventPublisher
 from shared.jobs import (
     ErrorCode,
@@ -20,10 +21,12 @@ from shared.jobs import (
     status_of,
     transition,
 )
+from shared.sessions import ended_entry
 from shared.store import JobStore
 from shared.store.base import Mutation
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Internal (public_view hides "_" fields): the limit that the current attempt's forward pass ran past.
 TIMED_OUT_FIELD = "_timed_out_after_s"
@@ -85,8 +88,19 @@ class JobLifecycle:
         doc, changed = self._with_store_retry(self.store.update, job_id, once)
         changed = changed or once.landed_earlier
         if changed:
+            if status_of(doc).terminal and doc.get("session_id"):
+                self._note_end_in_session(doc)
             self.publisher.publish(doc)
         return doc, changed
+
+    def _note_end_in_session(self, doc: JobDoc) -> None:
+        """Keep the job's result in its session beyond the job's own document. Best effort: while the
+        job exists the session shows its live state anyway, and a session that expired has no reader."""
+        try:
+            session = self.store.sessions.get(doc["session_id"])
+            self.store.sessions.append(session, ended_entry(doc))
+        except (StoreUnavailable, SessionNotFound) as e:
+            log.warning("job %s ended, but its session %s was not told: %s", doc["id"], doc["session_id"], e)
 
     def adopt_model(self, job_id: str, model: dict[str, str]) -> JobDoc:
         """Give `model` ({name, version}) to a job accepted before models had versions, whose `model`

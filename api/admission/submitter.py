@@ -23,7 +23,14 @@ from api.delivery.queue import DeliveryQueue
 from api.delivery.subjects import batch_target
 from api.drain_rate import DrainRate
 from shared.config import Settings
-from shared.errors import AsyncInferError, BadRequest, CallbackRefused, DependencyUnavailable, UndecodableImage
+from shared.errors import (
+    AsyncInferError,
+    BadRequest,
+    CallbackRefused,
+    DependencyUnavailable,
+    SessionFull,
+    UndecodableImage,
+)
 from shared.jobs import JobDoc, new_id, new_job, now_rfc3339
 from shared.lifecycle import JobLifecycle
 from shared.models import ModelSpec
@@ -31,6 +38,7 @@ from shared.models.catalogue import Catalogue
 from shared.models.traffic import TrafficSplits
 from shared.preprocessing import pack_pixels, to_model_image
 from shared.queue import enqueue, queue_of
+from shared.sessions import MAX_SESSION_JOBS, Session, jobs_in, submitted_entry
 from shared.store import Idempotency, JobStore
 from shared.tracing import current_trace_id
 
@@ -121,6 +129,16 @@ class Submitter:
             raise CallbackRefused("this gateway sends no webhooks: ASYNCINFER_WEBHOOK_SECRET is not set")
         target_of(self.settings, callback_url)
 
+    def session_for(self, session_id: str | None, tenant: str, adding: int) -> Session | None:
+        """The tenant's session that `adding` jobs join (SessionNotFound, 404, before anything is
+        stored; SessionFull, 409, past MAX_SESSION_JOBS)."""
+        if session_id is None:
+            return None
+        session = self.store.sessions.get(session_id, tenant=tenant)
+        if len(jobs_in(session)) + adding > MAX_SESSION_JOBS:
+            raise SessionFull(f"session {session_id} holds {MAX_SESSION_JOBS} jobs already: start a new session")
+        return session
+
     def _enqueue(self, doc: JobDoc) -> None:
         try:
             enqueue(self.celery, doc["id"], queue_of(doc))
@@ -130,10 +148,12 @@ class Submitter:
     def submit_job(
         self, upload: Upload, *, tenant: str, model: str | None = None, top_k: int | None = None,
         idempotency_key: str | None = None, deadline_s: float | None = None, request_id: str | None = None,
-        callback_url: str | None = None,
+        callback_url: str | None = None, session_id: str | None = None,
     ) -> tuple[JobDoc, bool]:
-        """Returns (job, created); a repeated idempotency key returns the first job."""
+        """Returns (job, created); a repeated idempotency key returns the first job. With
+        `session_id`, the job joins that session of the tenant's."""
         self.check_callback(callback_url)
+        session = self.session_for(session_id, tenant, 1)
 
         def sticky_key() -> str:  # a retry with the same key, or the same image, sees the same version
             if idempotency_key:
@@ -148,23 +168,28 @@ class Submitter:
             doc, created = self._store_and_enqueue(
                 new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
                         job_id=job_id, deadline_s=deadline_s, request_id=request_id, callback_url=callback_url,
-                        trace_id=current_trace_id()),
-                info, stored, spec, idempotency_key)
+                        trace_id=current_trace_id(), session_id=session_id),
+                info, stored, spec, idempotency_key, session, upload.filename)
         if not created:  # the key's first job, counted when it was accepted
             self.tenant_limits.release(tenant, [job_id])
         return doc, created
 
     def _store_and_enqueue(self, doc: JobDoc, info: ImageInfo, stored: bytes, spec: ModelSpec,
-                           idempotency_key: str | None) -> tuple[JobDoc, bool]:
+                           idempotency_key: str | None, session: Session | None,
+                           filename: str | None) -> tuple[JobDoc, bool]:
         tenant, top_k, deadline_s = doc["tenant"], doc["params"]["top_k"], doc["params"].get("deadline_s")
         callback_url = doc.get("callback_url")
+        if session is not None:
+            # Before the job exists: a crash in between leaves an entry without a job, which the
+            # session's view leaves out, never a job of the session that its history misses.
+            self.store.sessions.append(session, submitted_entry(doc, filename))
         if not idempotency_key:
             doc, _ = self.store.create_job(doc, stored)
             self._enqueue_or_discard(doc)
             return doc, True
-        fingerprint = hashlib.sha256(
-            f"{info.sha256}:{spec.ref}:{top_k}:{deadline_s}{f':{callback_url}' if callback_url else ''}".encode()
-        ).hexdigest()
+        # Another image, model, top_k, deadline, callback or session under the same key is a conflict.
+        submitted = [info.sha256, spec.ref, str(top_k), str(deadline_s), callback_url, doc.get("session_id")]
+        fingerprint = hashlib.sha256(":".join(part for part in submitted if part).encode()).hexdigest()
         idempotency = Idempotency(idempotency_key, fingerprint)
         doc, created = self.store.create_job(doc, stored, idempotency)
         if created:
@@ -188,11 +213,12 @@ class Submitter:
 
     def submit_batch(self, uploads: list[Upload], *, tenant: str, model: str | None = None, top_k: int | None = None,
                      deadline_s: float | None = None, request_id: str | None = None,
-                     callback_url: str | None = None) -> dict[str, Any]:
+                     callback_url: str | None = None, session_id: str | None = None) -> dict[str, Any]:
         """All or nothing: every file is checked before any job is created. A traffic split picks one
         version for the whole batch, by its first image. With `callback_url`, the batch is POSTed
-        there once every member has ended."""
+        there once every member has ended; with `session_id`, every member joins that session."""
         self.check_callback(callback_url)
+        session = self.session_for(session_id, tenant, len(uploads))
         spec, top_k = self.model_for(model, top_k, lambda: f"image:{hashlib.sha256(uploads[0].read()).hexdigest()}")
         infos: list[ImageInfo] = []
         stored: list[bytes] = []
@@ -211,18 +237,22 @@ class Submitter:
         job_ids = [new_id() for _ in uploads]
         with self.tenant_limits.admit(tenant, job_ids), self.backlog.admit(len(uploads), deadline_s):
             return self._store_and_enqueue_batch(job_ids, infos, stored, tenant, spec, top_k, deadline_s, request_id,
-                                                 callback_url)
+                                                 callback_url, session, [upload.filename for upload in uploads])
 
     def _store_and_enqueue_batch(self, job_ids: list[str], infos: list[ImageInfo], stored: list[bytes], tenant: str,
                                  spec: ModelSpec, top_k: int, deadline_s: float | None,
-                                 request_id: str | None, callback_url: str | None) -> dict[str, Any]:
+                                 request_id: str | None, callback_url: str | None, session: Session | None,
+                                 filenames: list[str | None]) -> dict[str, Any]:
         batch_id = new_id()
         jobs = [
             new_job(tenant=tenant, input_info=info.as_dict(), model=model_field(spec), top_k=top_k,
                     batch_id=batch_id, job_id=job_id, deadline_s=deadline_s, request_id=request_id,
-                    trace_id=current_trace_id())
+                    trace_id=current_trace_id(), session_id=None if session is None else session["id"])
             for job_id, info in zip(job_ids, infos, strict=True)
         ]
+        if session is not None:  # before the jobs exist, as for one job
+            self.store.sessions.append(session, *(submitted_entry(doc, name) for doc, name in zip(jobs, filenames,
+                                                                                                   strict=True)))
         for doc, data in zip(jobs, stored, strict=True):
             self.store.create_job(doc, data)
         batch = {

@@ -19,12 +19,15 @@ from api.admission.submitter import Upload
 from shared.constants import MAX_TOP_K
 from shared.errors import BadRequest, RequestTooLarge, UnsupportedImageType
 from shared.models import ModelRef
+from shared.sessions import SESSION_ID_PATTERN
 
 # Multipart framing and form fields on top of the image itself.
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # A form field that is not a file (top_k) is held in memory; Starlette's default is 1 MiB each.
 _MAX_FIELD_BYTES = 1024
 _TOP_K = re.compile(r"[0-9]{1,3}")
+# A session's id, as POST /v1/sessions makes them (a UUID) or any other store key part.
+SESSION_ID = re.compile(SESSION_ID_PATTERN)
 _SPOOL_MEMORY_BYTES = 1024 * 1024
 
 
@@ -125,9 +128,21 @@ def form_model(form: FormData | None, default: str | None) -> str | None:
 
 def form_callback_url(form: FormData | None, default: str | None) -> str | None:
     """`callback_url` may come as a form field too; the query string is the default."""
-    if form is None or "callback_url" not in form:
+    return _form_text(form, "callback_url", default, "a URL")
+
+
+def form_session_id(form: FormData | None, default: str | None) -> str | None:
+    """`session_id` may come as a form field too; the query string is the default."""
+    session_id = _form_text(form, "session_id", default, "a session id")
+    if session_id is not None and not SESSION_ID.fullmatch(session_id):
+        raise BadRequest("the form field `session_id` must be a session id, as POST /v1/sessions answered it")
+    return session_id
+
+
+def _form_text(form: FormData | None, field: str, default: str | None, what: str) -> str | None:
+    if form is None or field not in form:
         return default
-    raw = form["callback_url"]
+    raw = form[field]
     if not isinstance(raw, str) or not raw.strip():
-        raise BadRequest("the form field `callback_url` must be a URL")
+        raise BadRequest(f"the form field `{field}` must be {what}")
     return raw.strip()

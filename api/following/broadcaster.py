@@ -54,7 +54,7 @@ class Broadcaster:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, *keys: str) -> AsyncIterator[Subscription]:
-        """Events whose job id or batch id is one of `keys`, from now until exit."""
+        """Events whose job id, batch id or session id is one of `keys`, from now until exit."""
         subscription = Subscription()
         for key in keys:
             self._subscribers[key].add(subscription)
@@ -75,7 +75,7 @@ class Broadcaster:
     def _dispatch(self, event: dict[str, Any]) -> None:
         self._on_event(event)
         targets: set[Subscription] = set()
-        for key in (event.get("job_id"), event.get("batch_id")):
+        for key in (event.get("job_id"), event.get("batch_id"), event.get("session_id")):
             if key:
                 targets |= self._subscribers.get(key, set())
         for subscription in targets:

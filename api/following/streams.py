@@ -66,7 +66,8 @@ def change_data(doc: JobDoc, entry: dict[str, Any]) -> dict[str, Any]:
     """A replayed step: the whole document for its newest, a history entry for the others."""
     if entry["seq"] == seq_of(doc):
         return public_view(doc)
-    return {"id": doc["id"], "batch_id": doc.get("batch_id"), **entry}
+    session = {"session_id": doc["session_id"]} if doc.get("session_id") else {}
+    return {"id": doc["id"], "batch_id": doc.get("batch_id"), **session, **entry}
 
 
 def parse_last_event_id(value: str | None) -> int:
@@ -220,14 +221,14 @@ def progress_event(batch_id: str, statuses: dict[str, str], seqs: dict[str, int]
     return ServerSentEvent(data=json.dumps(data), event="progress", id=str(sum(seqs.values())))
 
 
-def batch_changes(docs: list[JobDoc]) -> list[tuple[JobDoc, dict[str, Any]]]:
-    """The members' changes (each history entry after the first), in the order they happened:
-    by `at`, then the member's position, then seq. A member's `at`s count as non-decreasing,
-    so its own changes stay in seq order even if a writer's clock was behind."""
+def batch_changes(docs: list[JobDoc], *, with_creation: bool = False) -> list[tuple[JobDoc, dict[str, Any]]]:
+    """The members' changes (each history entry after the first; with `with_creation`, the first
+    too), in the order they happened: by `at`, then the member's position, then seq. A member's
+    `at`s count as non-decreasing, so its own changes stay in seq order even if a writer's clock was behind."""
     keyed = []
     for position, doc in enumerate(docs):
         at = doc["history"][0]["at"]
-        for entry in doc["history"][1:]:
+        for entry in doc["history"][0 if with_creation else 1:]:
             at = max(at, entry["at"])
             keyed.append(((at, position, entry["seq"]), doc, entry))
     keyed.sort(key=lambda item: item[0])
@@ -243,11 +244,12 @@ def seqs_after(docs: list[JobDoc], last_sum: int) -> dict[str, int]:
     return seqs
 
 
-def batch_replay(docs: list[JobDoc], seqs: dict[str, int]) -> Iterator[ServerSentEvent]:
+def batch_replay(docs: list[JobDoc], seqs: dict[str, int], *, with_creation: bool = False
+                 ) -> Iterator[ServerSentEvent]:
     """The changes of `docs` past `seqs` (every member's seq the client has, updated as they
     are sent) in the order they happened, each with the batch's running sum as its id."""
     total = sum(seqs.values())
-    for doc, entry in batch_changes(docs):
+    for doc, entry in batch_changes(docs, with_creation=with_creation):
         if entry["seq"] > seqs[doc["id"]]:
             total += entry["seq"] - seqs[doc["id"]]
             seqs[doc["id"]] = entry["seq"]

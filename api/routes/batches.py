@@ -6,8 +6,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.admission.uploads import form_callback_url, form_model, form_top_k, is_multipart, read_form, to_upload
-from api.deps import CallbackUrl, DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
+from api.admission.uploads import (
+    form_callback_url,
+    form_model,
+    form_session_id,
+    form_top_k,
+    is_multipart,
+    read_form,
+    to_upload,
+)
+from api.deps import CallbackUrl, DeadlineS, ModelParam, ServicesDep, SessionIdParam, TenantDep, TopK
 from api.following.batch_progress import batch_view
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, BatchPublic, upload_body
@@ -26,7 +34,7 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 )
 async def submit_batch(
     request: Request, services: ServicesDep, tenant: TenantDep, model: ModelParam = None, top_k: TopK = None,
-    deadline_s: DeadlineS = None, callback_url: CallbackUrl = None,
+    deadline_s: DeadlineS = None, callback_url: CallbackUrl = None, session_id: SessionIdParam = None,
 ) -> JSONResponse:
     settings = services.settings
     if not is_multipart(request):
@@ -46,6 +54,7 @@ async def submit_batch(
         deadline_s=deadline_s,
         request_id=request_id_var.get(),
         callback_url=form_callback_url(form, callback_url),
+        session_id=form_session_id(form, session_id),
     )
     JOBS_SUBMITTED.labels(batch["model"]["name"], batch["model"]["version"]).inc(len(batch["job_ids"]))
     jobs = [{"id": job_id, "status": "queued"} for job_id in batch["job_ids"]]

@@ -1,4 +1,4 @@
-"""Server-sent events endpoints: a job's or a batch's status changes (api/following/streams.py)."""
+"""Server-sent events endpoints: a job's, a batch's or a session's status changes (api/following/)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import HeaderKeyDep, ServicesDep, StreamToken, TenantDep, stream_tenant
+from api.following.session_stream import session_stream
 from api.following.streams import batch_stream, check_stream_capacity, job_stream, parse_last_event_id
 from api.schemas import EVENT_DATA_SCHEMAS, PROBLEM_RESPONSES, StreamTokenPublic
 from api.services import Services
@@ -18,10 +19,16 @@ from api.stream_tokens import Kind
 router = APIRouter(tags=["events"])
 
 def _sse_response(*events: str) -> dict[int | str, dict[str, Any]]:
-    """A 200 that is an event stream; `x-event-data` names each event's data schema."""
+    """A 200 that is an event stream: the schema is one event's (as OpenAPI tools read a stream's),
+    and `x-event-data` names each event's data schema."""
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"event": {"enum": list(events)}, "id": {"type": "string"}, "data": {"type": "string"}},
+    }
     return {200: {
         "description": "server-sent events: " + ", ".join(events),
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": event}},
         "x-event-data": {event: {"$ref": f"#/components/schemas/{EVENT_DATA_SCHEMAS[event]}"} for event in events},
     }}
 
@@ -73,6 +80,30 @@ async def batch_events(
     )
 
 
+@router.get(
+    "/v1/sessions/{session_id}/events",
+    summary="Stream every status change of a session's jobs, those that join it later too, each followed by the "
+    "counts (`session`), as after the replay (SSE); ends when the session expires (`session-ended`)",
+    response_class=EventSourceResponse,
+    responses={**_sse_response("status", "session", "session-ended"), **PROBLEM_RESPONSES},
+)
+async def session_events(
+    session_id: str,
+    request: Request,
+    services: ServicesDep,
+    header_key: HeaderKeyDep,
+    token: StreamToken = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    tenant = await stream_tenant(services, request, header_key, token, "session", session_id)
+    check_stream_capacity(services)
+    await run_in_threadpool(services.store.sessions.get, session_id, tenant=tenant)
+    return EventSourceResponse(
+        session_stream(services, session_id, tenant, parse_last_event_id(last_event_id)),
+        ping=services.settings.sse_ping_s,
+    )
+
+
 async def _issue(services: Services, tenant: str, kind: Kind, target: str) -> JSONResponse:
     token, expires_at = await run_in_threadpool(services.stream_tokens.issue, tenant, kind, target)
     return JSONResponse({"token": token, "expires_at": expires_at}, headers={"Cache-Control": "no-store"})
@@ -105,3 +136,14 @@ async def job_stream_token(job_id: str, services: ServicesDep, tenant: TenantDep
 async def batch_stream_token(batch_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
     await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
     return await _issue(services, tenant, "batch", batch_id)
+
+
+@router.post(
+    "/v1/sessions/{session_id}/stream-token",
+    summary="A short-lived token that opens this session's event stream without the API key",
+    description=_TOKEN_DESCRIPTION.format(kind="session"),
+    responses={200: {"model": StreamTokenPublic}, **PROBLEM_RESPONSES},
+)
+async def session_stream_token(session_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    await run_in_threadpool(services.store.sessions.get, session_id, tenant=tenant)
+    return await _issue(services, tenant, "session", session_id)

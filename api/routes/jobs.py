@@ -11,8 +11,8 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.admission.uploads import form_callback_url, form_model, form_top_k, read_single_upload
-from api.deps import CallbackUrl, DeadlineS, ModelParam, ServicesDep, TenantDep, TopK
+from api.admission.uploads import form_callback_url, form_model, form_session_id, form_top_k, read_single_upload
+from api.deps import CallbackUrl, DeadlineS, ModelParam, ServicesDep, SessionIdParam, TenantDep, TopK
 from api.following.long_poll import wait_for_terminal
 from api.metrics import JOBS_SUBMITTED
 from api.schemas import PROBLEM_RESPONSES, JobPage, JobPublic, upload_body
@@ -45,6 +45,7 @@ async def submit_job(
     top_k: TopK = None,
     deadline_s: DeadlineS = None,
     callback_url: CallbackUrl = None,
+    session_id: SessionIdParam = None,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=255, description="Repeat a submission safely: the same key and "
@@ -62,6 +63,7 @@ async def submit_job(
         idempotency_key=idempotency_key,
         request_id=request_id_var.get(),
         callback_url=form_callback_url(form, callback_url),
+        session_id=form_session_id(form, session_id),
     )
     headers = {"Location": f"/v1/jobs/{doc['id']}"}
     if created:
@@ -85,6 +87,7 @@ async def list_jobs(
     status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses (repeatable)")] = None,
     batch_id: Annotated[str | None, Query(max_length=64)] = None,
     model: Annotated[str | None, Query(max_length=200, description="Only jobs run by this model")] = None,
+    session_id: Annotated[str | None, Query(max_length=64, description="Only jobs of this session")] = None,
     created_after: Annotated[str | None, Query(description="RFC 3339 with a zone; only jobs created later",
                                                json_schema_extra={"format": "date-time"})] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
@@ -95,6 +98,7 @@ async def list_jobs(
         statuses=frozenset(item.value for item in status or ()),
         batch_id=batch_id,
         model=model,
+        session_id=session_id,
         created_after_ms=None if created_after is None else unix_ms(created_after, "created_after"),
         before=None if cursor is None else decode_cursor(cursor),
     )

@@ -33,6 +33,7 @@ from shared.jobs import JobDoc, JobStatus, status_of
 from shared.jobs import transition as apply_transition
 from shared.store.lease import Lease
 from shared.store.open_jobs import OpenJobIndex
+from shared.store.sessions import SessionRecords
 from shared.store.tenant_jobs import Entry, JobQuery, TenantJobIndex, created_ms
 
 Cas = int
@@ -77,6 +78,7 @@ class JobStore(ABC):
         self.ttl_s = ttl_s
         self.open_jobs = OpenJobIndex(self)
         self.tenant_jobs = TenantJobIndex(self)
+        self.sessions = SessionRecords(self)
 
     def lease(self, name: str, holder: str, duration_s: float) -> Lease:
         """A lease named `name` that `holder` can take when no other holder has it."""
@@ -102,6 +104,11 @@ class JobStore(ABC):
         """Write `new` over `current` like `_replace`; a backend that can send only what
         changed (Couchbase sub-document operations) overrides this."""
         self._replace(key, new, cas)
+
+    @abstractmethod
+    def _append_to(self, key: str, field: str, items: list[Any], expires_at_s: float) -> None:
+        """Append `items` to the list `field` of `key` atomically, without CAS (concurrent appends
+        all land), keeping the expiry at `expires_at_s` (unix time); DocumentMissing if it is gone."""
 
     @abstractmethod
     def _remove(self, key: str) -> None:

@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import couchbase.subdocument as SD
 from couchbase.auth import PasswordAuthenticator
 from couchbase.bucket import Bucket
 from couchbase.cluster import Cluster
@@ -181,6 +182,11 @@ class CouchbaseStore(JobStore):
         options = MutateInOptions(cas=cas, expiry=self._time_left(new))
         self._write_under_cas(key, lambda: self.collection.mutate_in(key, specs, options))
 
+    def _append_to(self, key: str, field: str, items: list[Any], expires_at_s: float) -> None:
+        """One sub-document array_append: the server applies concurrent ones one after another."""
+        options = MutateInOptions(expiry=self._seconds_left(expires_at_s))
+        self._write_under_cas(key, lambda: self.collection.mutate_in(key, [SD.array_append(field, *items)], options))
+
     def _remove(self, key: str) -> None:
         with self._unavailable_as_store_error("remove", key), suppress(DocumentNotFoundException):
             self.collection.remove(key)
@@ -228,8 +234,12 @@ class CouchbaseStore(JobStore):
         expires_at = doc.get(EXPIRES_AT_FIELD)
         if expires_at is None:  # written before this field existed
             return timedelta(seconds=self.ttl_s)
+        return self._seconds_left(expires_at)
+
+    @staticmethod
+    def _seconds_left(expires_at_s: float) -> timedelta:
         # Whole seconds, never 0: an expiry of 0 means "never expires".
-        return timedelta(seconds=max(1, math.ceil(expires_at - time.time())))
+        return timedelta(seconds=max(1, math.ceil(expires_at_s - time.time())))
 
     def _stored_json(self, key: str) -> str | None:
         found = self._get(key)

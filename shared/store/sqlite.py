@@ -96,6 +96,22 @@ class SqliteStore(JobStore):
             raise DocumentMissing(key)
         raise CasMismatch(key)
 
+    def _append_to(self, key: str, field: str, items: list[Any], expires_at_s: float) -> None:
+        """Read and write back in one IMMEDIATE transaction: concurrent appenders queue for it."""
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            found = self._get_raw(key)
+            if found is None:
+                raise DocumentMissing(key)
+            value = json.loads(found[0])
+            value[field] = [*value[field], *items]
+            self._execute("UPDATE kv SET value = ?, cas = cas + 1, expires_at = ? WHERE key = ?",
+                          (json.dumps(value).encode(), expires_at_s, key))
+        except BaseException:
+            self._conn.rollback()
+            raise
+        self._execute("COMMIT")
+
     def _remove(self, key: str) -> None:
         self._execute("DELETE FROM kv WHERE key = ?", (key,))
 

@@ -63,6 +63,7 @@ class JobQuery:
     statuses: frozenset[str] = frozenset()  # empty: any
     batch_id: str | None = None
     model: str | None = None
+    session_id: str | None = None
     created_after_ms: int | None = None
     before: Entry | None = None  # the cursor
 
@@ -71,6 +72,7 @@ class JobQuery:
             (not self.statuses or doc["status"] in self.statuses)
             and (self.batch_id is None or doc.get("batch_id") == self.batch_id)
             and (self.model is None or (doc.get("model") or {}).get("name") == self.model)
+            and (self.session_id is None or doc.get("session_id") == self.session_id)
         )
 
 

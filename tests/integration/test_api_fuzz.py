@@ -39,6 +39,9 @@ CONFIG: dict[str, Any] = {
     "seed": 20261201,  # the same requests every run; change it to explore others
     "request-timeout": 30,
     "generation": {"max-examples": EXAMPLES_PER_OPERATION, "codec": "latin-1", "database": "none"},
+    # A session's stream stays open while the session lives (jobs may join it): read its first event (the
+    # counts after the replay), as from a job's stream, rather than wait for 20 that never come.
+    "operations": [{"include-path": "/v1/sessions/{session_id}/events", "max-stream-events": 1}],
     "checks": {
         # A schema-valid upload is bytes; whether they decode as an image (413 over 40 MP, 415 not an
         # image type, 422 corrupt or too small) is beyond what a schema can say (docs/contract.md).

@@ -33,13 +33,15 @@ def post_batch(client: httpx.Client) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
-def routes(job_id: str, batch_id: str) -> list[tuple[str, str]]:
+def routes(job_id: str, batch_id: str, session_id: str) -> list[tuple[str, str]]:
     """Every /v1 route of a tenant's own things, as (method, path)."""
     return [
         ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", f"/v1/jobs/{job_id}"), ("DELETE", f"/v1/jobs/{job_id}"),
         ("GET", f"/v1/jobs/{job_id}/events"), ("POST", f"/v1/jobs/{job_id}/stream-token"),
         ("POST", "/v1/batches"), ("GET", f"/v1/batches/{batch_id}"), ("GET", f"/v1/batches/{batch_id}/events"),
         ("POST", f"/v1/batches/{batch_id}/stream-token"), ("GET", "/v1/models"), ("GET", "/v1/models/mobilenet_v2"),
+        ("POST", "/v1/sessions"), ("GET", f"/v1/sessions/{session_id}"), ("GET", f"/v1/sessions/{session_id}/events"),
+        ("POST", f"/v1/sessions/{session_id}/stream-token"),
     ]
 
 
@@ -71,9 +73,10 @@ def test_no_key_a_wrong_key_and_another_tenants_key_on_every_route(
     gateway = make_pipeline(workers=0, ASYNCINFER_API_KEYS_FILE=str(file), ASYNCINFER_LOG_FORMAT="json")
     alice, alice_2, bob = (keys[name][0] for name in ("alice-1", "alice-2", "bob-1"))
     with httpx.Client(base_url=gateway.url, headers={"X-API-Key": alice}, timeout=30) as client:
-        job = submit(client, images.jpeg(seed=70))
+        session = client.post("/v1/sessions").json()
+        job = submit(client, images.jpeg(seed=70), session_id=session["id"])
         batch = post_batch(client)
-    everything = routes(job["id"], batch["id"])
+    everything = routes(job["id"], batch["id"], session["id"])
     hash_of_alice = keys["alice-1"][1].line().split(":")[2]
     for method, path in everything:
         assert send(gateway.url, method, path) == 401, (method, path)
@@ -81,15 +84,21 @@ def test_no_key_a_wrong_key_and_another_tenants_key_on_every_route(
         assert send(gateway.url, method, path, {"X-API-Key": hash_of_alice}) == 401, (method, path)  # the hash is no key
         assert send(gateway.url, method, path, {"Authorization": "Bearer aik_bob-1_" + alice.split("_", 2)[2]}) == 401
     for method, path in everything:
-        mine = method == "GET" and (path.startswith(("/v1/models", "/v1/jobs")) and "events" not in path)
+        mine = method == "GET" and (path.startswith(("/v1/models", "/v1/jobs", "/v1/sessions"))
+                                    and "events" not in path)
         expected_of_bob = 200 if path.startswith("/v1/models") or path == "/v1/jobs" else 404
         if path in ("/v1/jobs", "/v1/batches") and method == "POST":
             expected_of_bob = 202  # bob's own new job or batch
+        if path == "/v1/sessions":
+            expected_of_bob = 201  # bob's own new session
         assert send(gateway.url, method, path, {"X-API-Key": bob}) == expected_of_bob, (method, path)
         if mine:
             assert send(gateway.url, method, path, {"X-API-Key": alice_2}) == 200, (method, path)  # her second key
     with httpx.Client(base_url=gateway.url, headers={"X-API-Key": bob}, timeout=30) as client:
         assert job["id"] not in {listed["id"] for listed in client.get("/v1/jobs").json()["jobs"]}
+        joined = client.post("/v1/jobs", content=images.jpeg(seed=79), headers={"Content-Type": "image/jpeg"},
+                             params={"session_id": session["id"]})
+        assert joined.status_code == 404, joined.text  # alice's session is not bob's to join
 
     # Another tenant's stream token: bob's for his own job does not open alice's, nor does a token of hers
     # open anything of his; a token is a token for event streams only.
@@ -167,7 +176,7 @@ def test_a_key_removed_from_the_file_is_refused_without_a_restart(
 
     keys_file(file, new_entry)  # the old key revoked: seen within a second, by the file's change
     wait_until(lambda: send(gateway.url, "GET", "/v1/models", {"X-API-Key": old}) == 401, 10, "the old key refused")
-    for method, path in routes(job["id"], "any-batch"):
+    for method, path in routes(job["id"], "any-batch", "any-session"):
         assert send(gateway.url, method, path, {"X-API-Key": old}) == 401, (method, path)
     assert send(gateway.url, "GET", f"/v1/jobs/{job['id']}", {"X-API-Key": new}) == 200
 

@@ -81,6 +81,23 @@ def test_a_batch_and_its_events_conform(client: httpx.Client, openapi: dict[str,
         validate(openapi, event_data_schema(openapi, "/v1/batches/{batch_id}/events", name), data)
 
 
+def test_a_session_and_its_events_conform(client: httpx.Client, openapi: dict[str, Any]) -> None:
+    created = client.post("/v1/sessions", json={"ttl_s": 600})
+    check_answer(openapi, "/v1/sessions", "post", created)
+    session_id = created.json()["id"]
+    job = submit(client, images.jpeg(seed=930), session_id=session_id)
+    wait_terminal(client, job["id"])
+
+    read = client.get(f"/v1/sessions/{session_id}")
+    events = stream_events(client, f"/v1/sessions/{session_id}/events", limit=4)  # three changes, the counts
+
+    check_answer(openapi, "/v1/sessions/{session_id}", "get", read)
+    assert read.json()["history"][0]["status"] == "succeeded"
+    assert [name for name, _, _ in events] == ["status", "status", "status", "session"]
+    for name, _, data in events:
+        validate(openapi, event_data_schema(openapi, "/v1/sessions/{session_id}/events", name), data)
+
+
 def test_problems_conform(client: httpx.Client, openapi: dict[str, Any]) -> None:
     job = submit(client, images.jpeg(seed=920))
     wait_terminal(client, job["id"])
@@ -91,7 +108,9 @@ def test_problems_conform(client: httpx.Client, openapi: dict[str, Any]) -> None
         ("/v1/jobs", "post", post_job(client, images.jpeg(seed=921)[:200])),  # 422
         ("/v1/jobs/{job_id}", "delete", client.delete(f"/v1/jobs/{job['id']}")),  # 409
         ("/v1/batches/{batch_id}", "get", client.get("/v1/batches/no-such-batch")),  # 404
+        ("/v1/sessions/{session_id}", "get", client.get("/v1/sessions/no-such-session")),  # 404
+        ("/v1/sessions", "post", client.post("/v1/sessions", json={"ttl_s": -1})),  # 400
     ]
-    assert [response.status_code for _, _, response in answers] == [404, 400, 415, 422, 409, 404]
+    assert [response.status_code for _, _, response in answers] == [404, 400, 415, 422, 409, 404, 404, 400]
     for path, method, response in answers:
         check_answer(openapi, path, method, response)

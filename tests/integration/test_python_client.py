@@ -98,6 +98,26 @@ def test_list_and_purge(make_pipeline: PipelineFactory) -> None:
     assert gone.value.status == 404 and gone.value.request_id
 
 
+def test_a_session_finds_its_jobs_again(pipeline: LocalPipeline) -> None:
+    with Client(pipeline.url) as client:
+        session = client.create_session(ttl_s=600)
+        jobs = [client.submit(images.jpeg(seed=34_200 + i), filename=f"{i}.jpg", session_id=session["id"])
+                for i in range(2)]
+        batch = client.submit_batch([images.jpeg(seed=34_210)], session_id=session["id"])
+        done = [client.wait(job_id, timeout_s=60) for job_id in [job.id for job in jobs] + [member["id"] for member in batch["jobs"]]]
+        listed = {job.id for job in client.list_jobs(session_id=session["id"])}
+        history = client.get_session(session["id"])["history"]
+        with pytest.raises(NotFound):
+            client.get_session("no-such-session")
+        with pytest.raises(NotFound):
+            client.submit(images.jpeg(seed=34_211), session_id="no-such-session")
+
+    assert {job.session_id for job in done} == {session["id"]}
+    assert listed == {job.id for job in done}
+    assert [entry["job_id"] for entry in history] == [job.id for job in done]
+    assert [entry["top_prediction"]["label"] for entry in history] == [job.predictions[0].label for job in done]
+
+
 def test_typed_errors(pipeline: LocalPipeline, tmp_path: Path) -> None:
     with Client(pipeline.url) as client:
         with pytest.raises(NotFound):
