@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from shared.errors import SessionNotFound, StoreUnavailable
+from shared.errors import StoreUnavailable
 from shared.events import EventPublisher
 from shared.jobs import (
     ErrorCode,
@@ -99,7 +99,7 @@ class JobLifecycle:
         try:
             session = self.store.sessions.get(doc["session_id"])
             self.store.sessions.append(session, ended_entry(doc))
-        except (StoreUnavailable, SessionNotFound) as e:
+        except Exception as e:
             log.warning("job %s ended, but its session %s was not told: %s", doc["id"], doc["session_id"], e)
 
     def adopt_model(self, job_id: str, model: dict[str, str]) -> JobDoc:
