@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -48,13 +49,7 @@ async def job_events(
     token: StreamToken = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    tenant = await stream_tenant(services, request, header_key, token, "job", job_id)
-    check_stream_capacity(services)
-    await run_in_threadpool(services.store.get_job, job_id, tenant=tenant)  # 404 before streaming
-    return EventSourceResponse(
-        job_stream(services, job_id, tenant, parse_last_event_id(last_event_id)),
-        ping=services.settings.sse_ping_s,
-    )
+    return await _open(services, request, header_key, token, "job", job_id, last_event_id, job_stream)
 
 
 @router.get(
@@ -71,13 +66,7 @@ async def batch_events(
     token: StreamToken = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    tenant = await stream_tenant(services, request, header_key, token, "batch", batch_id)
-    check_stream_capacity(services)
-    await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
-    return EventSourceResponse(
-        batch_stream(services, batch_id, tenant, parse_last_event_id(last_event_id)),
-        ping=services.settings.sse_ping_s,
-    )
+    return await _open(services, request, header_key, token, "batch", batch_id, last_event_id, batch_stream)
 
 
 @router.get(
@@ -95,16 +84,31 @@ async def session_events(
     token: StreamToken = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    tenant = await stream_tenant(services, request, header_key, token, "session", session_id)
+    return await _open(services, request, header_key, token, "session", session_id, last_event_id, session_stream)
+
+
+Stream = Callable[[Services, str, str, int], AsyncIterator[Any]]
+
+
+def _read(services: Services, kind: Kind, target: str, tenant: str) -> object:
+    """The tenant's job, batch or session; its NotFound (404) when there is none."""
+    reader = {"job": services.store.get_job, "batch": services.store.get_batch,
+              "session": services.store.sessions.get}[kind]
+    return reader(target, tenant=tenant)
+
+
+async def _open(services: Services, request: Request, header_key: str, token: str | None, kind: Kind, target: str,
+                last_event_id: str | None, stream: Stream) -> EventSourceResponse:
+    """An event stream, once its caller, the capacity and its target (404 before streaming) are checked."""
+    tenant = await stream_tenant(services, request, header_key, token, kind, target)
     check_stream_capacity(services)
-    await run_in_threadpool(services.store.sessions.get, session_id, tenant=tenant)
-    return EventSourceResponse(
-        session_stream(services, session_id, tenant, parse_last_event_id(last_event_id)),
-        ping=services.settings.sse_ping_s,
-    )
+    await run_in_threadpool(_read, services, kind, target, tenant)
+    return EventSourceResponse(stream(services, target, tenant, parse_last_event_id(last_event_id)),
+                               ping=services.settings.sse_ping_s)
 
 
 async def _issue(services: Services, tenant: str, kind: Kind, target: str) -> JSONResponse:
+    await run_in_threadpool(_read, services, kind, target, tenant)  # 404: none of this tenant's
     token, expires_at = await run_in_threadpool(services.stream_tokens.issue, tenant, kind, target)
     return JSONResponse({"token": token, "expires_at": expires_at}, headers={"Cache-Control": "no-store"})
 
@@ -123,7 +127,6 @@ _TOKEN_DESCRIPTION = (
     responses={200: {"model": StreamTokenPublic}, **PROBLEM_RESPONSES},
 )
 async def job_stream_token(job_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
-    await run_in_threadpool(services.store.get_job, job_id, tenant=tenant)  # 404: none of this tenant's
     return await _issue(services, tenant, "job", job_id)
 
 
@@ -134,7 +137,6 @@ async def job_stream_token(job_id: str, services: ServicesDep, tenant: TenantDep
     responses={200: {"model": StreamTokenPublic}, **PROBLEM_RESPONSES},
 )
 async def batch_stream_token(batch_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
-    await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
     return await _issue(services, tenant, "batch", batch_id)
 
 
@@ -145,5 +147,4 @@ async def batch_stream_token(batch_id: str, services: ServicesDep, tenant: Tenan
     responses={200: {"model": StreamTokenPublic}, **PROBLEM_RESPONSES},
 )
 async def session_stream_token(session_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
-    await run_in_threadpool(services.store.sessions.get, session_id, tenant=tenant)
     return await _issue(services, tenant, "session", session_id)
