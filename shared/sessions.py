@@ -9,6 +9,8 @@ job, with the job's live status while its document exists, so a running job show
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from typing import Any
 
@@ -106,3 +108,30 @@ def session_view(session: Session, live: dict[str, JobDoc]) -> dict[str, Any]:
         "counts": {status.value: sum(item["status"] == status.value for item in history) for status in JobStatus}
         | {"total": len(history)},
     }
+
+
+CSV_COLUMNS = ("job_id", "submitted_at", "filename", "model", "version", "status", "label", "class_id", "score",
+               "error_code", "finished_at", "content_type", "bytes", "width", "height", "sha256")
+
+
+def session_csv(view: dict[str, Any]) -> str:
+    """A session's history (session_view) as CSV, one row per job, for a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for entry in view["history"]:
+        best = entry["top_prediction"] or {}
+        source = entry["input"]
+        writer.writerow([entry["job_id"], entry["submitted_at"], _cell(source.get("filename")),
+                         entry["model"]["name"], entry["model"]["version"], entry["status"], _cell(best.get("label")),
+                         best.get("class_id", ""), best.get("score", ""), entry["error_code"] or "",
+                         entry["finished_at"] or "", source["content_type"], source["bytes"], source["width"],
+                         source["height"], source["sha256"]])
+    return out.getvalue()
+
+
+def _cell(text: str | None) -> str:
+    """Text as a spreadsheet shows it, never runs it: a leading = + - @ makes a formula (CSV injection)."""
+    if not text:
+        return ""
+    return f"'{text}" if text[0] in "=+-@\t\r" else text

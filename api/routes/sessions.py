@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep, TenantDep
 from api.schemas import PROBLEM_RESPONSES, SessionCreate, SessionPublic
 from api.services import Services
-from shared.sessions import Session, jobs_in, new_session, session_view
+from shared.sessions import Session, jobs_in, new_session, session_csv, session_view
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -34,11 +34,22 @@ async def create_session(services: ServicesDep, tenant: TenantDep,
 @router.get(
     "/{session_id}",
     summary="A session: its jobs in the order they were submitted, each with its status and top prediction",
-    responses={200: {"model": SessionPublic}, **PROBLEM_RESPONSES},
+    description="`export=json` or `export=csv` answers the same as a file to save (`Content-Disposition: "
+    "attachment`); CSV has one row per job with its top prediction.",
+    responses={200: {"model": SessionPublic, "content": {"text/csv": {"schema": {"type": "string"}}}},
+               **PROBLEM_RESPONSES},
 )
-async def get_session(session_id: str, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+async def get_session(session_id: str, services: ServicesDep, tenant: TenantDep,
+                      export: Annotated[Literal["json", "csv"] | None, Query(
+                          description="Answer as a file to save, in this format")] = None) -> Response:
     session = await run_in_threadpool(services.store.sessions.get, session_id, tenant=tenant)
-    return JSONResponse(await run_in_threadpool(view_of, services, session))
+    view = await run_in_threadpool(view_of, services, session)
+    if export is None:
+        return JSONResponse(view)
+    attachment = {"Content-Disposition": f'attachment; filename="session-{session["id"]}.{export}"'}
+    if export == "csv":
+        return Response(session_csv(view), media_type="text/csv; charset=utf-8", headers=attachment)
+    return JSONResponse(view, headers=attachment)
 
 
 def view_of(services: Services, session: Session) -> dict[str, object]:

@@ -5,6 +5,8 @@ carries the jobs that join it later."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 import time
@@ -88,6 +90,16 @@ def test_a_session_collects_its_jobs_in_order_with_their_results(alice: httpx.Cl
         assert entry["input"]["sha256"] == doc["input"]["sha256"]
     listed = alice.get("/v1/jobs", params={"session_id": session["id"]}).json()["jobs"]
     assert sorted(job["id"] for job in listed) == sorted(ids)
+
+    exported = alice.get(f"/v1/sessions/{session['id']}", params={"export": "csv"})
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    assert exported.headers["content-disposition"] == f'attachment; filename="session-{session["id"]}.csv"'
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(row["job_id"], row["filename"], row["status"], row["label"]) for row in rows] == [
+        (entry["job_id"], entry["input"]["filename"] or "", "succeeded", entry["top_prediction"]["label"])
+        for entry in entries]
+    as_json = alice.get(f"/v1/sessions/{session['id']}", params={"export": "json"})
+    assert as_json.headers["content-disposition"].endswith('.json"') and as_json.json()["history"] == entries
 
 
 def test_racing_jobs_of_one_session_all_land_in_its_history(alice: httpx.Client) -> None:
