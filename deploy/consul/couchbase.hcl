@@ -6,27 +6,26 @@
 # step of docker-compose.yml). Clients ask for it with couchbase://127.0.0.1:21210?network=external
 # and so reach the node only through their sidecar's couchbase upstream on 127.0.0.1:21210.
 #
-# Unlike Redis, Couchbase Server cannot be bound to loopback, so couchbase:11210 stays open on
-# the compose network; only configuration keeps the apps on the mesh. A shared network needs a
-# firewall or network policy that admits 21001 (the sidecar) and the console port only.
+# Unlike Redis, Couchbase Server cannot be bound to loopback, so docker-compose.yml keeps it on a
+# network of its own (couchbase-data, internal) that only its sidecar and its set-up steps join:
+# the sidecar runs in a container of its own on both networks, registered here as reachable at
+# couchbase-mesh (its alias on the apps' network only), and forwards to couchbase:11210.
+#
+# No check on the service itself: the Consul server is not on couchbase-data, so it cannot reach
+# Couchbase's port (that is the point). Compose starts the sidecar and the apps only once
+# Couchbase's own health check passes; the sidecar's listener has its Connect checks.
 service {
   name    = "couchbase"
   id      = "couchbase"
   address = "couchbase"
   port    = 11210
 
-  check {
-    name     = "couchbase KV accepts TCP"
-    tcp      = "couchbase:11210"
-    interval = "10s"
-    timeout  = "2s"
-  }
-
   connect {
     sidecar_service {
-      port = 21001
+      address = "couchbase-mesh"
+      port    = 21001
       proxy {
-        local_service_address = "127.0.0.1"
+        local_service_address = "couchbase"
         local_service_port    = 11210
       }
     }

@@ -19,8 +19,9 @@ from tests.support.consul_agent import consul_validate
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compose build: ~6 min
 
 # A worker runs its sidecar inside its own container instead, so that it scales
-# (tests/integration/test_compose_scale.py).
+# (tests/integration/test_compose_scale.py); Couchbase's is a container on two networks (below).
 SIDECARS = {"gateway-sidecar": "gateway", "redis-sidecar": "redis", "couchbase-sidecar": "couchbase"}
+IN_THE_NAMESPACE_OF_THEIR_SERVICE = ("gateway-sidecar", "redis-sidecar")
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +54,11 @@ def test_consul_init_applies_the_repositorys_intentions_default_deny_first(servi
     assert init["restart"] == "no" and init["healthcheck"]["disable"] is True
 
 
-def test_each_service_has_a_sidecar_in_its_network_namespace(services: dict[str, Any]) -> None:
+def test_each_service_has_a_sidecar(services: dict[str, Any]) -> None:
     for sidecar, service in SIDECARS.items():
         spec = services[sidecar]
-        assert spec["network_mode"] == f"service:{service}"
+        if sidecar in IN_THE_NAMESPACE_OF_THEIR_SERVICE:
+            assert spec["network_mode"] == f"service:{service}"
         assert spec["environment"]["SIDECAR_FOR"] == service
         assert "consul connect proxy -sidecar-for" in " ".join(spec["command"])
         assert spec["healthcheck"]["test"]
@@ -91,3 +93,23 @@ def test_couchbase_advertises_the_upstream_port_as_its_alternate_address(service
 def test_the_compose_agent_config_and_service_definitions_validate(tmp_path: Path) -> None:
     done = consul_validate(tmp_path, REPO_ROOT / "deploy" / "consul")  # the image's entrypoint passes -data-dir
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_couchbases_ports_are_reachable_only_through_its_sidecar(services: dict[str, Any]) -> None:
+    """Couchbase is on an internal network of its own, with its sidecar and its set-up steps only; the
+    sidecar's listener is registered under a name that exists on the apps' network alone."""
+    config = json.loads(run_compose(compose_command(), "config", "--format", "json").stdout)
+    on_couchbase_data = {name for name, spec in services.items() if "couchbase-data" in (spec.get("networks") or {})}
+
+    assert config["networks"]["couchbase-data"]["internal"] is True
+    assert set(services["couchbase"]["networks"]) == {"couchbase-data"}
+    assert not services["couchbase"].get("ports")  # nothing published on the host either
+    assert on_couchbase_data == {"couchbase", "couchbase-init", "couchbase-alternate-address", "couchbase-sidecar"}
+    for name, spec in services.items():
+        assert spec.get("network_mode") != "service:couchbase", name
+    sidecar_networks = services["couchbase-sidecar"]["networks"]
+    assert sidecar_networks["default"]["aliases"] == ["couchbase-mesh"]
+    assert not (sidecar_networks["couchbase-data"] or {}).get("aliases")
+    registration = (REPO_ROOT / "deploy" / "consul" / "couchbase.hcl").read_text()
+    assert re.search(r'sidecar_service\s*{\s*address\s*=\s*"couchbase-mesh"', registration)
+    assert re.search(r'local_service_address\s*=\s*"couchbase"', registration)
