@@ -81,6 +81,25 @@ export function mount(host, api) {
 }
 """
 BROKEN_PANEL = 'throw new Error("this panel is broken on purpose");\nexport function mount() {}\n'
+# Loads and mounts, then throws: from its own click handler, or from its callback for a job's events.
+FLAKY_PANEL = """
+export function mount(host, api) {
+  host.innerHTML = `<button type="button" class="button-quiet">Throw from a click</button>
+    <button type="button" class="button-quiet">Throw on an event</button>`;
+  const [click, event] = host.querySelectorAll("button");
+  click.addEventListener("click", () => {
+    throw new Error("thrown from a click");
+  });
+  event.addEventListener("click", async () => {
+    const canvas = Object.assign(document.createElement("canvas"), { width: 96, height: 64 });
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    const answer = await api.submit(new File([blob], "blank.png", { type: "image/png" }));
+    api.follow(answer.body.id, () => {
+      throw new Error("thrown from an event");
+    });
+  });
+}
+"""
 
 
 @dataclass
@@ -108,6 +127,8 @@ def portal(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                                                   f'url = "{origin}/panel.js"'), SHAPES)
         write_manifest_model(model_dirs, manifest("broken_panel", "a model whose panel throws on load",
                                                   'file = "panel.js"'), SHAPES, {"panel.js": BROKEN_PANEL})
+        write_manifest_model(model_dirs, manifest("flaky_panel", "a model whose panel throws once mounted",
+                                                  'file = "panel.js"'), SHAPES, {"panel.js": FLAKY_PANEL})
         env = pipeline_env(fresh_redis_database(redis_url), workdir, ASYNCINFER_MODEL_DIRS=str(model_dirs),
                            ASYNCINFER_PANEL_ORIGINS=origin)
         pipeline = LocalPipeline(env=env, workdir=workdir, port=free_port())
@@ -173,6 +194,30 @@ def test_two_team_panels_each_classify_while_a_broken_one_shows_an_error_card(po
     broken.get_by_role("button", name="Use the generic panel instead").click()
     expect(broken).to_have_attribute("data-state", "ready")
     expect(broken.locator(".drop-zone")).to_be_focused()
+
+
+def test_a_panel_that_throws_once_mounted_shows_its_error_card_and_the_others_keep_working(
+        portal: Portal, pages: PageFactory, photo: Path) -> None:
+    page = pages(portal.url)
+    flaky = page.locator("#model-flaky_panel")
+    expect(flaky).to_have_attribute("data-state", "ready")
+
+    flaky.get_by_role("button", name="Throw from a click").click()
+    expect(flaky).to_have_attribute("data-state", "failed")
+    expect(flaky.locator(".panel-error-detail")).to_have_text("Error: thrown from a click")
+    errors = page.uncaught_errors  # type: ignore[attr-defined]
+    assert len(errors) == 1 and "thrown from a click" in errors[0]  # the browser still reports it, as it should
+    errors.clear()
+
+    page.reload()
+    wait_ready(page)
+    flaky.get_by_role("button", name="Throw on an event").click()
+    expect(flaky).to_have_attribute("data-state", "failed")
+    expect(flaky.locator(".panel-error-detail")).to_have_text("Error: thrown from an event")
+    page.set_input_files("#model-mobilenet_v3_small input[type=file]", [photo])
+    expect(page.locator("#model-mobilenet_v3_small .quick-status")).to_have_text("Done: 3 predictions.",
+                                                                               timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#model-mobilenet_v2")).to_have_attribute("data-state", "ready")
 
 
 def test_a_model_added_while_the_page_is_open_appears_after_a_reload_with_its_panel(
