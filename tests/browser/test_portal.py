@@ -18,8 +18,9 @@ from playwright.sync_api import Page, expect
 from cli.pipeline import LocalPipeline
 from cli.processes import REPO_ROOT, free_port, wait_until
 from tests.browser.conftest import PageFactory, save_screenshot
+from tests.conftest import PipelineFactory
 from tests.support import images
-from tests.support.models import write_manifest_model
+from tests.support.models import write_manifest_model, write_unserved_model
 from tests.support.pipeline import fresh_redis_database, pipeline_env
 from tests.support.team_origin import team_origin
 
@@ -66,17 +67,22 @@ export function mount(host, api) {
   host.dataset.apiRefusedChange = String(refused && Object.isFrozen(api.model));
   host.innerHTML = `<div class="quick-look">
       <p class="team-greeting">Shapes, by the ${api.model.name} team (panel interface ${api.version})</p>
-      <label class="button">Classify a shape<input type="file" accept="image/*" class="visually-hidden"></label>
-      <p class="team-status"></p><ol></ol></div>`;
+      <label class="button">Classify shapes<input type="file" accept="image/*" multiple class="visually-hidden"></label>
+      <p class="team-status"></p><div class="team-results"></div></div>`;
   const status = host.querySelector(".team-status");
   host.querySelector("input").addEventListener("change", async (event) => {
-    const answer = await api.submit(event.target.files[0]);
+    const answer = await api.submit([...event.target.files]);  // one batch
     if (!answer.ok) return void (status.textContent = answer.text);
-    api.follow(answer.body.id, (type, doc) => {
-      if (type !== "status") return;
-      status.textContent = doc.status;
-      if (doc.result) api.renderPredictions(host.querySelector("ol"), doc.result.predictions);
-    });
+    let done = 0;
+    for (const job of answer.body.jobs) {
+      const list = host.querySelector(".team-results").appendChild(document.createElement("ol"));
+      api.follow(job.id, (type, doc) => {
+        if (type !== "status" || !doc.result) return;
+        api.renderPredictions(list, doc.result.predictions);
+        done += 1;
+        status.textContent = `${done} of ${answer.body.jobs.length} done`;
+      });
+    }
   });
 }
 """
@@ -148,6 +154,13 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def second_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("photos") / "garden-path.png"
+    path.write_bytes(images.encode(images.picture(400, 300, seed=72), "PNG"))
+    return path
+
+
 def wait_ready(page: Page) -> None:
     expect(page.locator("html")).to_have_attribute("data-ready", "true")
 
@@ -160,8 +173,8 @@ def shell_files_digest() -> str:
     return digest.hexdigest()
 
 
-def test_two_team_panels_each_classify_while_a_broken_one_shows_an_error_card(portal: Portal, pages: PageFactory,
-                                                                              photo: Path) -> None:
+def test_two_team_panels_each_classify_while_a_broken_one_shows_an_error_card(
+        portal: Portal, pages: PageFactory, photo: Path, second_photo: Path) -> None:
     policy = httpx.get(portal.url, timeout=30).headers["content-security-policy"]
     assert f"script-src 'self' {portal.team_origin};" in policy  # exactly the declared, allowed panel origin
     page = pages(portal.url, height=900)
@@ -179,13 +192,14 @@ def test_two_team_panels_each_classify_while_a_broken_one_shows_an_error_card(po
     expect(team.locator(".panel-body")).to_have_attribute("data-api-refused-change", "true")
 
     page.set_input_files("#model-mobilenet_v3_small input[type=file]", [photo])
-    page.set_input_files("#model-team_cnn input[type=file]", [photo])
+    page.set_input_files("#model-team_cnn input[type=file]", [photo, second_photo])
 
     expect(shipped.locator(".quick-status")).to_have_text("Done: 3 predictions.", timeout=RESULT_TIMEOUT_MS)
     expect(shipped.locator(".predictions li")).to_have_count(3)
     expect(shipped.locator(".prediction-score").first).to_have_text(re.compile(r"^\d+(\.\d)?%$"))
-    expect(team.locator(".team-status")).to_have_text("succeeded", timeout=RESULT_TIMEOUT_MS)
-    assert set(team.locator(".prediction-label").all_text_contents()) == set(SHAPES)
+    expect(team.locator(".team-status")).to_have_text("2 of 2 done", timeout=RESULT_TIMEOUT_MS)
+    for predictions in team.locator(".team-results ol").all():
+        assert set(predictions.locator(".prediction-label").all_text_contents()) == set(SHAPES)
     expect(broken).to_have_attribute("data-state", "failed")
     page.mouse.move(0, 0)
     shutil.copyfile(save_screenshot(page, "portal.png"), REPO_ROOT / "docs" / "portal.png")
@@ -269,3 +283,27 @@ def test_the_portal_by_keyboard_and_on_a_phone_sized_screen(portal: Portal, page
         page.keyboard.press("Enter")
     chooser.value.set_files([photo])
     expect(shipped.locator(".quick-status")).to_have_text("Done: 3 predictions.", timeout=RESULT_TIMEOUT_MS)
+
+
+def test_panels_that_cannot_be_used_say_why_in_their_place(make_pipeline: PipelineFactory, pages: PageFactory,
+                                                           tmp_path: Path) -> None:
+    dirs = tmp_path / "model-dirs"
+    write_unserved_model(dirs, "missing_panel", 'file = "panel.js"')  # declared, never shipped: 404
+    write_unserved_model(dirs, "stray_panel", 'url = "http://127.0.0.1:9/panel.js"')  # an origin not allowed
+    write_unserved_model(dirs, "future_panel", 'file = "panel.js"', {
+        "panel.js": 'export const apiVersion = "2";\nexport function mount() {}\n'})
+    gateway = make_pipeline(workers=0, ASYNCINFER_MODEL_DIRS=str(dirs))
+    page = pages(gateway.url)
+
+    problems = {
+        "missing_panel": re.compile(r"^TypeError: .*/panels/missing_panel/panel\.js"),
+        "stray_panel": "Error: the panel's origin http://127.0.0.1:9 is not in ASYNCINFER_PANEL_ORIGINS",
+        "future_panel": "Error: it needs panel interface 2; this portal offers 1.0",
+    }
+    for name, problem in problems.items():
+        section = page.locator(f"#model-{name}")
+        expect(section).to_have_attribute("data-state", "failed")
+        expect(section.locator(".panel-error-detail")).to_have_text(problem)
+    for name in ("mobilenet_v2", "mobilenet_v3_small"):
+        expect(page.locator(f"#model-{name}")).to_have_attribute("data-state", "ready")
+    assert "127.0.0.1:9" not in httpx.get(gateway.url, timeout=30).headers["content-security-policy"]

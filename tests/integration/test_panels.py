@@ -10,40 +10,22 @@ import pytest
 
 from cli.processes import REPO_ROOT
 from tests.conftest import PipelineFactory
+from tests.support.models import write_unserved_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 ALLOWED = "https://panels.example.com"
 
 
-def write_manifest(directory: Path, name: str, panel: str) -> None:
-    """A manifest the gateway reads; no worker runs it, so its model file need not exist."""
-    directory.mkdir(parents=True)
-    (directory / "labels.txt").write_text("a\nb\n")
-    (directory / f"{name}.toml").write_text(f"""
-name = "{name}"
-version = "1"
-[input]
-width = 32
-height = 32
-[weights]
-file = "{name}.keras"
-[labels]
-file = "labels.txt"
-[panel]
-{panel}
-""")
-
-
 def test_panels_are_listed_served_from_their_directory_only_and_named_in_the_pages_policy(
         make_pipeline: PipelineFactory, tmp_path: Path) -> None:
     dirs = tmp_path / "model-dirs"
-    write_manifest(dirs / "shipped", "shipped", 'file = "panel.js"')
-    (dirs / "shipped" / "panel.js").write_text("export function mount(host) { host.textContent = 'hi'; }\n")
-    (dirs / "shipped" / "chart.js").write_text("export const chart = 1;\n")
+    write_unserved_model(dirs, "shipped", 'file = "panel.js"', {
+        "panel.js": "export function mount(host) { host.textContent = 'hi'; }\n",
+        "chart.js": "export const chart = 1;\n"})
     (dirs / "secret.js").write_text("the key is 42\n")
-    write_manifest(dirs / "remote", "remote", f'url = "{ALLOWED}/remote/panel.js"')
-    write_manifest(dirs / "stray", "stray", 'url = "https://elsewhere.example.net/panel.js"')
+    write_unserved_model(dirs, "remote", f'url = "{ALLOWED}/remote/panel.js"')
+    write_unserved_model(dirs, "stray", 'url = "https://elsewhere.example.net/panel.js"')
     gateway = make_pipeline(workers=0, ASYNCINFER_MODEL_DIRS=str(dirs), ASYNCINFER_PANEL_ORIGINS=ALLOWED)
 
     with httpx.Client(base_url=gateway.url, timeout=30) as client:

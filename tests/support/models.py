@@ -61,3 +61,29 @@ def write_manifest_model(directory: Path, manifest: str, labels: list[str], file
     target = directory / declared["name"]
     staging.rename(target)
     return target / f"{declared['name']}.toml"
+
+
+def write_unserved_model(directory: Path, name: str, panel: str, files: dict[str, str] | None = None) -> Path:
+    """A manifest for a gateway only, at `directory/<name>/`: no worker runs it, so its model file need
+    not exist. `panel` is the manifest's `[panel]` line; `files` are written beside it."""
+    model_dir = directory / name
+    model_dir.mkdir(parents=True)
+    (model_dir / "labels.txt").write_text("a\nb\n")
+    for file_name, text in (files or {}).items():
+        (model_dir / file_name).write_text(text)
+    manifest = model_dir / f"{name}.toml"
+    manifest.write_text(f"""
+name = "{name}"
+version = "1"
+description = "{name.replace("_", " ")}"
+[input]
+width = 32
+height = 32
+[weights]
+file = "{name}.keras"
+[labels]
+file = "labels.txt"
+[panel]
+{panel}
+""")
+    return manifest

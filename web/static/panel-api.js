@@ -115,7 +115,7 @@ export function createPanelApi(model, shell) {
 
   async function submit(fileOrFiles, options = {}) {
     const batch = Array.isArray(fileOrFiles) || fileOrFiles instanceof FileList;
-    const query = new URLSearchParams({ model: options.model || model.name });
+    const query = new URLSearchParams({ model: options.version ? `${model.name}@${options.version}` : model.name });
     if (options.topK) query.set("top_k", String(options.topK));
     const body = new FormData();
     for (const file of batch ? Array.from(fileOrFiles) : [fileOrFiles]) body.append(batch ? "files" : "file", file, file.name);

@@ -6,11 +6,18 @@
 import { createPanelApi, PANEL_API_VERSION } from "./panel-api.js";
 
 const GENERIC_PANEL = "/static/panels/generic.js";
-// A panel that has not loaded by then is shown as failed (a team's origin may hang).
+// A panel that has not loaded, or mounted, by then is shown as failed (a team's origin may hang).
 const LOAD_TIMEOUT_MS = 15_000;
 const TERMINAL = Object.freeze(new Set(document.body.dataset.terminalStatuses.split(" ")));
 
 const $ = (selector) => document.querySelector(selector);
+
+function withinTime(promise, what) {
+  const late = new Promise((_, reject) => {
+    setTimeout(() => reject(new Error(`it did not ${what} within ${LOAD_TIMEOUT_MS / 1000} s`)), LOAD_TIMEOUT_MS);
+  });
+  return Promise.race([promise, late]);
+}
 const shell = {
   apiKey: $("#api-key"),
   panels: $("#panels"),
@@ -92,17 +99,14 @@ class PanelSlot {
     this.node.dataset.state = "loading";
     try {
       if (source === this.model.panel?.url && this.model.panel.problem) throw new Error(this.model.panel.problem);
-      const module = await Promise.race([
-        import(new URL(source, document.baseURI).href),
-        new Promise((_, reject) => setTimeout(() => reject(new Error(`did not load within ${LOAD_TIMEOUT_MS / 1000} s`)), LOAD_TIMEOUT_MS)),
-      ]);
+      const module = await withinTime(import(new URL(source, document.baseURI).href), "load");
       const major = String(module.apiVersion || "1").split(".")[0];
       if (major !== PANEL_API_VERSION.split(".")[0]) {
         throw new Error(`it needs panel interface ${module.apiVersion}; this portal offers ${PANEL_API_VERSION}`);
       }
       if (typeof module.mount !== "function") throw new Error("it exports no mount(host, api) function");
       this.host.replaceChildren();
-      await module.mount(this.host, this.api);
+      await withinTime(Promise.resolve(module.mount(this.host, this.api)), "mount");
       if (!this.failed) this.node.dataset.state = "ready";
     } catch (error) {
       this.fail(error);
