@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -98,8 +99,10 @@ class ModelSpec:
         if not 1 <= self.default_top_k <= self.max_top_k <= MAX_TOP_K:
             raise ValueError(f"model {self.ref}: default_top_k must be from 1 to max_top_k ({self.max_top_k}), "
                              f"and max_top_k at most {MAX_TOP_K}")
-        if self.panel and not re.fullmatch(r"https?://[^/\s]+/\S*", self.panel) and not self.panel.endswith(".js"):
-            raise ValueError(f"model {self.ref}: panel {self.panel!r} is neither an http(s) URL nor a .js file")
+        if self.panel and not re.fullmatch(r"https?://[^/\s]+/\S*", self.panel) and not (
+                self.panel.endswith(".js") and Path(self.panel).is_absolute()):
+            raise ValueError(f"model {self.ref}: panel {self.panel!r} is neither an http(s) URL nor a .js file's "
+                             "absolute path")
         if not set(self.runtimes) <= {"keras", "onnxruntime"} or not self.runtimes:
             raise ValueError(f"model {self.ref}: runtimes are keras and/or onnxruntime, not {self.runtimes}")
 

@@ -33,6 +33,9 @@ def browser() -> Iterator[Browser]:
 def open_page(page: Page, url: str) -> Page:
     page.uncaught_errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda error: page.uncaught_errors.append(str(error)))  # type: ignore[attr-defined]
+    # Whatever the page's Content-Security-Policy refused counts as an error too.
+    page.on("console", lambda message: page.uncaught_errors.append(message.text)  # type: ignore[attr-defined]
+            if "Content Security Policy" in message.text else None)
     # Playwright turns on file-chooser interception only while someone listens, and it does so
     # without waiting: `expect_file_chooser()` followed at once by a key press can open the
     # chooser before interception is on, and the event never comes. A listener kept for the
@@ -48,7 +51,8 @@ PageFactory = Callable[..., Page]
 
 @pytest.fixture
 def pages(browser: Browser) -> Iterator[PageFactory]:
-    """Opens pages of the web page; at teardown each is closed, and none may have had an uncaught error."""
+    """Opens pages of the portal; at teardown each is closed, and none may have had an uncaught error
+    or anything refused by the page's policy."""
     opened: list[Page] = []
 
     def factory(url: str, width: int = 1100, height: int = 800) -> Page:
@@ -60,7 +64,6 @@ def pages(browser: Browser) -> Iterator[PageFactory]:
     for page in opened:
         page.close()
     assert errors == [[] for _ in opened]
-
 
 
 def save_screenshot(page: Page, name: str) -> Path:

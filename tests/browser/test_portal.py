@@ -68,14 +68,14 @@ export function mount(host, api) {
   host.innerHTML = `<div class="quick-look">
       <p class="team-greeting">Shapes, by the ${api.model.name} team (panel interface ${api.version})</p>
       <label class="button">Classify shapes<input type="file" accept="image/*" multiple class="visually-hidden"></label>
-      <p class="team-status"></p><div class="team-results"></div></div>`;
+      <p class="team-status"></p></div>`;
   const status = host.querySelector(".team-status");
   host.querySelector("input").addEventListener("change", async (event) => {
     const answer = await api.submit([...event.target.files]);  // one batch
     if (!answer.ok) return void (status.textContent = answer.text);
     let done = 0;
     for (const job of answer.body.jobs) {
-      const list = host.querySelector(".team-results").appendChild(document.createElement("ol"));
+      const list = host.querySelector(".quick-look").appendChild(document.createElement("ol"));
       api.follow(job.id, (type, doc) => {
         if (type !== "status" || !doc.result) return;
         api.renderPredictions(list, doc.result.predictions);
@@ -198,7 +198,7 @@ def test_two_team_panels_each_classify_while_a_broken_one_shows_an_error_card(
     expect(shipped.locator(".predictions li")).to_have_count(3)
     expect(shipped.locator(".prediction-score").first).to_have_text(re.compile(r"^\d+(\.\d)?%$"))
     expect(team.locator(".team-status")).to_have_text("2 of 2 done", timeout=RESULT_TIMEOUT_MS)
-    for predictions in team.locator(".team-results ol").all():
+    for predictions in team.locator(".quick-look ol").all():
         assert set(predictions.locator(".prediction-label").all_text_contents()) == set(SHAPES)
     expect(broken).to_have_attribute("data-state", "failed")
     page.mouse.move(0, 0)

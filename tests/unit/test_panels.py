@@ -29,8 +29,9 @@ def test_a_shipped_panel_is_served_by_the_gateway_and_a_url_only_from_an_allowed
 
 
 def test_a_panel_is_a_url_or_a_javascript_file() -> None:
-    with pytest.raises(ValueError, match="neither an http"):
-        with_panel("/srv/panels/panel.py")
+    for refused in ("/srv/panels/panel.py", "panel.js", "ftp://panels.example.com/panel.js"):
+        with pytest.raises(ValueError, match="neither an http"):
+            with_panel(refused)
 
 
 def test_only_the_panel_directorys_scripts_and_styles_are_served(tmp_path: Path) -> None:
