@@ -21,7 +21,7 @@ from api.delivery.deliverer import Deliverer
 from api.http_metrics import HttpMetricsMiddleware
 from api.problems import install_problem_handlers
 from api.recovery import Recoverer
-from api.routes import batches, events, faults, health, jobs, models, sessions, web
+from api.routes import batches, events, faults, health, jobs, models, panels, sessions, web
 from api.schemas import extra_components
 from api.services import Services
 from api.start_checks import check_gateway_security
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         )
     install_problem_handlers(app, max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
     app.add_middleware(HttpMetricsMiddleware)  # added last, so outside the problem middleware: measures its answers
-    for module in (jobs, batches, sessions, models, events, health, web):
+    for module in (jobs, batches, sessions, models, events, health, panels, web):
         app.include_router(module.router)
     if settings.fault_injection == "on":
         app.include_router(faults.router)

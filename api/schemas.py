@@ -78,6 +78,11 @@ class ModelVersion(Public):
     source: str = Field(description="Where the catalogue found it: an entry point or a manifest file")
 
 
+class ModelPanel(Public):
+    url: str = Field(description="The ES module the portal imports for this model: /panels/<model>/<file> or a URL")
+    problem: str | None = Field(description="Why the portal refuses to import it (its origin is not allowed)")
+
+
 class ModelPublic(Public):
     name: str
     task: Literal["image-classification"]
@@ -89,6 +94,7 @@ class ModelPublic(Public):
     backlog: int
     live_workers: int
     versions: list[ModelVersion]
+    panel: ModelPanel | None = Field(description="The latest version's panel in the portal; null: the generic one")
 
 
 class ModelList(Public):

@@ -5,6 +5,7 @@ the gateway and the workers follow each model's declared input."""
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from models.keras_applications import build_application, imagenet_labels, missing_weights
@@ -31,4 +32,5 @@ spec = ModelSpec(
     weights_missing=partial(missing_weights, IMAGENET_FILE),
     description="MobileNetV3-Small 1.0 on ImageNet's 1,000 classes",
     batch_sizes={"cpu": 32, "gpu": 128},
+    panel=str(Path(__file__).parent / "panels" / "mobilenet_v3_small" / "panel.js"),
 )

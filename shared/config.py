@@ -34,6 +34,17 @@ def _colon_pairs(value: object, usage: str) -> object:
     return {left.strip(): right.strip() for left, right in pairs}
 
 
+def _origins(value: object, setting: str, *, wildcard: bool) -> object:
+    """`https://a.example,http://b:8080` as a list of origins; ValueError naming `setting` otherwise."""
+    if not isinstance(value, str):
+        return value
+    origins = [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+    for origin in origins:
+        if not (wildcard and origin == "*") and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ValueError(f"{setting}: {origin!r} is not an origin (scheme://host[:port])")
+    return origins
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASYNCINFER_", env_file=None, extra="ignore")
 
@@ -167,6 +178,13 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API from another origin (CORS); empty: none (same origin only).
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed cross-origin requests, separated by `,`; empty: none.",
+    )
+
+    # Origins (beside the gateway's own) the portal may import model panels from (shared/models/panel.py); a
+    # panel declared at another origin shows an error card instead, and the page's CSP admits only these.
+    panel_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins model panels may be loaded from, separated by `,`; empty: "
+        "panels shipped with their plugins (served by the gateway) only.",
     )
 
     # --- models (shared/models/): plugins from the `asyncinfer.models` entry points, and manifests ---
@@ -363,13 +381,12 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        origins = [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
-        for origin in origins:
-            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise ValueError(f"ASYNCINFER_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
-        return origins
+        return _origins(value, "ASYNCINFER_CORS_ORIGINS", wildcard=True)
+
+    @field_validator("panel_origins", mode="before")
+    @classmethod
+    def _split_panel_origins(cls, value: object) -> object:
+        return _origins(value, "ASYNCINFER_PANEL_ORIGINS", wildcard=False)
 
     @field_validator("model_dirs", mode="before")
     @classmethod

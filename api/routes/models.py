@@ -14,6 +14,7 @@ from api.schemas import PROBLEM_RESPONSES, ModelList, ModelPublic
 from api.services import Services
 from shared.errors import DependencyUnavailable
 from shared.models import ModelSpec
+from shared.models.panel import panel_of
 from shared.scaling import WorkCounts
 from shared.work_in_redis import count_work_by_model
 
@@ -46,6 +47,7 @@ def _model_view(services: Services, name: str, work: dict[str, WorkCounts]) -> d
     latest = next(reversed(versions.values()))
     views = [_version_view(spec, work[spec.ref]) for spec in versions.values()]
     traffic = _traffic(services, name, versions)
+    panel = panel_of(latest, services.settings.panel_origins)
     return {
         "name": name,
         "task": latest.task,
@@ -56,6 +58,7 @@ def _model_view(services: Services, name: str, work: dict[str, WorkCounts]) -> d
         "backlog": sum(view["backlog"] for view in views),
         "live_workers": sum(view["live_workers"] for view in views),
         "versions": views,
+        "panel": panel.as_dict() if panel else None,
     }
 
 

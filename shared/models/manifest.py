@@ -21,6 +21,9 @@ a model, without a Python package:
     [batch_sizes]
     cpu = 16
     gpu = 64
+    [panel]                                  # optional; none: the portal's generic panel
+    file = "panel.js"                        # an ES module beside the manifest (its directory is served)
+    # url = "https://team.example.com/panel.js"   # or at the team's origin, if ASYNCINFER_PANEL_ORIGINS has it
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ def _build(model_file: Path, weights: str, seed: int) -> tuple[Any, str]:
     return model, source.name
 
 
+def _panel(manifest: Path, declared: dict[str, str]) -> str:
+    if "url" in declared:
+        return str(declared["url"])
+    return str((manifest.parent / declared["file"]).resolve()) if "file" in declared else ""
+
+
 def read_manifest(path: Path) -> ModelSpec:
     try:
         data = tomllib.loads(path.read_text())
@@ -88,6 +97,7 @@ def read_manifest(path: Path) -> ModelSpec:
             batch_sizes={"cpu": 16, "gpu": 64, **data.get("batch_sizes", {})},
             description=data.get("description", ""),
             source=f"manifest {path}",
+            panel=_panel(path, data.get("panel", {})),
         )
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         detail = f"missing {e}" if isinstance(e, KeyError) else str(e)

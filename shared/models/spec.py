@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -86,6 +87,9 @@ class ModelSpec:
     batch_sizes: dict[str, int] = field(default_factory=lambda: {"cpu": 16, "gpu": 64}, compare=False)
     description: str = ""
     source: str = "built-in"  # where the catalogue found it: built-in, an entry point, a manifest
+    # The portal's panel for it (shared/models/panel.py): an ES module file shipped with the plugin
+    # (an absolute path; the gateway serves its directory's scripts), or an http(s) URL. Empty: the generic panel.
+    panel: str = ""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(NAME_PATTERN, self.name):
@@ -95,6 +99,10 @@ class ModelSpec:
         if not 1 <= self.default_top_k <= self.max_top_k <= MAX_TOP_K:
             raise ValueError(f"model {self.ref}: default_top_k must be from 1 to max_top_k ({self.max_top_k}), "
                              f"and max_top_k at most {MAX_TOP_K}")
+        if self.panel and not re.fullmatch(r"https?://[^/\s]+/\S*", self.panel) and not (
+                self.panel.endswith(".js") and Path(self.panel).is_absolute()):
+            raise ValueError(f"model {self.ref}: panel {self.panel!r} is neither an http(s) URL nor a .js file's "
+                             "absolute path")
         if not set(self.runtimes) <= {"keras", "onnxruntime"} or not self.runtimes:
             raise ValueError(f"model {self.ref}: runtimes are keras and/or onnxruntime, not {self.runtimes}")
 

@@ -1,74 +1,25 @@
-"""The web page in a real browser (Debian's Chromium driven by Playwright), against the real
+"""The generic panel of the portal in a real browser (Debian's Chromium driven by Playwright), against the real
 gateway and worker: pick and drop files, follow them live, read results and errors."""
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
-from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
+from playwright.sync_api import Locator, Page, Route, expect
 
 from cli.pipeline import LocalPipeline
 from cli.processes import REPO_ROOT
+from tests.browser.conftest import PageFactory, save_screenshot
 from tests.conftest import PipelineFactory
 from tests.support import images
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(300)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless and quiet: no GPU, no sandbox (containers), and none of the browser's own traffic.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-ARTIFACTS = REPO_ROOT / "test-artifacts"
 RESULT_TIMEOUT_MS = 90_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is not installed: run scripts/setup --test")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def open_page(page: Page, url: str) -> Page:
-    page.uncaught_errors = []  # type: ignore[attr-defined]
-    page.on("pageerror", lambda error: page.uncaught_errors.append(str(error)))  # type: ignore[attr-defined]
-    # Playwright turns on file-chooser interception only while someone listens, and it does so
-    # without waiting: `expect_file_chooser()` followed at once by a key press can open the
-    # chooser before interception is on, and the event never comes. A listener kept for the
-    # page's whole life turns it on here, many round trips before any test opens a chooser.
-    page.on("filechooser", lambda chooser: None)
-    page.goto(url)
-    expect(page.locator("html")).to_have_attribute("data-ready", "true")
-    return page
-
-
-PageFactory = Callable[..., Page]
-
-
-@pytest.fixture
-def pages(browser: Browser) -> Iterator[PageFactory]:
-    """Opens pages of the web page; at teardown each is closed, and none may have had an uncaught error."""
-    opened: list[Page] = []
-
-    def factory(url: str, width: int = 1100, height: int = 800) -> Page:
-        opened.append(browser.new_page(viewport={"width": width, "height": height}))
-        return open_page(opened[-1], url)
-
-    yield factory
-    errors = [getattr(page, "uncaught_errors", []) for page in opened]
-    for page in opened:
-        page.close()
-    assert errors == [[] for _ in opened]
 
 
 @pytest.fixture
@@ -93,6 +44,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: folder / name for name in made}
 
 
+GENERIC = "#model-mobilenet_v2"  # the default model ships no panel of its own: the generic one
+
+
 def card(page: Page, file_name: str) -> Locator:
     return page.locator(".card", has=page.locator(".file-name", has_text=file_name))
 
@@ -112,7 +66,7 @@ def drop_text_file(page: Page, name: str, text: str) -> None:
         """([name, text]) => {
             const data = new DataTransfer();
             data.items.add(new File([text], name, {type: "text/plain"}));
-            const zone = document.querySelector("#drop-zone");
+            const zone = document.querySelector("#model-mobilenet_v2 .drop-zone");
             for (const type of ["dragenter", "dragover", "drop"]) {
                 zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: data}));
             }
@@ -121,18 +75,12 @@ def drop_text_file(page: Page, name: str, text: str) -> None:
     )
 
 
-def save_screenshot(page: Page, name: str) -> Path:
-    """A full-page PNG under test-artifacts/, reduced to a palette so that it stays small."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    image = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
-    path = ARTIFACTS / name
-    image.quantize(colors=96, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
-    return path
-
-
 def test_keyboard_pick_and_drop_then_live_results_and_a_readable_error(page: Page, files: dict[str, Path]) -> None:
-    page.keyboard.press("Tab")
-    zone = page.locator("#drop-zone")
+    zone = page.locator(f"{GENERIC} .drop-zone")
+    for _ in range(6):  # past the model links and the API key field
+        page.keyboard.press("Tab")
+        if zone.evaluate("el => el === document.activeElement"):
+            break
     expect(zone).to_be_focused()
     assert zone.evaluate("el => getComputedStyle(el).boxShadow") != "none", "no visible focus"
     save_screenshot(page, "web-page-focus.png")
@@ -151,7 +99,7 @@ def test_keyboard_pick_and_drop_then_live_results_and_a_readable_error(page: Pag
     expect(bad.locator(".problem-detail")).to_contain_text("text/plain")
     expect(bad.locator(".predictions")).to_be_hidden()
     expect(card(page, "tabby-on-the-sofa.jpg").locator(".meta")).to_have_text("52 KB · 640×480")
-    expect(page.locator("#summary")).to_have_text("3 images · 2 done · 1 failed")
+    expect(page.locator(f"{GENERIC} .summary")).to_have_text("3 images · 2 done · 1 failed")
     expect(page.locator("#announcer")).to_have_attribute("aria-live", "polite")
     expect(page.locator("#announcer p")).not_to_have_count(0)  # status changes are spoken
 
@@ -168,14 +116,14 @@ def test_keyboard_pick_and_drop_then_live_results_and_a_readable_error(page: Pag
 def test_a_narrow_screen_has_no_horizontal_overflow(pages: PageFactory, pipeline: LocalPipeline, files: dict[str, Path]) -> None:
     page = pages(pipeline.url, width=375, height=800)
     long_name = next(name for name in files if name.startswith("a-photo-with"))
-    page.set_input_files("#file-input", [files[long_name]])
+    page.set_input_files(f"{GENERIC} .file-input", [files[long_name]])
     drop_text_file(page, "shopping-list.txt", "eggs")
 
     expect_done_with_predictions(page, long_name)
     expect(card(page, "shopping-list.txt").locator(".problem")).to_be_visible()
     width, viewport = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert width <= viewport == 375
-    for selector in [".card", "#drop-zone", ".problem"]:
+    for selector in [".card", ".drop-zone", ".problem", ".panel", ".quick-look"]:
         for box in page.locator(selector).evaluate_all("els => els.map(e => e.getBoundingClientRect().right)"):
             assert box <= 375
     save_screenshot(page, "web-page-narrow.png")
@@ -194,7 +142,7 @@ def test_a_busy_server_is_retried_after_retry_after(page: Page, files: dict[str,
             route.continue_()
 
     page.route("**/v1/jobs?*", busy_once)
-    page.set_input_files("#file-input", [files["retried.jpg"]])
+    page.set_input_files(f"{GENERIC} .file-input", [files["retried.jpg"]])
 
     expect(card(page, "retried.jpg").locator(".badge")).to_have_text("Waiting to retry")
     expect(card(page, "retried.jpg").locator(".problem-text")).to_contain_text("Trying again in 1 s")
@@ -210,7 +158,7 @@ def test_a_failing_event_stream_falls_back_to_long_polling(page: Page, files: di
         route.fulfill(status=503, headers={"Content-Type": "application/problem+json"}, body='{"status": 503}')
 
     page.route("**/v1/jobs/*/events*", refuse_stream)
-    page.set_input_files("#file-input", [files["fallback.jpg"]])
+    page.set_input_files(f"{GENERIC} .file-input", [files["fallback.jpg"]])
 
     expect_done_with_predictions(page, "fallback.jpg")
     assert len(streams) == 1
@@ -226,12 +174,12 @@ def test_with_api_keys_the_page_sends_the_key(make_pipeline: PipelineFactory, pa
     page.on("request", lambda r: urls.append(r.url))
     page.on("response", lambda r: streams.append((r.url, r.status)) if "/events" in r.url else None)
 
-    page.set_input_files("#file-input", [files["keyed.jpg"]])
-    expect(card(page, "keyed.jpg").locator(".problem-text")).to_have_text(
-        "This server needs an API key. Enter it above, then try again.")
+    expect(page.locator("#shell-problem")).to_have_text("This server needs an API key. Enter it above to see its models.")
+    expect(page.locator(".panel")).to_have_count(0)
 
     page.get_by_label("API key").fill("page-key")
-    card(page, "keyed.jpg").get_by_role("button", name="Try again").click()
+    page.get_by_label("API key").press("Enter")
+    page.set_input_files(f"{GENERIC} .file-input", [files["keyed.jpg"]])
     # No worker here: the job stays queued, and its event stream (a stream token in the query) stays open.
     expect(card(page, "keyed.jpg").locator(".badge")).to_have_text("Queued")
     expect(card(page, "keyed.jpg").locator(".problem")).to_be_hidden()
@@ -251,8 +199,14 @@ def test_a_queued_job_shows_how_many_jobs_are_ahead_of_it(make_pipeline: Pipelin
                                ).status_code == 202
     page = pages(gateway.url)
 
-    page.set_input_files("#file-input", [files["in-line.jpg"]])
+    page.set_input_files(f"{GENERIC} .file-input", [files["in-line.jpg"]])
 
     item = card(page, "in-line.jpg")
     expect(item.locator(".badge")).to_have_text("Queued")
     expect(item.locator(".in-line")).to_have_text("2 jobs ahead")
+
+    item.get_by_role("button", name="Cancel in-line.jpg").click()  # a person changes their mind
+    expect(item.locator(".badge")).to_have_text("Cancelled")
+    expect(item.locator(".problem-text")).to_have_text("This job was cancelled before it started.")
+    expect(item.locator(".in-line")).to_be_hidden()
+    expect(item.get_by_role("button", name="Cancel in-line.jpg")).to_be_hidden()

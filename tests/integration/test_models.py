@@ -19,7 +19,7 @@ from shared.models.manifest import read_manifest
 from shared.preprocessing import decode
 from tests.support import images
 from tests.support.http import scrape_metrics, stream_events
-from tests.support.models import builtin
+from tests.support.models import builtin, write_manifest_model
 from tests.support.pipeline import clean_env, fresh_redis_database, pipeline_env
 from workers.model.classifier import to_model_input
 from workers.model.weights import weights_sha256
@@ -51,22 +51,7 @@ cpu = 4
 
 
 def write_tiny_model(directory: Path) -> Path:
-    """A team's model as a manifest: a saved Keras model, its labels and the manifest beside them.
-    Written elsewhere first and moved in, as a deployment would, so the gateway never reads half of it."""
-    import keras
-
-    staging = directory.parent / "staging"
-    staging.mkdir()
-    inputs = keras.Input((64, 96, 3))
-    hidden = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
-    outputs = keras.layers.Dense(len(TINY_LABELS), activation="softmax")(hidden)
-    keras.Model(inputs, outputs).save(staging / "tiny_cnn.keras")
-    (staging / "labels.txt").write_text("\n".join(TINY_LABELS) + "\n")
-    (staging / "tiny_cnn.toml").write_text(TINY_MANIFEST)
-    target = directory / "tiny_cnn"
-    staging.rename(target)
-    return target / "tiny_cnn.toml"
+    return write_manifest_model(directory, TINY_MANIFEST, TINY_LABELS)
 
 
 def direct_scores(spec: ModelSpec, datas: list[bytes]) -> tuple[np.ndarray, str]:

@@ -1,6 +1,10 @@
-"""The built-in models as tests name them, and stored pixels of the right size."""
+"""The built-in models as tests name them, stored pixels of the right size, and a team's model
+written as a manifest directory."""
 
 from __future__ import annotations
+
+import tomllib
+from pathlib import Path
 
 import redis
 from PIL import Image
@@ -34,3 +38,52 @@ def waiting_jobs(client: redis.Redis, spec: ModelSpec | None = None) -> int:
 def drop_waiting_jobs(client: redis.Redis, spec: ModelSpec | None = None) -> None:
     """Delete every lane of a model's queue, as a Redis crash can lose the last writes."""
     client.delete(*(spec or builtin()).queues)
+
+
+def write_manifest_model(directory: Path, manifest: str, labels: list[str], files: dict[str, str] | None = None) -> Path:
+    """A team's model as a manifest: a small saved Keras model (input and labels from the manifest),
+    its labels, the manifest and any other `files` (a panel) beside them, in `directory/<name>/`.
+    Written elsewhere first and moved in, as a deployment would, so a gateway never reads half of it."""
+    import keras
+
+    declared = tomllib.loads(manifest)
+    staging = directory.parent / f"staging-{declared['name']}"
+    staging.mkdir()
+    inputs = keras.Input((declared["input"]["height"], declared["input"]["width"], 3))
+    hidden = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    outputs = keras.layers.Dense(len(labels), activation="softmax")(hidden)
+    keras.Model(inputs, outputs).save(staging / declared["weights"]["file"])
+    (staging / declared["labels"]["file"]).write_text("\n".join(labels) + "\n")
+    for name, text in (files or {}).items():
+        (staging / name).write_text(text)
+    (staging / f"{declared['name']}.toml").write_text(manifest)
+    target = directory / declared["name"]
+    staging.rename(target)
+    return target / f"{declared['name']}.toml"
+
+
+def write_unserved_model(directory: Path, name: str, panel: str, files: dict[str, str] | None = None) -> Path:
+    """A manifest for a gateway only, at `directory/<name>/`: no worker runs it, so its model file need
+    not exist. `panel` is the manifest's `[panel]` line; `files` are written beside it."""
+    model_dir = directory / name
+    model_dir.mkdir(parents=True)
+    (model_dir / "labels.txt").write_text("a\nb\n")
+    for file_name, text in (files or {}).items():
+        (model_dir / file_name).write_text(text)
+    manifest = model_dir / f"{name}.toml"
+    manifest.write_text(f"""
+name = "{name}"
+version = "1"
+description = "{name.replace("_", " ")}"
+[input]
+width = 32
+height = 32
+[weights]
+file = "{name}.keras"
+[labels]
+file = "labels.txt"
+[panel]
+{panel}
+""")
+    return manifest

@@ -78,3 +78,12 @@ def test_a_rates_burst_is_twice_the_rate_unless_set() -> None:
     assert Settings(rate_limit_per_s=5).rate_limit_burst_size == 10
     assert Settings(rate_limit_per_s=0.2).rate_limit_burst_size == 1
     assert Settings(rate_limit_per_s=5, rate_limit_burst=3).rate_limit_burst_size == 3
+
+
+def test_panel_origins_are_origins_without_a_wildcard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASYNCINFER_PANEL_ORIGINS", "https://panels.example.com, http://127.0.0.1:8090/")
+    assert Settings().panel_origins == ["https://panels.example.com", "http://127.0.0.1:8090"]
+    for refused in ("*", "https://panels.example.com/team", "panels.example.com"):
+        monkeypatch.setenv("ASYNCINFER_PANEL_ORIGINS", refused)
+        with pytest.raises(ValueError, match=r"ASYNCINFER_PANEL_ORIGINS: .* is not an origin"):
+            Settings()

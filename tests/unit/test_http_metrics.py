@@ -135,7 +135,7 @@ def test_the_gateway_measures_every_answer_the_problem_middleware_makes_too() ->
     # No lifespan, so no services: these need none.
     statuses = answers(create_app(settings), ("GET", "/healthz"),
                        ("GET", "/healthz", {f"x-h{i}": "1" for i in range(30)}),
-                       ("GET", "/static/app.js"), ("GET", "/static/no-such-file.js"))
+                       ("GET", "/static/shell.js"), ("GET", "/static/no-such-file.js"))
 
     assert statuses == [200, 431, 200, 404]
     assert gateway_count("/healthz", 200) == healthz + 1
