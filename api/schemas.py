@@ -195,9 +195,9 @@ class BatchPublic(Public):
 
 
 class SessionCreate(BaseModel):
-    """The body of POST /v1/sessions (optional)."""
+    """The body of POST /v1/sessions (optional). Strict: `true` is not the number 1."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     ttl_s: int | None = Field(default=None, ge=1, le=MAX_SESSION_TTL_S,
                               description="Seconds the session lives; default ASYNCINFER_SESSION_TTL_S (7 days)")
 

@@ -10,14 +10,24 @@
 # we rely on. Tests (tests/support/consul_agent.py) load it too and override every port with -*-port
 # flags so they never collide with an agent started by hand.
 #
-# Default deny: with ACLs disabled (as in -dev) Consul's default intention action is *allow*,
-# so the mesh is only default-deny because consul/intentions/default-deny.hcl says so. In
-# production ACLs are on with default_policy = "deny" as well.
+# Default deny, twice: ACLs are on with default_policy = "deny", so a request without a token
+# can neither register a service nor change an intention, and each service's token (its service
+# identity) lets it register only itself and its sidecar; and consul/intentions/default-deny.hcl
+# denies every connection no intention allows. The run's tokens (the operator's and the agent's)
+# come from a config file `asyncinfer up --mesh consul` and the tests write for each run
+# (cli/consul_dev.py: new_dev_tokens), never from this repository.
 
 node_name   = "asyncinfer-dev"
 datacenter  = "dc1"
 bind_addr   = "127.0.0.1"
 client_addr = "127.0.0.1"
+
+acl {
+  enabled        = true
+  default_policy = "deny"
+  # A server that cannot be asked keeps using the policies it had (the mesh goes on serving).
+  down_policy = "extend-cache"
+}
 
 connect {
   # The built-in CA issues every sidecar's leaf certificate (SPIFFE ID .../svc/<name>).

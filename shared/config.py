@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # upstreams are the ports of ASYNCINFER_REDIS_URL (and, with Couchbase, ASYNCINFER_STORE).
     mesh: Literal["none", "consul"] = "none"
     consul_url: str = "http://127.0.0.1:8500"
+    # With ACLs on (default deny), the token this process registers itself and its sidecar with: a
+    # token with the service's identity (service "<name>" and "<name>-sidecar-proxy" write). Required
+    # in production with the mesh; empty: none sent (an agent with ACLs off).
+    consul_token: SecretStr = SecretStr("")
     # In both, `%h` stands for this host's name (Celery's --hostname convention): replicas of one
     # container with one setting (`docker compose up --scale worker=N`, worker-%h) get one each.
     consul_service_id: str = Field(
@@ -445,6 +449,15 @@ class Settings(BaseSettings):
             if host not in _LOCAL_HOSTS:
                 raise ValueError(f"ASYNCINFER_STORE={self.store} reaches {host} without TLS; use couchbases://, or "
                                  "a mesh sidecar's local listener")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_the_mesh_without_a_token_in_production(self) -> Settings:
+        """The mesh's whole security is its intentions; an agent that takes registrations without a token
+        (ACLs off) lets anyone rewrite them."""
+        if self.environment == "production" and self.mesh == "consul" and not self.consul_token.get_secret_value():
+            raise ValueError("ASYNCINFER_MESH=consul in production needs ASYNCINFER_CONSUL_TOKEN: a Consul ACL token "
+                             "with this service's identity (the agent must run with ACLs, default deny)")
         return self
 
     @model_validator(mode="after")

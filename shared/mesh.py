@@ -78,13 +78,15 @@ def upstreams_for(settings: Settings) -> list[Upstream]:
     return upstreams
 
 
-def agent_client(consul_url: str, timeout_s: float = AGENT_TIMEOUT_S) -> consul.Consul:
+def agent_client(consul_url: str, timeout_s: float = AGENT_TIMEOUT_S, token: str = "") -> consul.Consul:
+    """A client of the agent at `consul_url`, sending `token` (an ACL token) with every request when set."""
     parsed = urlparse(consul_url)
     return consul.Consul(
         host=parsed.hostname or "127.0.0.1",
         port=parsed.port or 8500,
         scheme=parsed.scheme or "http",
         connections_timeout=timeout_s,
+        token=token or None,
     )
 
 
@@ -105,9 +107,16 @@ def wait_for_agent(client: consul.Consul, consul_url: str, wait_s: float) -> Non
         reraise=True,
     )
     try:
-        retrying(client.agent.self)
+        retrying(_agent_answers, client)
     except _AGENT_ERRORS as e:
         raise MeshUnavailable(f"no Consul agent answered at {consul_url} within {wait_s:g} s: {e}") from e
+
+
+def _agent_answers(client: consul.Consul) -> None:
+    """Raises unless the agent answers and knows its cluster's leader. /v1/status/leader needs no ACL
+    token, unlike /v1/agent/self (agent:read, which a service's own token does not grant)."""
+    if not client.status.leader():
+        raise consul.ConsulException("the agent knows no leader yet")
 
 
 def _duration(seconds: float) -> str:
@@ -151,7 +160,7 @@ class MeshRegistration:
 
     def agent_answers(self) -> None:
         """Readiness probe: raises unless the agent answers."""
-        self.client.agent.self()
+        _agent_answers(self.client)
 
     def report_consuming(self) -> None:
         """Refresh the TTL check (workers, from their consumer loop)."""
@@ -204,7 +213,7 @@ def register(
 def _join(settings: Settings, name: str, address: str, port: int, check: dict[str, Any]) -> MeshRegistration:
     """Register this process as `name`, waiting for the agent first; ids and ports from settings."""
     upstreams = upstreams_for(settings)  # before touching the agent: a bad URL is a settings error
-    client = agent_client(settings.consul_url)
+    client = agent_client(settings.consul_url, token=settings.consul_token.get_secret_value())
     wait_for_agent(client, settings.consul_url, settings.consul_wait_s)
     return register(
         client,

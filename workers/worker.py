@@ -175,7 +175,8 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | No
         # Before the model loads (seconds): the sidecar can start meanwhile, and the check stays
         # critical until the consumer reports in. A SIGTERM ends the wait for the agent at once,
         # and one during the registration once it is held.
-        wait_for_agent(agent_client(settings.consul_url), settings.consul_url, settings.consul_wait_s)
+        wait_for_agent(agent_client(settings.consul_url, token=settings.consul_token.get_secret_value()),
+                       settings.consul_url, settings.consul_wait_s)
         with stop.registering():
             registration = stop.registration = join_as_worker(settings)
     try:

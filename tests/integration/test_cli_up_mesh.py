@@ -12,7 +12,7 @@ import consul
 import httpx
 import pytest
 
-from cli.consul_dev import CONSUL_VERSION
+from cli.consul_dev import CONSUL_VERSION, read_dev_tokens
 from cli.processes import free_ports, wait_until
 from tests.support import images
 from tests.support.consul_agent import consul_binary
@@ -49,7 +49,10 @@ def test_up_with_the_mesh_serves_a_job_through_sidecars_and_stops_everything_on_
         wait_until(lambda: "ready at" in log_path.read_text() or up.poll() is not None, 150, "asyncinfer up")
         output = log_path.read_text()
         assert up.poll() is None, output
-        agent = consul.Consul(port=consul_port)
+        tokens = read_dev_tokens(tmp_path / "asyncinfer-data" / "mesh-logs" / "acl-tokens.hcl")
+        assert "the operator's token in asyncinfer-data/mesh-logs/acl-tokens.hcl" in output
+        assert consul.Consul(port=consul_port).catalog.services()[1] == {}  # default deny: no token, nothing seen
+        agent = consul.Consul(port=consul_port, token=tokens.management)
         services = agent.catalog.services()[1]
         assert {"redis", "gateway", "worker"} <= set(services) and "gateway-sidecar-proxy" in services
         # Only the upstream ports reach Redis: the worker and gateway never see Redis's own.

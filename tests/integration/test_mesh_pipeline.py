@@ -88,20 +88,22 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshPipeline]:
         register_with_sidecar(agent, "redis", redis_port)
         redis_sidecar = stack.enter_context(sidecar_proxy(agent, "redis"))
 
-        def mesh_env(upstream_port: int, sidecar_port: int) -> dict[str, str]:
+        def mesh_env(service: str, upstream_port: int, sidecar_port: int) -> dict[str, str]:
             # Only the upstream port: nothing in the services' environment names Redis's own port.
             return pipeline_env(
                 f"redis://127.0.0.1:{upstream_port}/0",
                 workdir,
                 ASYNCINFER_MESH="consul",
                 ASYNCINFER_CONSUL_URL=agent.url,
+                ASYNCINFER_CONSUL_TOKEN=agent.token_for(service),  # its own identity only
                 ASYNCINFER_CONSUL_SIDECAR_PORT=str(sidecar_port),
                 ASYNCINFER_CONSUL_CHECK_INTERVAL_S="1",
                 ASYNCINFER_CONSUL_WORKER_TTL_S=str(WORKER_TTL_S),
             )
 
-        gateway = LocalPipeline(env=mesh_env(gateway_upstream, gateway_sidecar), workdir=workdir, port=http_port)
-        worker = LocalPipeline(env=mesh_env(worker_upstream, worker_sidecar), workdir=workdir, port=0)
+        gateway = LocalPipeline(env=mesh_env("gateway", gateway_upstream, gateway_sidecar), workdir=workdir,
+                                port=http_port)
+        worker = LocalPipeline(env=mesh_env("worker", worker_upstream, worker_sidecar), workdir=workdir, port=0)
         stack.callback(gateway.stop)
         stack.callback(worker.stop)
 

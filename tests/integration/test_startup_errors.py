@@ -105,6 +105,14 @@ def test_a_production_gateway_without_api_keys(tmp_path: Path, redis_url: str) -
 
 
 @pytest.mark.parametrize("command", ["api", "worker"])
+def test_production_mesh_without_an_acl_token(tmp_path: Path, command: str) -> None:
+    message = run(command, cwd=tmp_path, ASYNCINFER_ENVIRONMENT="production", ASYNCINFER_MESH="consul")
+    assert message == (f"asyncinfer {command}: settings: ASYNCINFER_MESH=consul in production needs "
+                       "ASYNCINFER_CONSUL_TOKEN: a "
+                       "Consul ACL token with this service's identity (the agent must run with ACLs, default deny)")
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
 def test_production_couchbase_without_tls(tmp_path: Path, command: str) -> None:
     message = run(command, cwd=tmp_path, ASYNCINFER_ENVIRONMENT="production",
                   ASYNCINFER_STORE="couchbase://db.example.com", ASYNCINFER_COUCHBASE_PASSWORD="not-a-placeholder")

@@ -76,6 +76,7 @@ def in_the_mesh(agent: ConsulAgent) -> dict[str, str]:
     """A worker that registers itself and a sidecar with `agent`. Its Redis URL names Redis's own
     loopback port, which the registration takes for the sidecar's upstream; no sidecar runs."""
     return {"ASYNCINFER_MESH": "consul", "ASYNCINFER_CONSUL_URL": agent.url,
+            "ASYNCINFER_CONSUL_TOKEN": agent.token_for("worker"),
             "ASYNCINFER_CONSUL_CHECK_INTERVAL_S": "1", "ASYNCINFER_CONSUL_WORKER_TTL_S": "3"}
 
 

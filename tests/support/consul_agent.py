@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +22,17 @@ from typing import Any, TypeVar
 import consul
 
 from cli import consul_dev
-from cli.consul_dev import INTENTIONS_DIR, dev_agent_command, sidecar_command, sidecar_ports
+from cli.consul_dev import (
+    INTENTIONS_DIR,
+    DevTokens,
+    dev_agent_command,
+    grant_agent_token,
+    new_dev_tokens,
+    service_token,
+    sidecar_command,
+    sidecar_env,
+    sidecar_ports,
+)
 from cli.processes import StartFailed, free_port, free_ports, log_tail, port_accepts, stop_process, wait_until
 from shared.config import Settings
 from shared.mesh import Upstream, register
@@ -79,11 +89,14 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interva
 
 @dataclass
 class ConsulAgent:
-    """A running dev agent: its HTTP port, a py-consul client and the consul CLI for HCL config entries."""
+    """A running dev agent (ACLs on, default deny): its HTTP port, a py-consul client and the consul CLI
+    for HCL config entries, both with the operator's (management) token, and a token per service."""
 
     binary: Path
     http_port: int
     workdir: Path
+    tokens: DevTokens
+    _service_tokens: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def http_addr(self) -> str:
@@ -95,13 +108,24 @@ class ConsulAgent:
 
     @cached_property
     def client(self) -> consul.Consul:
-        return consul.Consul(host="127.0.0.1", port=self.http_port)
+        """With the management token: the operator's view, allowed everything."""
+        return consul.Consul(host="127.0.0.1", port=self.http_port, token=self.tokens.management)
+
+    def client_with(self, token: str | None) -> consul.Consul:
+        """A client that sends `token` (None: no token at all)."""
+        return consul.Consul(host="127.0.0.1", port=self.http_port, token=token)
+
+    def token_for(self, service: str) -> str:
+        """The token with `service`'s identity (made once), as a deployment hands each service its own."""
+        if service not in self._service_tokens:
+            self._service_tokens[service] = service_token(self.client, service)
+        return self._service_tokens[service]
 
     def cli(self, *args: str) -> str:
         """Run a consul CLI command against this agent; return its stdout."""
         done = subprocess.run(
             [str(self.binary), *args],
-            env={**os.environ, "CONSUL_HTTP_ADDR": self.http_addr},
+            env={**os.environ, "CONSUL_HTTP_ADDR": self.http_addr, "CONSUL_HTTP_TOKEN": self.tokens.management},
             capture_output=True,
             text=True,
             timeout=30,
@@ -131,7 +155,7 @@ class ConsulAgent:
     def leaf(self, service: str) -> dict[str, Any]:
         """A leaf certificate (CertPEM, PrivateKeyPEM, ServiceURI) for any service name.
 
-        With ACLs off (dev) the agent signs one for a name nobody registered, so tests can
+        With the management token the agent signs one for a name nobody registered, so tests can
         play an intruder that holds a genuine mesh certificate.
         """
         leaf: dict[str, Any] = self.client.agent.connect.ca.leaf(service)
@@ -161,11 +185,13 @@ def consul_agent(workdir: Path | None = None) -> Iterator[ConsulAgent]:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="consul-")))
         log_path = workdir / "agent.log"
         (http_port,) = free_ports(1)
-        command = dev_agent_command(binary, http_port, f"asyncinfer-test-{http_port}", workdir / "data")
+        node = f"asyncinfer-test-{http_port}"
+        tokens = new_dev_tokens(workdir)
+        command = dev_agent_command(binary, http_port, node, workdir / "data", tokens)
         log = stack.enter_context(log_path.open("wb"))
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
         stack.callback(stop_process, "consul agent", process, STOP_TIMEOUT_S)
-        agent = ConsulAgent(binary=binary, http_port=http_port, workdir=workdir)
+        agent = ConsulAgent(binary=binary, http_port=http_port, workdir=workdir, tokens=tokens)
 
         def ready() -> bool:
             if process.poll() is not None:
@@ -176,6 +202,7 @@ def consul_agent(workdir: Path | None = None) -> Iterator[ConsulAgent]:
             wait_for("the consul agent's Connect CA", ready, AGENT_START_TIMEOUT_S, interval_s=0.1)
         except ConsulTestError as e:
             raise ConsulTestError(f"{e}\n{log_tail(log_path)}") from e
+        grant_agent_token(agent.client, node, tokens)
         yield agent
 
 
@@ -195,15 +222,16 @@ class SidecarProxy:
 
 @contextmanager
 def sidecar_proxy(agent: ConsulAgent, service_id: str) -> Iterator[SidecarProxy]:
-    """Run the built-in proxy for a service registered with `connect.sidecar_service`.
-
-    Returns once the public listener and every upstream listener accept TCP connections.
-    """
+    """Run the built-in proxy for a service registered with `connect.sidecar_service`, with that
+    service's own token. Returns once the public listener and every upstream listener accept TCP
+    connections."""
     public_port, upstream_ports = sidecar_ports(agent.client, service_id)
+    service = agent.client.agent.services()[service_id]["Service"]
     log_path = agent.workdir / f"proxy-{service_id}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             sidecar_command(agent.binary, agent.http_addr, service_id),
+            env=sidecar_env(agent.token_for(service)),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -237,7 +265,7 @@ def register_with_sidecar(
     sidecar_port = free_port()
     check = consul.Check.tcp("127.0.0.1", port, "1s", timeout="1s") if check_tcp else None
     register(
-        agent.client,
+        agent.client_with(agent.token_for(name)),
         name=name,
         service_id=name,
         address="127.0.0.1",

@@ -62,6 +62,13 @@ def test_production_refuses_couchbase_without_tls_to_another_host() -> None:
     Settings(environment="development", store="couchbase://db.example")
 
 
+def test_production_refuses_the_mesh_without_an_acl_token() -> None:
+    with pytest.raises(ValueError, match="ASYNCINFER_MESH=consul in production needs ASYNCINFER_CONSUL_TOKEN"):
+        Settings(environment="production", mesh="consul")
+    Settings(environment="production", mesh="consul", consul_token="9a7c…-a-token")
+    Settings(environment="development", mesh="consul")
+
+
 def test_no_authentication_on_purpose_excludes_keys() -> None:
     with pytest.raises(ValueError, match="ASYNCINFER_AUTH=none and API keys are both set"):
         Settings(auth="none", api_keys={"k": "t"})

@@ -80,7 +80,8 @@ class FakeAgent:
 
     def __init__(self) -> None:
         self.registrations: list[dict[str, Any]] = []
-        self.agent = SimpleNamespace(self=dict, service=SimpleNamespace(register=self._register))
+        self.agent = SimpleNamespace(service=SimpleNamespace(register=self._register))
+        self.status = SimpleNamespace(leader=lambda: "127.0.0.1:8300")
 
     def _register(self, name: str, **fields: Any) -> None:
         self.registrations.append({"name": name, **fields})
@@ -104,7 +105,7 @@ def test_percent_h_in_the_id_and_address_is_this_hosts_name(monkeypatch: pytest.
 def test_replicas_with_one_setting_register_one_id_each(monkeypatch: pytest.MonkeyPatch) -> None:
     # docker compose up --scale worker=2: the same environment in two containers, two hostnames.
     fake = FakeAgent()
-    monkeypatch.setattr(mesh, "agent_client", lambda url, timeout_s=mesh.AGENT_TIMEOUT_S: fake)
+    monkeypatch.setattr(mesh, "agent_client", lambda url, timeout_s=mesh.AGENT_TIMEOUT_S, token="": fake)
     for hostname in ("3f2a9c1d7b4e", "8b0e6d5a1c2f"):
         monkeypatch.setattr(socket, "gethostname", lambda hostname=hostname: hostname)
         settings = Settings(mesh="consul", redis_url="redis://127.0.0.1:16380/0", consul_service_id="worker-%h",
@@ -122,6 +123,6 @@ def test_replicas_with_one_setting_register_one_id_each(monkeypatch: pytest.Monk
 
 def test_without_an_id_a_worker_registers_as_its_service_name(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeAgent()
-    monkeypatch.setattr(mesh, "agent_client", lambda url, timeout_s=mesh.AGENT_TIMEOUT_S: fake)
+    monkeypatch.setattr(mesh, "agent_client", lambda url, timeout_s=mesh.AGENT_TIMEOUT_S, token="": fake)
     registration = mesh.join_as_worker(Settings(mesh="consul", redis_url="redis://127.0.0.1:16380/0"))
     assert registration.service_id == fake.registrations[0]["service_id"] == "worker"
