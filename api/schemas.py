@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import models_json_schema
 
 from shared.constants import MAX_TOP_K
@@ -195,11 +195,19 @@ class BatchPublic(Public):
 
 
 class SessionCreate(BaseModel):
-    """The body of POST /v1/sessions (optional). Strict: `true` is not the number 1."""
+    """The body of POST /v1/sessions (optional)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
     ttl_s: int | None = Field(default=None, ge=1, le=MAX_SESSION_TTL_S,
                               description="Seconds the session lives; default ASYNCINFER_SESSION_TTL_S (7 days)")
+
+    @field_validator("ttl_s", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        """JSON's `true` is no number of seconds (pydantic would take it for 1); 60.0 is 60, as JSON Schema says."""
+        if isinstance(value, bool):
+            raise ValueError("a whole number of seconds, not true or false")
+        return value
 
 
 class SessionInput(Public):

@@ -4,6 +4,7 @@
 # agent over the compose network (ASYNCINFER_CONSUL_URL=http://consul:8500). On several hosts
 # each host runs a client agent and its processes use that one (127.0.0.1:8500).
 
+node_name        = "consul-server" # consul-init gives this node's agent its token
 server           = true
 bootstrap_expect = 1
 # The HTTP API must answer other containers: the apps register, sidecars fetch their
@@ -26,7 +27,16 @@ ui_config {
   enabled = true # on 127.0.0.1:8500 of the host only (see docker-compose.yml)
 }
 
-# ACLs stay off here, as in the dev agent: the intentions still deny by default because
-# consul/intentions/default-deny.hcl says so. A shared deployment turns ACLs on with
-# default_policy = "deny", so that nobody on the network can rewrite intentions.
+# ACLs on, default deny: a request without a token can neither register a service nor change an
+# intention. docker-compose.yml hands the server its management token (CONSUL_MANAGEMENT_TOKEN,
+# in a file it writes at start); consul-init then gives the server's agent a token of its node's
+# identity and creates each service's token (its service identity only) from the secrets
+# compose is given, so that apps and sidecars hold their own and nothing more.
+acl {
+  enabled                  = true
+  default_policy           = "deny"
+  down_policy              = "extend-cache"
+  enable_token_persistence = true # the agent token consul-init sets survives a restart
+}
+
 disable_update_check = true

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cold compo
 APP_SERVICES = ("gateway", "worker")
 DUMMY_PASSWORD = "not-a-real-password"
 DUMMY_KEY_SETTINGS = {"ASYNCINFER_API_KEY_ENTRIES": new_key("tenant-a")[1].line(),
-                      "ASYNCINFER_STREAM_TOKEN_SECRET": "not-a-real-secret"}
+                      "ASYNCINFER_STREAM_TOKEN_SECRET": "not-a-real-secret",
+                      **{f"CONSUL_{who}_TOKEN": str(uuid.uuid4())
+                         for who in ("MANAGEMENT", "GATEWAY", "WORKER", "REDIS", "COUCHBASE")}}
 
 
 def compose_command() -> list[str]:

@@ -47,11 +47,34 @@ def test_a_consul_server_of_the_pinned_release_starts_first(services: dict[str, 
 
 def test_consul_init_applies_the_repositorys_intentions_default_deny_first(services: dict[str, Any]) -> None:
     init = services["consul-init"]
-    (mount,) = init["volumes"]
-    assert Path(mount["source"]) == REPO_ROOT / "consul" / "intentions" and mount["target"] == "/intentions"
+    mounts = {mount["target"]: Path(mount["source"]) for mount in init["volumes"]}
+    assert mounts == {"/intentions": REPO_ROOT / "consul" / "intentions",
+                      "/services": REPO_ROOT / "deploy" / "consul" / "services"}
     script = " ".join(init["command"])
     assert script.index("consul config write /intentions/default-deny.hcl") < script.index("for entry in")
     assert init["restart"] == "no" and init["healthcheck"]["disable"] is True
+
+
+def test_consul_runs_with_acls_and_each_part_holds_only_its_own_token(services: dict[str, Any]) -> None:
+    server = (REPO_ROOT / "deploy" / "consul" / "server.hcl").read_text()
+    assert re.search(r'acl\s*{\s*enabled\s*=\s*true\s*default_policy\s*=\s*"deny"', server)
+    assert "initial_management" in " ".join(services["consul"]["command"])
+    assert services["consul"]["environment"]["CONSUL_MANAGEMENT_TOKEN"]
+    init = services["consul-init"]
+    script = " ".join(init["command"])
+    assert "-service-identity=" in script and "consul acl set-agent-token agent" in script
+    assert init["environment"]["CONSUL_HTTP_TOKEN"] == services["consul"]["environment"]["CONSUL_MANAGEMENT_TOKEN"]
+    tokens = {name: init["environment"][f"CONSUL_{name.upper()}_TOKEN"] for name in SIDECARS.values()}
+    tokens["worker"] = init["environment"]["CONSUL_WORKER_TOKEN"]
+    assert len(set(tokens.values()) | {init["environment"]["CONSUL_HTTP_TOKEN"]}) == 5  # all different
+    for sidecar, service in SIDECARS.items():
+        assert services[sidecar]["environment"]["CONSUL_HTTP_TOKEN"] == tokens[service], sidecar
+    for app in ("gateway", "worker"):
+        assert services[app]["environment"]["ASYNCINFER_CONSUL_TOKEN"] == tokens[app], app
+    assert services["worker"]["environment"]["CONSUL_HTTP_TOKEN"] == tokens["worker"]  # its sidecar process
+    for name, spec in services.items():  # the operator's token goes to the server and consul-init only
+        if name not in ("consul", "consul-init"):
+            assert init["environment"]["CONSUL_HTTP_TOKEN"] not in json.dumps(spec), name
 
 
 def test_each_service_has_a_sidecar(services: dict[str, Any]) -> None:
@@ -91,7 +114,8 @@ def test_couchbase_advertises_the_upstream_port_as_its_alternate_address(service
 
 
 def test_the_compose_agent_config_and_service_definitions_validate(tmp_path: Path) -> None:
-    done = consul_validate(tmp_path, REPO_ROOT / "deploy" / "consul")  # the image's entrypoint passes -data-dir
+    done = consul_validate(tmp_path, REPO_ROOT / "deploy" / "consul",  # the image's entrypoint passes -data-dir
+                           REPO_ROOT / "deploy" / "consul" / "services")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -110,6 +134,6 @@ def test_couchbases_ports_are_reachable_only_through_its_sidecar(services: dict[
     sidecar_networks = services["couchbase-sidecar"]["networks"]
     assert sidecar_networks["default"]["aliases"] == ["couchbase-mesh"]
     assert not (sidecar_networks["couchbase-data"] or {}).get("aliases")
-    registration = (REPO_ROOT / "deploy" / "consul" / "couchbase.hcl").read_text()
+    registration = (REPO_ROOT / "deploy" / "consul" / "services" / "couchbase.hcl").read_text()
     assert re.search(r'sidecar_service\s*{\s*address\s*=\s*"couchbase-mesh"', registration)
     assert re.search(r'local_service_address\s*=\s*"couchbase"', registration)

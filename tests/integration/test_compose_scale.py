@@ -135,6 +135,9 @@ def start_replica(agent: ConsulAgent, hostname: str, bin_dir: Path, log: Path) -
         ASYNCINFER_CONSUL_SIDECAR_PORT=str(sidecar_port),
         ASYNCINFER_CONSUL_CHECK_INTERVAL_S="1",
         ASYNCINFER_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        # One token of the worker identity for the worker and its sidecar, as the compose file gives.
+        ASYNCINFER_CONSUL_TOKEN=agent.token_for("worker"),
+        CONSUL_HTTP_TOKEN=agent.token_for("worker"),
     )
     with log.open("wb") as out:
         process = subprocess.Popen(

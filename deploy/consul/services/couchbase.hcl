@@ -1,5 +1,6 @@
 # couchbase in docker-compose.yml: a mesh destination for the KV (data) service, like
-# consul/services/couchbase.hcl but reached by container name.
+# consul/services/couchbase.hcl but reached by container name. consul-init registers it with
+# the server, with Couchbase's own token (CONSUL_COUCHBASE_TOKEN).
 #
 # The SDK follows the cluster map, not the address it bootstrapped from, so the node
 # advertises an alternate address 127.0.0.1 with kv=21210 (the couchbase-alternate-address

@@ -1,5 +1,6 @@
 # redis in docker-compose.yml: a mesh destination, like consul/services/redis.hcl but reached
-# by container name. The server loads this at start; Redis has no Consul client of its own.
+# by container name. Redis has no Consul client of its own: consul-init registers this with
+# the server, with Redis's own token (CONSUL_REDIS_TOKEN).
 #
 # Redis listens on 127.0.0.1 inside its container, and its sidecar (redis-sidecar) shares that
 # network namespace: the sidecar's mTLS listener on redis:21000 is the only way in, and only
