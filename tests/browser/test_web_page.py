@@ -77,7 +77,7 @@ def drop_text_file(page: Page, name: str, text: str) -> None:
 
 def test_keyboard_pick_and_drop_then_live_results_and_a_readable_error(page: Page, files: dict[str, Path]) -> None:
     zone = page.locator(f"{GENERIC} .drop-zone")
-    for _ in range(6):  # past the model links and the API key field
+    for _ in range(8):  # past the model links, the API key field and the session button
         page.keyboard.press("Tab")
         if zone.evaluate("el => el === document.activeElement"):
             break

@@ -97,7 +97,8 @@ export function newKey() {
 /**
  * The api object for one panel. `shell` gives what the shell owns: `apiKey()` (the key field),
  * `terminal` (a Set of terminal statuses), `announce(text)`, `reportError(error)` (the panel's
- * error card) and `guard(callback)` (the same callback, its throws reported as the panel's error).
+ * error card), `guard(callback)` (the same callback, its throws reported as the panel's error), and
+ * the open session: `sessionId()` (null: none), `noteAccepted(files, body)` (an upload it accepted).
  */
 export function createPanelApi(model, shell) {
   const headers = () => (shell.apiKey() ? { "X-API-Key": shell.apiKey() } : {});
@@ -117,15 +118,20 @@ export function createPanelApi(model, shell) {
     const batch = Array.isArray(fileOrFiles) || fileOrFiles instanceof FileList;
     const query = new URLSearchParams({ model: options.version ? `${model.name}@${options.version}` : model.name });
     if (options.topK) query.set("top_k", String(options.topK));
+    const sessionId = shell.sessionId?.();
+    if (sessionId) query.set("session_id", sessionId); // the shell's open session: every panel's jobs join it
     const body = new FormData();
     for (const file of batch ? Array.from(fileOrFiles) : [fileOrFiles]) body.append(batch ? "files" : "file", file, file.name);
     const sent = { ...headers(), "Idempotency-Key": options.idempotencyKey || newKey() };
     return uploads.run(async () => {
+      let answer;
       try {
-        return await answerOf(await fetch(`/v1/${batch ? "batches" : "jobs"}?${query}`, { method: "POST", body, headers: sent }));
+        answer = await answerOf(await fetch(`/v1/${batch ? "batches" : "jobs"}?${query}`, { method: "POST", body, headers: sent }));
       } catch {
         return unreachable();
       }
+      if (answer.ok && sessionId) shell.noteAccepted?.(batch ? Array.from(fileOrFiles) : [fileOrFiles], answer.body);
+      return answer;
     });
   }
 

@@ -4,6 +4,7 @@
 // shell and the other panels go on. The shell's state lives in this module, out of panels' reach.
 
 import { createPanelApi, PANEL_API_VERSION } from "./panel-api.js";
+import { createSession } from "./session.js";
 
 const GENERIC_PANEL = "/static/panels/generic.js";
 // A panel that has not loaded, or mounted, by then is shown as failed (a team's origin may hang).
@@ -35,6 +36,7 @@ function announce(message) {
 }
 
 const apiKey = () => shell.apiKey.value.trim();
+const session = createSession({ apiKey, announce });
 
 function describe(error) {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
@@ -82,6 +84,8 @@ class PanelSlot {
       apiKey,
       terminal: TERMINAL,
       announce,
+      sessionId: session.id,
+      noteAccepted: session.noteAccepted,
       reportError: (error) => this.fail(error),
       guard: (callback) => (...args) => {
         if (this.failed) return undefined;
@@ -165,6 +169,7 @@ async function start() {
     return;
   }
   shell.problem.hidden = true;
+  session.open(); // the session the URL names, if any: its history beside the panels
   const slots = models.map((model) => new PanelSlot(model, section(model)));
   shell.panels.replaceChildren(...slots.map((slot) => slot.node));
   shell.nav.replaceChildren(...models.map(navLink));
