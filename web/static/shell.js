@@ -72,23 +72,29 @@ function navLink(model) {
 }
 
 // One panel's life: load, mount, and from then on any reported error replaces it with its card.
+// Each mount gets an api of its own: once it failed or was replaced, its callbacks are ignored.
 class PanelSlot {
   constructor(model, node) {
     this.model = model;
     this.node = node;
     this.host = node.querySelector(".panel-body");
     this.failed = false;
+    this.generation = 0;
     this.source = model.panel?.url || GENERIC_PANEL;
     this.node.dataset.panelSource = this.source;
-    this.api = createPanelApi(model, {
+  }
+
+  apiFor(generation) {
+    const current = () => generation === this.generation && !this.failed;
+    return createPanelApi(this.model, {
       apiKey,
       terminal: TERMINAL,
       announce,
       sessionId: session.id,
       noteAccepted: session.noteAccepted,
-      reportError: (error) => this.fail(error),
+      reportError: (error) => current() && this.fail(error),
       guard: (callback) => (...args) => {
-        if (this.failed) return undefined;
+        if (!current()) return undefined;
         try {
           return callback(...args);
         } catch (error) {
@@ -99,18 +105,20 @@ class PanelSlot {
     });
   }
 
-  async load(source = this.source) {
+  async load() {
+    const generation = ++this.generation;
+    this.failed = false;
     this.node.dataset.state = "loading";
     try {
-      if (source === this.model.panel?.url && this.model.panel.problem) throw new Error(this.model.panel.problem);
-      const module = await withinTime(import(new URL(source, document.baseURI).href), "load");
+      if (this.source === this.model.panel?.url && this.model.panel.problem) throw new Error(this.model.panel.problem);
+      const module = await withinTime(import(new URL(this.source, document.baseURI).href), "load");
       const major = String(module.apiVersion || "1").split(".")[0];
       if (major !== PANEL_API_VERSION.split(".")[0]) {
         throw new Error(`it needs panel interface ${module.apiVersion}; this portal offers ${PANEL_API_VERSION}`);
       }
       if (typeof module.mount !== "function") throw new Error("it exports no mount(host, api) function");
       this.host.replaceChildren();
-      await withinTime(Promise.resolve(module.mount(this.host, this.api)), "mount");
+      await withinTime(Promise.resolve(module.mount(this.host, this.apiFor(generation))), "mount");
       if (!this.failed) this.node.dataset.state = "ready";
     } catch (error) {
       this.fail(error);
@@ -133,7 +141,6 @@ class PanelSlot {
   }
 
   useGeneric() {
-    this.failed = false;
     this.source = GENERIC_PANEL;
     this.node.dataset.panelSource = this.source;
     this.load().then(() => this.host.querySelector("button, input, a")?.focus());
