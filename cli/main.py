@@ -37,6 +37,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from cli.doctor import run_doctor
+
+    overrides = {name: value for name, value in (("model", args.model), ("runtime", args.runtime),
+                                                 ("device", args.device)) if value}
+    return run_doctor(get_settings(), overrides, largest=args.largest, repeats=args.repeats)
+
+
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from cli.models import list_models
 
@@ -155,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--model", metavar="NAME[@VERSION]",
                         help="the one model this worker serves (default: ASYNCINFER_MODEL, else the default model)")
     worker.set_defaults(run=_cmd_worker)
+
+    doctor = commands.add_parser(
+        "doctor", help="the devices, runtime and providers found, images/s per batch size and the batch size "
+        "a worker would use")
+    doctor.add_argument("--model", metavar="NAME[@VERSION]", help="default: ASYNCINFER_MODEL, else the default model")
+    doctor.add_argument("--runtime", help="keras or onnxruntime (default: ASYNCINFER_RUNTIME)")
+    doctor.add_argument("--device", help="auto, cpu or gpu (default: ASYNCINFER_DEVICE)")
+    doctor.add_argument("--largest", type=int, default=0, metavar="N",
+                        help="the largest batch size measured (default: twice the model's own for the device)")
+    doctor.add_argument("--repeats", type=int, default=3, metavar="N", help="timed calls per batch size")
+    doctor.set_defaults(run=_cmd_doctor)
 
     models = commands.add_parser("models", help="the models this installation serves, and their traffic splits")
     models_commands = models.add_subparsers(dest="models_command", required=True)
