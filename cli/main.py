@@ -78,7 +78,14 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from cli.up import run_pipeline
 
-    return run_pipeline(get_settings(), mesh=args.mesh, workers=args.workers, log_level=args.log_level)
+    gpus = args.gpus
+    if gpus == "all":
+        from workers.model.keras_runtime import select_backend, visible_gpus
+
+        select_backend()
+        gpus = len(visible_gpus())
+    return run_pipeline(get_settings(), mesh=args.mesh, workers=args.workers, log_level=args.log_level,
+                        gpus=int(gpus or 0))
 
 
 def _cmd_autoscale(args: argparse.Namespace) -> int:
@@ -131,6 +138,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return run_submit(options)
 
 
+def _gpus(text: str) -> str:
+    if text == "all" or (text.isdigit() and 0 < int(text) <= 64):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: a number of GPUs from 1 to 64, or all")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asyncinfer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a pool of MIN to MAX workers that follows the backlog (default: one worker)")
     up.add_argument("--log-level", choices=["debug", "info"], default="info",
                     help="info: a line per service as it is ready, their logs in files; debug: all their output here")
+    up.add_argument("--gpus", type=_gpus, metavar="N|all",
+                    help="one worker per GPU, each pinned by CUDA_VISIBLE_DEVICES (all: each GPU TensorFlow sees)")
     up.set_defaults(run=_cmd_up)
 
     autoscale = commands.add_parser(
