@@ -115,3 +115,28 @@ def test_keras_options_are_off_by_default_and_checked() -> None:
         Settings(runtime="onnxruntime", xla=True)
     with pytest.raises(ValueError, match="needs a GPU"):
         Settings(device="cpu", mixed_precision=True)
+
+
+def test_the_worker_takes_the_measured_batch_size_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from workers.model import loading
+    from workers.model.batch_sweep import Sweep
+
+    swept: list[str] = []
+
+    def fake_sweep(classifier: object, runtime: str, cache_dir: str) -> Sweep:
+        swept.append(runtime)
+        return Sweep({1: 10.0, 8: 50.0}, 8, from_cache=False)
+
+    spec = replace(builtin(), build=lambda weights, seed: (object(), weights))
+    monkeypatch.setattr(loading, "weights_sha256", lambda model: "0" * 64)
+    monkeypatch.setattr(loading, "warm_up", lambda classifier: 0.0)
+    monkeypatch.setattr(loading, "sweep_batch_size", fake_sweep)
+    assert loading.load_classifier(Settings(weights="random", device="cpu"), spec).max_batch_size == 16
+    assert loading.load_classifier(Settings(weights="random", device="cpu", batch_size_sweep=True,
+                                            max_batch_size=4), spec).max_batch_size == 4
+    assert swept == []
+    assert loading.load_classifier(Settings(weights="random", device="cpu", batch_size_sweep=True),
+                                   spec).max_batch_size == 8
+    assert swept == ["keras"]
