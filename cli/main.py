@@ -37,6 +37,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from cli.doctor import run_doctor
+
+    overrides = {name: value for name, value in (("model", args.model), ("runtime", args.runtime),
+                                                 ("device", args.device)) if value}
+    return run_doctor(get_settings(), overrides, largest=args.largest, repeats=args.repeats)
+
+
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from cli.models import list_models
 
@@ -70,7 +78,14 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from cli.up import run_pipeline
 
-    return run_pipeline(get_settings(), mesh=args.mesh, workers=args.workers, log_level=args.log_level)
+    gpus = args.gpus
+    if gpus == "all":
+        from workers.model.keras_runtime import select_backend, visible_gpus
+
+        select_backend()
+        gpus = len(visible_gpus())
+    return run_pipeline(get_settings(), mesh=args.mesh, workers=args.workers, log_level=args.log_level,
+                        gpus=int(gpus or 0))
 
 
 def _cmd_autoscale(args: argparse.Namespace) -> int:
@@ -123,6 +138,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return run_submit(options)
 
 
+def _gpus(text: str) -> str:
+    if text == "all" or (text.isdigit() and 0 < int(text) <= 64):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: a number of GPUs from 1 to 64, or all")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asyncinfer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a pool of MIN to MAX workers that follows the backlog (default: one worker)")
     up.add_argument("--log-level", choices=["debug", "info"], default="info",
                     help="info: a line per service as it is ready, their logs in files; debug: all their output here")
+    up.add_argument("--gpus", type=_gpus, metavar="N|all",
+                    help="one worker per GPU, each pinned by CUDA_VISIBLE_DEVICES (all: each GPU TensorFlow sees)")
     up.set_defaults(run=_cmd_up)
 
     autoscale = commands.add_parser(
@@ -155,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--model", metavar="NAME[@VERSION]",
                         help="the one model this worker serves (default: ASYNCINFER_MODEL, else the default model)")
     worker.set_defaults(run=_cmd_worker)
+
+    doctor = commands.add_parser(
+        "doctor", help="the devices, runtime and providers found, images/s per batch size and the batch size "
+        "a worker would use")
+    doctor.add_argument("--model", metavar="NAME[@VERSION]", help="default: ASYNCINFER_MODEL, else the default model")
+    doctor.add_argument("--runtime", help="keras or onnxruntime (default: ASYNCINFER_RUNTIME)")
+    doctor.add_argument("--device", help="auto, cpu or gpu (default: ASYNCINFER_DEVICE)")
+    doctor.add_argument("--largest", type=int, default=0, metavar="N",
+                        help="the largest batch size measured (default: twice the model's own for the device)")
+    doctor.add_argument("--repeats", type=int, default=3, metavar="N", help="timed calls per batch size")
+    doctor.set_defaults(run=_cmd_doctor)
 
     models = commands.add_parser("models", help="the models this installation serves, and their traffic splits")
     models_commands = models.add_subparsers(dest="models_command", required=True)

@@ -70,14 +70,15 @@ class LocalPipeline:
                    failed=lambda: self.supervisor.gone("gateway", gateway))
         return gateway
 
-    def start_worker(self, wait_ready: bool = True, model: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, wait_ready: bool = True, model: str | None = None,
+                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """A worker of `model` (name or name@version; None: the settings' model) that
         `Supervisor.watch` (asyncinfer up) starts again when it exits: after an inference time-out
-        (workers/time_limit.py) or a crash."""
+        (workers/time_limit.py) or a crash. `env`: its own environment (default: the pipeline's)."""
         name = f"worker{len(self.workers)}"
         model_args = ("--model", model) if model else ()
         worker = self.supervisor.start_asyncinfer(name, "worker", "--hostname", f"{name}@%h", *model_args,
-                                                  env=self.env, restart=True)
+                                                  env=self.env if env is None else env, restart=True)
         self.workers.append(worker)
         if wait_ready:
             self.wait_worker_ready(worker)

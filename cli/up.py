@@ -13,6 +13,7 @@ from cli.redis_server import start_redis
 from shared.config import Settings
 from shared.errors import StartupError
 from shared.queue import redis_answers
+from workers.model.devices import worker_environments
 
 
 def say(line: str) -> None:
@@ -20,9 +21,10 @@ def say(line: str) -> None:
 
 
 def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[int, int] | None = None,
-                 log_level: str = "info") -> int:
+                 log_level: str = "info", gpus: int = 0) -> int:
     """Redis (when none answers), the gateway and one worker; with `workers` (MIN, MAX), a pool that
-    the local autoscaler sizes to the backlog (cli/autoscale.py)."""
+    the local autoscaler sizes to the backlog (cli/autoscale.py); with `gpus`, one worker per GPU,
+    each pinned to its own by CUDA_VISIBLE_DEVICES."""
     model = None
     try:
         spec = settings.catalogue().worker_model(settings.model)
@@ -32,8 +34,11 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[
     if missing:
         print(f"asyncinfer up: {missing}", file=sys.stderr)
         return 2
+    if gpus and workers is not None:
+        print("asyncinfer up: --gpus starts one worker per GPU; it does not go with --workers", file=sys.stderr)
+        return 2
     if (mesh or settings.mesh) == "consul":
-        if workers is not None:
+        if workers is not None or gpus:
             print("asyncinfer up: --workers does not work with the mesh yet (each worker needs a sidecar of its own)",
                   file=sys.stderr)
             return 2
@@ -56,12 +61,17 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[
         else:
             pipeline.supervisor.adopt("redis", start_redis(settings.redis_url, data_dir / "redis"))
             say(f"Redis: started at {settings.redis_url}")
-        pipeline.start(workers=0 if workers else 1, gateway=True, wait_workers=False)
+        if gpus:
+            for worker_env in worker_environments(gpus, env):
+                pipeline.start_worker(wait_ready=False, env=worker_env)
+        pipeline.start(workers=0 if workers or gpus else 1, gateway=True, wait_workers=False)
         url = pipeline.url
         say(f"gateway: serving {url} (store {settings.store_kind})")
         if workers is None:
-            pipeline.wait_worker_ready(pipeline.workers[0])
-            say(f"worker0: {model} loaded, consuming its queue")
+            for index, worker in enumerate(pipeline.workers):
+                pipeline.wait_worker_ready(worker)
+                pinned = f" on GPU {index} (CUDA_VISIBLE_DEVICES={index})" if gpus else ""
+                say(f"worker{index}: {model} loaded{pinned}, consuming its queue")
         else:
             say(f"workers: {workers[0]} to {workers[1]}, started as the backlog needs")
         where = f"; logs in {logs_dir}" if logs_dir else ""

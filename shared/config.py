@@ -288,6 +288,14 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
+    def _check_keras_options(self) -> Settings:
+        if self.runtime != "keras" and (self.xla or self.mixed_precision):
+            raise ValueError("ASYNCINFER_XLA and ASYNCINFER_MIXED_PRECISION apply to ASYNCINFER_RUNTIME=keras only")
+        if self.mixed_precision and self.device == "cpu":
+            raise ValueError("ASYNCINFER_MIXED_PRECISION=true needs a GPU, not ASYNCINFER_DEVICE=cpu")
+        return self
+
+    @model_validator(mode="after")
     def _check_scaling_bounds(self) -> Settings:
         if self.scale_min_workers > self.scale_max_workers:
             raise ValueError(f"ASYNCINFER_SCALE_MIN_WORKERS ({self.scale_min_workers}) is above "
@@ -315,6 +323,13 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "gpu"] = "auto"
     max_batch_size: int = Field(default=0, ge=0, le=1024, description="0: chosen by device.")
+    # With max_batch_size 0: measure images/s per batch size at start-up and take the smallest
+    # batch within 95% of the best, cached per model, weights, runtime and device
+    # (workers/model/batch_sweep.py). Off by default, so that a CPU worker starts fast.
+    batch_size_sweep: bool = False
+    # Keras only, off by default: XLA-compiled forward pass; `mixed_float16` (GPU only: refused on CPU).
+    xla: bool = False
+    mixed_precision: bool = False
     max_batch_wait_ms: int = 20
     # A batch also starts once no job arrived for this long: under load jobs come a Redis round
     # trip apart and batches fill; a lone job waits this, not the whole batch wait.

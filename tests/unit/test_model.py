@@ -28,9 +28,13 @@ def test_device_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert detect_device() == "cpu"
     with pytest.raises(RuntimeUnavailable, match="sees no GPU"):
         detect_device("gpu")
+    grown: list[list[str]] = []
+    monkeypatch.setattr(keras_runtime, "grow_gpu_memory", grown.append)
     monkeypatch.setattr(keras_runtime, "visible_gpus", lambda: ["/physical_device:GPU:0"])
     assert detect_device() == "gpu:0"
+    assert grown == [["/physical_device:GPU:0"]]  # memory growth is set before the model loads
     assert detect_device("cpu") == "cpu"
+    assert len(grown) == 1
 
 
 def test_the_detected_device_is_what_tensorflow_sees_on_this_machine() -> None:

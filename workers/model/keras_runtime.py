@@ -8,15 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import StartupError
 from shared.models import ModelSpec
+from workers.model.devices import RuntimeUnavailable as RuntimeUnavailable  # where callers have found it
+from workers.model.devices import choose_device
 
 # Keras runs on TensorFlow here: the project installs no other Keras backend (jax, torch).
 KERAS_BACKEND = "tensorflow"
-
-
-class RuntimeUnavailable(StartupError):
-    """The configured runtime or device cannot run on this installation."""
 
 
 def select_backend() -> str:
@@ -39,13 +36,23 @@ def visible_gpus() -> list[Any]:
 
 
 def detect_device(requested: str = "auto") -> str:
-    """`gpu:0` when TensorFlow sees a GPU (and it is not refused), else `cpu`."""
+    """`gpu:0` when TensorFlow sees a GPU (and it is not refused), else `cpu`. On a GPU, memory
+    growth is set first: TensorFlow would otherwise take all of the GPU's memory at once."""
     if requested == "cpu":
         return "cpu"
     gpus = visible_gpus()
-    if requested == "gpu" and not gpus:
-        raise RuntimeUnavailable("ASYNCINFER_DEVICE=gpu, but TensorFlow sees no GPU")
-    return "gpu:0" if gpus else "cpu"
+    device = choose_device(requested, len(gpus))
+    if device != "cpu":
+        grow_gpu_memory(gpus)
+    return device
+
+
+def grow_gpu_memory(gpus: list[Any]) -> None:
+    """Allocate GPU memory as needed rather than all at once; must run before a GPU is used."""
+    import tensorflow as tf
+
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
 
 
 def limit_tensorflow_threads(threads: int) -> None:
@@ -55,6 +62,25 @@ def limit_tensorflow_threads(threads: int) -> None:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
+def use_mixed_precision(enabled: bool, device: str) -> None:
+    """The `mixed_float16` policy, set before the model is built; refused on CPU, where float16
+    is emulated and slower than float32."""
+    if not enabled:
+        return
+    if device == "cpu":
+        raise RuntimeUnavailable("ASYNCINFER_MIXED_PRECISION=true needs a GPU, and this worker runs on the CPU; "
+                                 "unset it")
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def use_xla(model: Any, enabled: bool) -> None:
+    """Compile the forward pass with XLA (`predict_on_batch` then runs the jit-compiled function)."""
+    if enabled:
+        model.compile(jit_compile=True)
 
 
 @dataclass
@@ -83,4 +109,4 @@ class KerasClassifier:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Scores, shape (n, classes). `predict_on_batch` runs the backend's compiled
         function (a tf.function under TensorFlow), never eager per-layer calls."""
-        return np.asarray(self.model.predict_on_batch(batch))
+        return np.asarray(self.model.predict_on_batch(batch), dtype="float32")

@@ -20,7 +20,7 @@ import numpy as np
 
 from shared.config import Settings
 from shared.models import ModelSpec
-from workers.model.keras_runtime import RuntimeUnavailable
+from workers.model.devices import CUDA_PROVIDER, choose_providers
 from workers.model.weights import weights_sha256
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,10 @@ def intra_op_threads(configured: int) -> int:
 
 
 def execution_providers(device: str) -> list[str]:
-    """CUDA first when a GPU is wanted and this onnxruntime build has it, CPU otherwise."""
+    """CUDA first when a GPU may be used and this onnxruntime build has it, CPU otherwise."""
     import onnxruntime as ort
 
-    if device.startswith("gpu") and "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    return choose_providers(device, ort.get_available_providers())
 
 
 def open_session(path: Path, *, threads: int, providers: list[str]) -> Any:
@@ -135,9 +133,7 @@ def load_onnx_classifier(settings: Settings, spec: ModelSpec, keras_model: Any, 
     if export_s is None:
         log.info("ONNX model from cache: %s", path)
     providers = execution_providers(settings.device)
-    device = "gpu:0" if providers[0] == "CUDAExecutionProvider" else "cpu"
-    if settings.device == "gpu" and device == "cpu":
-        raise RuntimeUnavailable("ASYNCINFER_DEVICE=gpu, but this onnxruntime build has no CUDA provider")
+    device = "gpu:0" if providers[0] == CUDA_PROVIDER else "cpu"
     session = open_session(path, threads=intra_op_threads(settings.intra_op_threads), providers=providers)
     return OnnxClassifier(
         spec=spec,
