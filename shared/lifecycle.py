@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from shared.errors import StoreUnavailable
+from shared.errors import CasMismatch, JobNotFound, StoreUnavailable
 from shared.events import EventPublisher
 from shared.jobs import (
     ErrorCode,
@@ -23,7 +23,7 @@ from shared.jobs import (
 )
 from shared.sessions import ended_entry
 from shared.store import JobStore
-from shared.store.base import Mutation
+from shared.store.base import Mutation, Written
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -84,14 +84,43 @@ class JobLifecycle:
         return retrying(call, *args)
 
     def _write(self, job_id: str, mutate: Mutation) -> tuple[JobDoc, bool]:
-        once = _AppliedOnce(mutate)
+        once = mutate if isinstance(mutate, _AppliedOnce) else _AppliedOnce(mutate)
         doc, changed = self._with_store_retry(self.store.update, job_id, once)
         changed = changed or once.landed_earlier
         if changed:
-            if status_of(doc).terminal and doc.get("session_id"):
-                self._note_end_in_session(doc)
+            self._ended(doc)
             self.publisher.publish(doc)
         return doc, changed
+
+    def _write_many(self, mutations: dict[str, Mutation], known: dict[str, Written] | None = None
+                    ) -> dict[str, Written | Exception]:
+        """_write for many jobs: one read (none for the `known` ones) and one write, then one publish
+        of every change. A job that failed alone there (its own CAS race or store error) is written
+        alone, waiting out the store like _write; an outage of the whole store past the retry window
+        is every job's StoreUnavailable."""
+        onces = {job_id: _AppliedOnce(mutate) for job_id, mutate in mutations.items()}
+        try:
+            outcomes = self._with_store_retry(self.store.update_many, onces, known)
+        except StoreUnavailable as e:
+            return dict.fromkeys(onces, e)
+        changed: list[JobDoc] = []
+        for job_id, outcome in outcomes.items():
+            if isinstance(outcome, Written):
+                if outcome.changed or onces[job_id].landed_earlier:
+                    outcomes[job_id] = Written(outcome.doc, True, outcome.cas)
+                    self._ended(outcome.doc)
+                    changed.append(outcome.doc)
+            elif not isinstance(outcome, JobNotFound):
+                try:  # alone, with its own event
+                    outcomes[job_id] = Written(*self._write(job_id, onces[job_id]), cas=None)
+                except (StoreUnavailable, CasMismatch, JobNotFound) as e:
+                    outcomes[job_id] = e
+        self.publisher.publish_many(changed)
+        return outcomes
+
+    def _ended(self, doc: JobDoc) -> None:
+        if status_of(doc).terminal and doc.get("session_id"):
+            self._note_end_in_session(doc)
 
     def _note_end_in_session(self, doc: JobDoc) -> None:
         """Keep the job's result in its session beyond the job's own document. Best effort: while the
@@ -119,23 +148,40 @@ class JobLifecycle:
         """The job's stored image, waiting out a store outage like the writes do."""
         return self._with_store_retry(self.store.get_image, job_id)
 
+    def images(self, job_ids: list[str]) -> dict[str, bytes | Exception | None]:
+        """Each job's stored image in one round trip (None when gone, an error when its read failed
+        alone), waiting out a store outage like the writes do."""
+        return self._with_store_retry(self.store.get_images, job_ids)
+
     def begin(self, job_id: str) -> JobDoc | None:
         """Mark a delivered job running; None when it must not run (finished, cancelled, or
         redelivered too often — then it fails with `worker_lost`)."""
+        doc, changed = self._write(job_id, self._begun)
+        return doc if changed and status_of(doc) is JobStatus.RUNNING else None
+
+    def begin_fresh(self, job_ids: list[str], *, runs_here: Callable[[JobDoc], bool]
+                    ) -> dict[str, Written | Exception]:
+        """begin() for the jobs of a batch that are not running yet and that `runs_here` accepts, in one
+        read and one write; the others are read and left as they are (a running one was redelivered:
+        its worker was lost). Each job's outcome: running and changed means begun here."""
 
         def mutate(doc: JobDoc) -> JobDoc | None:
-            status = status_of(doc)
-            if status.terminal:
+            if status_of(doc) is JobStatus.RUNNING or not runs_here(doc):
                 return None
-            if missed_its_start(doc, time.time()):
-                return self._late(doc)
-            if status is JobStatus.RUNNING and doc["attempts"] >= self.max_attempts:
-                return self._given_up(doc)
-            doc = {key: value for key, value in doc.items() if key != TIMED_OUT_FIELD}  # a new attempt
-            return transition(doc, JobStatus.RUNNING)
+            return self._begun(doc)
 
-        doc, changed = self._write(job_id, mutate)
-        return doc if changed and status_of(doc) is JobStatus.RUNNING else None
+        return self._write_many(dict.fromkeys(job_ids, mutate))
+
+    def _begun(self, doc: JobDoc) -> JobDoc | None:
+        status = status_of(doc)
+        if status.terminal:
+            return None
+        if missed_its_start(doc, time.time()):
+            return self._late(doc)
+        if status is JobStatus.RUNNING and doc["attempts"] >= self.max_attempts:
+            return self._given_up(doc)
+        doc = {key: value for key, value in doc.items() if key != TIMED_OUT_FIELD}  # a new attempt
+        return transition(doc, JobStatus.RUNNING)
 
     @staticmethod
     def _given_up(doc: JobDoc) -> JobDoc:
@@ -172,12 +218,23 @@ class JobLifecycle:
         return doc if changed else None
 
     def succeed(self, job_id: str, *, result: dict[str, Any], model: dict[str, Any]) -> JobDoc:
+        return self._write(job_id, self._succeeded(result, model))[0]
+
+    def succeed_many(self, results: dict[str, dict[str, Any]], *, model: dict[str, Any],
+                     known: dict[str, Written] | None = None) -> dict[str, Written | Exception]:
+        """succeed() for a batch's jobs in one write, from their `known` documents and CAS when the
+        batch began them (a job changed since is read and written alone)."""
+        return self._write_many({job_id: self._succeeded(result, model) for job_id, result in results.items()},
+                                known)
+
+    @staticmethod
+    def _succeeded(result: dict[str, Any], model: dict[str, Any]) -> Mutation:
         def mutate(doc: JobDoc) -> JobDoc | None:
             if status_of(doc) is not JobStatus.RUNNING:
                 return None  # a replayed write: the job already finished
             return transition(doc, JobStatus.SUCCEEDED, result=result, model=model)
 
-        return self._write(job_id, mutate)[0]
+        return mutate
 
     def fail(
         self, job_id: str, code: ErrorCode, message: str, *, model: dict[str, Any] | None = None

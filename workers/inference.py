@@ -1,4 +1,7 @@
-"""One dynamic batch: mark jobs running, read each one's pixels, one forward pass, write each result.
+"""One dynamic batch: mark its jobs running, read their pixels, one forward pass, write their results.
+
+Each of those steps is one store round trip for the whole batch (each job keeps its own CAS), and
+the batch's events go out in one Redis pipeline.
 
 Two rules keep a batch from taking innocent jobs down with it:
 - A job whose store reads or writes fail is left unfinished and handed back (BatchReport.unfinished,
@@ -23,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import JobNotFound
+from shared.errors import JobNotFound, StoreUnavailable
 from shared.jobs import ErrorCode, JobDoc, JobStatus, status_of
 from shared.lifecycle import JobLifecycle
-from shared.logs import about_job, request_id_var
+from shared.logs import about_job
 from shared.preprocessing import model_pixels
 from shared.queue import queue_of
+from shared.store.base import Written
 from shared.tracing import on as tracing_on
 from shared.tracing import span
 from workers.model.classifier import Classifier, to_model_input
@@ -66,8 +70,12 @@ class BatchReport:
 
 @dataclass
 class _Ready:
-    doc: JobDoc
+    begun: Written  # the job as begin wrote it, with its CAS: its result is written from it
     pixels: np.ndarray
+
+    @property
+    def doc(self) -> JobDoc:
+        return self.begun.doc
 
 
 class _Batch:
@@ -100,69 +108,88 @@ class _Batch:
         except Exception as e:
             self._store_failed(job_id, "fail", e)
 
-    def status(self, job_id: str) -> JobStatus | None:
-        """The job's status before this delivery; None when it is gone, the store failed, or the
-        job is another model's (it goes to that model's queue, never run here)."""
-        with self.about(job_id):
-            return self._status(job_id)
+    def begin_fresh(self, job_ids: list[str]) -> tuple[list[Written], list[str]]:
+        """Begin the batch's jobs that are not running yet, in one read and one write: (the jobs
+        begun, the ids of those that were running already: redelivered, their worker was lost).
+        A job that is gone, finished or another model's (sent to that model's queue) is in neither."""
+        with store_span("store.begin", *job_ids):
+            outcomes = self.lifecycle.begin_fresh(job_ids, runs_here=self._serves)
+        begun: list[Written] = []
+        redelivered: list[str] = []
+        for job_id, outcome in outcomes.items():
+            if isinstance(outcome, Exception):
+                self._not_begun(job_id, outcome)
+                continue
+            doc = outcome.doc
+            self._request_ids[job_id] = doc.get("request_id")
+            status = status_of(doc)
+            if not self._serves(doc):
+                with self.about(job_id):
+                    log.warning("job %s is for model %s@%s, not %s; sending it to its own queue", job_id,
+                                doc["model"]["name"], doc["model"]["version"], self.classifier.spec.ref)
+                self.report.misrouted[job_id] = queue_of(doc)
+            elif status is JobStatus.RUNNING and outcome.changed:
+                begun.append(outcome)
+            elif status is JobStatus.RUNNING:
+                redelivered.append(job_id)
+            else:  # finished or cancelled before (a redelivery, a cancel), or late: cancelled just now
+                self.report.skipped += 1
+        return begun, redelivered
 
-    def _status(self, job_id: str) -> JobStatus | None:
-        try:
-            with store_span("store.read", job_id):
-                doc = self.lifecycle.read(job_id)
-        except JobNotFound:
-            log.warning("job %s: no such job (its message outlived it); skipped", job_id)
+    def _serves(self, doc: JobDoc) -> bool:
+        spec = self.classifier.spec
+        return (doc["model"]["name"], doc["model"]["version"]) == (spec.name, spec.version)
+
+    def _not_begun(self, job_id: str, error: Exception) -> None:
+        if isinstance(error, JobNotFound):
+            with self.about(job_id):
+                log.warning("job %s: no such job (its message outlived it); skipped", job_id)
             self.report.skipped += 1
-            return None
-        except Exception as e:
-            self._store_failed(job_id, "read", e)
-            return None
-        self._request_ids[job_id] = doc.get("request_id")
-        request_id_var.set(doc.get("request_id"))  # for the rest of this block (about() resets it)
-        model, spec = doc["model"], self.classifier.spec
-        if (model["name"], model["version"]) != (spec.name, spec.version):
-            log.warning("job %s is for model %s@%s, not %s; sending it to its own queue", job_id,
-                        model["name"], model["version"], spec.ref)
-            self.report.misrouted[job_id] = queue_of(doc)
-            return None
-        return status_of(doc)
+        else:
+            self._store_failed(job_id, "begin", error)
 
-    def begin(self, job_id: str) -> JobDoc | None:
-        with self.about(job_id):
-            return self._begin(job_id)
-
-    def _begin(self, job_id: str) -> JobDoc | None:
+    def begin(self, job_id: str) -> Written | None:
+        """Begin one redelivered job (a new attempt, or given up as worker_lost)."""
         try:
             with store_span("store.begin", job_id):
                 doc = self.lifecycle.begin(job_id)
-        except JobNotFound:
-            log.warning("job %s: no such job (its message outlived it); skipped", job_id)
-            doc = None
         except Exception as e:
-            self._store_failed(job_id, "begin", e)
+            self._not_begun(job_id, e)
             return None
         if doc is None:
             self.report.skipped += 1
-        return doc
-
-    def prepare(self, doc: JobDoc) -> _Ready | None:
-        with self.about(doc["id"]):
-            return self._prepare(doc)
-
-    def _prepare(self, doc: JobDoc) -> _Ready | None:
-        job_id = doc["id"]
-        try:
-            with store_span("store.read_image", job_id):
-                image_bytes = self.lifecycle.image(job_id)
-        except Exception as e:
-            self._store_failed(job_id, "image read", e)
             return None
-        if image_bytes is None:
+        return Written(doc, True, None)
+
+    def prepare(self, begun: list[Written]) -> list[_Ready]:
+        """The begun jobs' pixels, their images read in one round trip."""
+        if not begun:
+            return []
+        job_ids = [written.doc["id"] for written in begun]
+        try:
+            with store_span("store.read_image", *job_ids):
+                images = self.lifecycle.images(job_ids)
+        except StoreUnavailable as e:  # past the store's retry window
+            images = dict.fromkeys(job_ids, e)
+        ready = []
+        for written in begun:
+            with self.about(written.doc["id"]):
+                item = self._pixels(written, images[written.doc["id"]])
+            if item is not None:
+                ready.append(item)
+        return ready
+
+    def _pixels(self, begun: Written, image: bytes | Exception | None) -> _Ready | None:
+        job_id = begun.doc["id"]
+        if isinstance(image, Exception):
+            self._store_failed(job_id, "image read", image)
+            return None
+        if image is None:
             self._fail(job_id, ErrorCode.INTERNAL, "the stored image is gone")
             return None
         try:
             # Pixels the gateway prepared, or (ASYNCINFER_PREPROCESS_AT=worker) the upload to decode.
-            return _Ready(doc, model_pixels(image_bytes, self.classifier.spec.input))
+            return _Ready(begun, model_pixels(image, self.classifier.spec.input))
         except Exception as e:  # any decoder failure is this image's problem alone
             self._fail(job_id, ErrorCode.DECODE_ERROR, f"the image does not decode: {e}")
             return None
@@ -189,24 +216,27 @@ class _Batch:
         self.report.inference_ms += inference_ms
         self.report.passes += 1
         labels = self.classifier.spec.labels()
-        for item, row in zip(ready, scores, strict=True):
-            result: dict[str, Any] = {
+        results: dict[str, dict[str, Any]] = {
+            item.doc["id"]: {
                 "predictions": top_k(row, item.doc["params"]["top_k"], labels),
                 "batch_size": len(ready),
                 "inference_ms": round(inference_ms, 2),
             }
-            with self.about(item.doc["id"]):
-                try:
-                    with store_span("store.succeed", item.doc["id"]):
-                        self.lifecycle.succeed(item.doc["id"], result=result, model=self.classifier.info)
-                    self.report.inferred += 1
-                except Exception as e:
-                    self._store_failed(item.doc["id"], "succeed", e)
+            for item, row in zip(ready, scores, strict=True)
+        }
+        with store_span("store.succeed", *results):
+            outcomes = self.lifecycle.succeed_many(results, model=self.classifier.info,
+                                                   known={item.doc["id"]: item.begun for item in ready})
+        for job_id, outcome in outcomes.items():
+            if isinstance(outcome, Exception):
+                self._store_failed(job_id, "succeed", outcome)
+            else:
+                self.report.inferred += 1
 
 
-def store_span(name: str, job_id: str) -> AbstractContextManager[object]:
-    """A child span of the batch's around one store read or write (a no-op when tracing is off)."""
-    return span(name, {"asyncinfer.job_id": job_id} if tracing_on() else None)
+def store_span(name: str, *job_ids: str) -> AbstractContextManager[object]:
+    """A child span of the batch's around one store read or write of these jobs (a no-op when tracing is off)."""
+    return span(name, {"asyncinfer.job_ids": list(job_ids)} if tracing_on() else None)
 
 
 def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Classifier,
@@ -217,20 +247,12 @@ def process_batch(job_ids: list[str], lifecycle: JobLifecycle, classifier: Class
     Each forward pass runs inside `guard` (the time limit). `trace_ids`: each job's trace, for its log lines."""
     batch = _Batch(lifecycle, classifier, before_inference, guard, delivered=len(job_ids))
     batch.trace_ids = trace_ids or {}
-    fresh: list[str] = []
-    redelivered: list[str] = []
-    for job_id in dict.fromkeys(job_ids):  # a message delivered twice runs once
-        status = batch.status(job_id)
-        if status is JobStatus.RUNNING:  # its worker was lost while it ran
-            redelivered.append(job_id)
-        elif status is not None:
-            fresh.append(job_id)
-    docs = [doc for doc in map(batch.begin, fresh) if doc is not None]
-    batch.infer([ready for ready in map(batch.prepare, docs) if ready is not None])
+    begun, redelivered = batch.begin_fresh(list(dict.fromkeys(job_ids)))  # a message delivered twice runs once
+    batch.infer(batch.prepare(begun))
     for job_id in redelivered:
         # Begun only now, so that an earlier one that kills the worker is not charged to it.
-        doc = batch.begin(job_id)
-        ready = batch.prepare(doc) if doc is not None else None
-        batch.infer([ready] if ready is not None else [])
+        with batch.about(job_id):
+            written = batch.begin(job_id)
+        batch.infer(batch.prepare([written] if written is not None else []))
     batch.report.failures = dict(batch.failures)
     return batch.report

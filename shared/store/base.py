@@ -44,6 +44,20 @@ LIST_SCAN_LIMIT = 2000
 # A terminal job's webhook delivery record (api/delivery/), public.
 DELIVERY_FIELD = "delivery"
 Mutation = Callable[[JobDoc], JobDoc | None]
+Found = tuple[dict[str, Any], Cas]
+# Some keys of a multi-key call may fail alone (Couchbase sends one request per key): their
+# entry is the error (StoreUnavailable, CasMismatch, DocumentMissing) instead of a value.
+ManyFound = dict[str, Found | Exception | None]
+
+
+@dataclass(frozen=True)
+class Written:
+    """A job after update_many: its document, whether this call changed it, and its CAS now
+    (a later update_many may start from it instead of reading the job again; None: not known)."""
+
+    doc: JobDoc
+    changed: bool
+    cas: Cas | None
 
 
 def job_key(job_id: str) -> str:
@@ -113,6 +127,23 @@ class JobStore(ABC):
     @abstractmethod
     def _remove(self, key: str) -> None:
         """Delete `key`; absent is fine."""
+
+    # One round trip for many keys: a batch's jobs (workers/inference.py).
+    @abstractmethod
+    def _get_many(self, keys: list[str]) -> ManyFound:
+        """Each key's value and CAS (None when absent or expired), like `_get`."""
+
+    @abstractmethod
+    def _replace_many(self, writes: dict[str, Found]) -> dict[str, Cas | Exception]:
+        """Replace each key with its value if its CAS is still the one given, keeping its expiry;
+        each key's new CAS, or its CasMismatch, DocumentMissing or StoreUnavailable."""
+
+    @abstractmethod
+    def _get_binary_many(self, keys: list[str]) -> dict[str, bytes | Exception | None]: ...
+
+    @abstractmethod
+    def _remove_many(self, keys: list[str]) -> None:
+        """Delete every key; absent ones are fine."""
 
     @abstractmethod
     def _insert_binary(self, key: str, data: bytes, ttl_s: int) -> None: ...
@@ -220,6 +251,59 @@ class JobStore(ABC):
             # clean-up.
             self._drop_image(job_id)
         return doc, changed
+
+    def update_many(self, mutations: dict[str, Mutation], known: dict[str, Written] | None = None
+                    ) -> dict[str, Written | Exception]:
+        """`update` for many jobs in two round trips, one read and one write: each job keeps its own
+        CAS, and `mutate` sees each job once. A job in `known` is not read again: its mutation starts
+        from that document and CAS. Each job's outcome, or its error: JobNotFound, or a CasMismatch
+        or StoreUnavailable of its own, after which the caller updates that job alone. A StoreUnavailable
+        of every job is raised, for the caller to wait out the outage. Terminal jobs lose their images."""
+        known = known or {}
+        found: ManyFound = {job_key(job_id): (written.doc, written.cas) for job_id, written in known.items()
+                            if job_id in mutations and written.cas is not None}
+        unread = [job_key(job_id) for job_id in mutations if job_key(job_id) not in found]
+        if unread:
+            found |= self._get_many(unread)
+        outcomes: dict[str, Written | Exception] = {}
+        writes: dict[str, Found] = {}
+        for job_id, mutate in mutations.items():
+            item = found[job_key(job_id)]
+            if item is None:
+                outcomes[job_id] = JobNotFound(f"no job with id {job_id}")
+            elif isinstance(item, Exception):
+                outcomes[job_id] = item
+            else:
+                new = mutate(item[0])
+                if new is None:
+                    outcomes[job_id] = Written(item[0], False, item[1])
+                else:
+                    writes[job_id] = (new, item[1])
+        written = self._replace_many({job_key(job_id): write for job_id, write in writes.items()}) if writes else {}
+        for job_id, (new, _) in writes.items():
+            cas = written[job_key(job_id)]
+            if isinstance(cas, DocumentMissing):
+                outcomes[job_id] = JobNotFound(f"no job with id {job_id}")
+            else:
+                outcomes[job_id] = cas if isinstance(cas, Exception) else Written(new, True, cas)
+        errors = [outcome for outcome in outcomes.values() if isinstance(outcome, StoreUnavailable)]
+        if errors and len(errors) == len(outcomes):
+            raise errors[0]
+        ended = [job_id for job_id, outcome in outcomes.items()
+                 if isinstance(outcome, Written) and status_of(outcome.doc).terminal]
+        if ended:
+            with contextlib.suppress(StoreUnavailable):  # as in _drop_image
+                self._remove_many([image_key(job_id) for job_id in ended])
+        return outcomes
+
+    def get_images(self, job_ids: list[str]) -> dict[str, bytes | Exception | None]:
+        """Each job's image (None when gone) in one round trip; a StoreUnavailable of every image is raised."""
+        found = self._get_binary_many([image_key(job_id) for job_id in job_ids])
+        images = {job_id: found[image_key(job_id)] for job_id in job_ids}
+        errors = [image for image in images.values() if isinstance(image, StoreUnavailable)]
+        if errors and len(errors) == len(images):
+            raise errors[0]
+        return images
 
     def _update_key(self, key: str, mutate: Mutation, missing: NotFound) -> tuple[dict[str, Any], bool]:
         """The CAS retry loop over any document; raises `missing` when it is absent."""

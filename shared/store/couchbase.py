@@ -42,10 +42,12 @@ from couchbase.exceptions import (
 from couchbase.options import (
     ClusterOptions,
     ClusterTimeoutOptions,
+    GetMultiOptions,
     GetOptions,
     InsertOptions,
     MutateInOptions,
     PingOptions,
+    ReplaceMultiOptions,
     ReplaceOptions,
 )
 from couchbase.transcoder import RawBinaryTranscoder
@@ -54,7 +56,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 from shared.config import Settings
 from shared.errors import CasMismatch, DocumentExists, DocumentMissing, StoreMisconfigured, StoreUnavailable
 from shared.jobs import canonical_json
-from shared.store.base import Cas, JobStore
+from shared.store.base import Cas, Found, JobStore, ManyFound
 from shared.store.subdoc import changes_as_specs
 
 # Internal (public_view drops `_` fields): unix time at which the document expires.
@@ -190,6 +192,49 @@ class CouchbaseStore(JobStore):
     def _remove(self, key: str) -> None:
         with self._unavailable_as_store_error("remove", key), suppress(DocumentNotFoundException):
             self.collection.remove(key)
+
+    # ---- many keys: the SDK's multi-key operations, one request per key sent together -----
+    def _get_many(self, keys: list[str]) -> ManyFound:
+        with self._unavailable_as_store_error("get_multi", keys[0]):
+            found = self.collection.get_multi(keys, GetMultiOptions(return_exceptions=True))
+        values: ManyFound = {key: (result.content_as[dict], result.cas) for key, result in found.results.items()}
+        return values | {key: self._read_error_of(key, error) for key, error in found.exceptions.items()}
+
+    def _replace_many(self, writes: dict[str, Found]) -> dict[str, Cas | Exception]:
+        options = ReplaceMultiOptions(return_exceptions=True, per_key_options={
+            key: ReplaceOptions(cas=cas, expiry=self._time_left(value)) for key, (value, cas) in writes.items()})
+        with self._unavailable_as_store_error("replace_multi", next(iter(writes))):
+            written = self.collection.replace_multi({key: value for key, (value, _) in writes.items()}, options)
+        outcomes: dict[str, Cas | Exception] = {key: result.cas for key, result in written.results.items()}
+        return outcomes | {key: self._error_of(key, error) for key, error in written.exceptions.items()}
+
+    def _get_binary_many(self, keys: list[str]) -> dict[str, bytes | Exception | None]:
+        with self._unavailable_as_store_error("get_multi", keys[0]):
+            found = self.collection.get_multi(keys, GetMultiOptions(return_exceptions=True, transcoder=_BINARY))
+        values: dict[str, bytes | Exception | None] = {key: bytes(result.value)
+                                                       for key, result in found.results.items()}
+        return values | {key: self._read_error_of(key, error) for key, error in found.exceptions.items()}
+
+    def _remove_many(self, keys: list[str]) -> None:
+        with self._unavailable_as_store_error("remove_multi", keys[0]):
+            self.collection.remove_multi(keys)  # absent keys come back as exceptions, not raised
+
+    @staticmethod
+    def _error_of(key: str, error: BaseException) -> Exception:
+        """One key's failure in a multi-key call, as the store's own errors."""
+        if isinstance(error, DocumentNotFoundException):
+            return DocumentMissing(key)
+        if isinstance(error, CasMismatchException):
+            return CasMismatch(key)
+        if isinstance(error, _UNAVAILABLE):
+            return StoreUnavailable(f"Couchbase {key}: {type(error).__name__}")
+        raise error
+
+    @classmethod
+    def _read_error_of(cls, key: str, error: BaseException) -> Exception | None:
+        """As _error_of, with an absent document as None (what a read answers)."""
+        failure = cls._error_of(key, error)
+        return None if isinstance(failure, DocumentMissing) else failure
 
     # ---- binary documents (images) -------------------------------------------------------
     def _insert_binary(self, key: str, data: bytes, ttl_s: int) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import CasMismatch, DocumentExists, DocumentMissing, StoreUnavailable
-from shared.store.base import Cas, JobStore
+from shared.store.base import Cas, Found, JobStore, ManyFound
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -115,6 +115,48 @@ class SqliteStore(JobStore):
     def _remove(self, key: str) -> None:
         self._execute("DELETE FROM kv WHERE key = ?", (key,))
 
+    def _get_raw_many(self, keys: list[str]) -> dict[str, tuple[bytes, Cas] | None]:
+        found: dict[str, tuple[bytes, Cas] | None] = dict.fromkeys(keys)
+        for chunk in _chunks(keys):
+            rows = self._execute(
+                f"SELECT key, value, cas FROM kv WHERE key IN ({_marks(chunk)}) AND expires_at > ?",
+                (*chunk, time.time()),
+            ).fetchall()
+            found |= {key: (value, cas) for key, value, cas in rows}
+        return found
+
+    def _get_many(self, keys: list[str]) -> ManyFound:
+        return {key: None if found is None else (json.loads(found[0]), found[1])
+                for key, found in self._get_raw_many(keys).items()}
+
+    def _replace_many(self, writes: dict[str, Found]) -> dict[str, Cas | Exception]:
+        """One IMMEDIATE transaction: every key's CAS is checked and written, or (StoreUnavailable) none."""
+        outcomes: dict[str, Cas | Exception] = {}
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            for key, (value, cas) in writes.items():
+                cursor = self._execute(
+                    "UPDATE kv SET value = ?, cas = cas + 1 WHERE key = ? AND cas = ? AND expires_at > ?",
+                    (json.dumps(value).encode(), key, cas, now),
+                )
+                if cursor.rowcount == 1:
+                    outcomes[key] = cas + 1
+                else:
+                    outcomes[key] = CasMismatch(key) if self._get_raw(key) is not None else DocumentMissing(key)
+        except BaseException:
+            self._conn.rollback()
+            raise
+        self._execute("COMMIT")
+        return outcomes
+
+    def _get_binary_many(self, keys: list[str]) -> dict[str, bytes | Exception | None]:
+        return {key: None if found is None else bytes(found[0]) for key, found in self._get_raw_many(keys).items()}
+
+    def _remove_many(self, keys: list[str]) -> None:
+        for chunk in _chunks(keys):
+            self._execute(f"DELETE FROM kv WHERE key IN ({_marks(chunk)})", tuple(chunk))
+
     def _insert_binary(self, key: str, data: bytes, ttl_s: int) -> None:
         self._insert_raw(key, data, ttl_s)
 
@@ -133,3 +175,12 @@ class SqliteStore(JobStore):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _chunks(keys: list[str], size: int = 500) -> list[list[str]]:
+    """Within SQLite's limit on the parameters of one statement."""
+    return [keys[start:start + size] for start in range(0, len(keys), size)]
+
+
+def _marks(keys: list[str]) -> str:
+    return ", ".join("?" * len(keys))

@@ -18,16 +18,11 @@ from shared.sessions import jobs_in, new_session, session_view, submitted_entry
 from shared.store import JobStore
 from tests.contract.conftest import StoreFactory
 from tests.support.models import MOBILENET_V2
+from tests.support.publishers import RecordingPublisher
 
 INFO = {"content_type": "image/png", "bytes": 3, "sha256": "0" * 64, "width": 8, "height": 8}
 
 
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.published: list[JobDoc] = []
-
-    def publish(self, doc: JobDoc) -> None:
-        self.published.append(doc)
 
 
 def a_job(session_id: str, tenant: str = "tenant-a") -> JobDoc:

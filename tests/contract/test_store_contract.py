@@ -9,12 +9,21 @@ from typing import Any
 
 import pytest
 
-from shared.errors import BatchNotFound, IdempotencyConflict, IllegalTransition, JobNotFound, StoreUnavailable
-from shared.jobs import JobDoc, JobStatus, new_job, public_view, transition
+from shared.errors import (
+    BatchNotFound,
+    CasMismatch,
+    IdempotencyConflict,
+    IllegalTransition,
+    JobNotFound,
+    StoreUnavailable,
+)
+from shared.jobs import JobDoc, JobStatus, new_job, public_view, status_of, transition
 from shared.lifecycle import JobLifecycle
 from shared.store import Idempotency, JobStore
+from shared.store.base import Written
 from tests.contract.conftest import StoreFactory
 from tests.support.models import MOBILENET_V2
+from tests.support.publishers import RecordingPublisher
 
 IMAGE = b"\x89PNG not really, but bytes are bytes"
 
@@ -30,12 +39,6 @@ def created(store: JobStore, tenant: str = "tenant-a") -> JobDoc:
     return doc
 
 
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.published: list[JobDoc] = []
-
-    def publish(self, doc: JobDoc) -> None:
-        self.published.append(doc)
 
 
 # ---- create and read ---------------------------------------------------------------------
@@ -206,6 +209,81 @@ def test_a_write_whose_reply_was_lost_is_not_applied_twice(store: JobStore) -> N
     assert doc is not None and doc["status"] == "running" and doc["attempts"] == 1
     assert store.get_job(job["id"])["history"][-1]["seq"] == 2
     assert [event["status"] for event in publisher.published] == ["running"]
+
+
+# ---- a batch's jobs at once (the worker) --------------------------------------------------
+def test_update_many_writes_each_job_under_its_own_cas(store: JobStore, make_store: StoreFactory) -> None:
+    jobs = [created(store)["id"] for _ in range(3)]
+    done = created(store)["id"]
+    store.transition(done, JobStatus.CANCELLED)
+
+    begun = store.update_many({job_id: lambda doc: None if status_of(doc).terminal else
+                               transition(doc, JobStatus.RUNNING) for job_id in [*jobs, done, "no-such-job"]})
+
+    assert [(begun[job_id].doc["status"], begun[job_id].changed) for job_id in jobs] == [("running", True)] * 3
+    assert [store.get_job(job_id)["status"] for job_id in jobs] == ["running"] * 3
+    assert begun[done] == Written(store.get_job(done), False, begun[done].cas)
+    assert isinstance(begun["no-such-job"], JobNotFound)
+    # Another writer changes one job: a write from the CAS it had is refused for that job alone.
+    make_store().update(jobs[1], lambda doc: {**doc, "touched": True})
+    known = {job_id: begun[job_id] for job_id in jobs}
+    ended = store.update_many({job_id: lambda doc: transition(doc, JobStatus.SUCCEEDED, result={"predictions": []})
+                               for job_id in jobs}, known)
+
+    assert isinstance(ended[jobs[1]], CasMismatch)
+    assert [store.get_job(job_id)["status"] for job_id in jobs] == ["succeeded", "running", "succeeded"]
+    assert store.get_job(jobs[1])["touched"] is True
+    assert [store.get_image(job_id) for job_id in jobs] == [None, IMAGE, None]  # images go once a job ends
+
+
+def test_a_batchs_images_read_at_once(store: JobStore) -> None:
+    job, gone = created(store)["id"], created(store)["id"]
+    store.transition(gone, JobStatus.CANCELLED)
+
+    assert store.get_images([job, gone, "no-such-job"]) == {job: IMAGE, gone: None, "no-such-job": None}
+
+
+def test_a_batch_begun_and_ended_together_announces_each_change_once(store: JobStore) -> None:
+    jobs = [created(store)["id"] for _ in range(4)]
+    publisher = RecordingPublisher()
+    lifecycle = JobLifecycle(store, publisher, max_attempts=3)  # type: ignore[arg-type]
+    lifecycle.begin(jobs[3])  # its worker was lost: begin_fresh leaves it to run alone
+
+    begun = lifecycle.begin_fresh(jobs, runs_here=lambda doc: doc["id"] != jobs[2])
+    results = {job_id: {"predictions": [], "batch_size": 2, "inference_ms": 1.0} for job_id in jobs[:2]}
+    ended = lifecycle.succeed_many(results, model={"name": "mobilenet_v2", "version": "1"},
+                                   known={job_id: begun[job_id] for job_id in jobs[:2]})  # type: ignore[misc]
+
+    assert [begun[job_id].changed for job_id in jobs] == [True, True, False, False]  # type: ignore[union-attr]
+    assert [ended[job_id].doc["status"] for job_id in jobs[:2]] == ["succeeded"] * 2  # type: ignore[union-attr]
+    assert [store.get_job(job_id)["status"] for job_id in jobs] == ["succeeded", "succeeded", "queued", "running"]
+    assert [(doc["id"], doc["status"]) for doc in publisher.published] == [
+        (jobs[3], "running"), (jobs[0], "running"), (jobs[1], "running"), (jobs[0], "succeeded"),
+        (jobs[1], "succeeded")]
+
+
+def test_a_batch_write_whose_reply_was_lost_is_not_applied_twice(store: JobStore) -> None:
+    jobs = [created(store)["id"] for _ in range(3)]
+    replace_many = store._replace_many
+    lost_replies = []
+
+    def write_then_lose_the_reply(writes: dict[str, Any]) -> Any:
+        outcomes = replace_many(writes)
+        if not lost_replies:
+            lost_replies.append(list(writes))
+            raise StoreUnavailable("reply lost (simulated ambiguous timeout)")
+        return outcomes
+
+    store._replace_many = write_then_lose_the_reply  # type: ignore[method-assign]
+    publisher = RecordingPublisher()
+    lifecycle = JobLifecycle(store, publisher, max_attempts=3, store_retry_s=10)  # type: ignore[arg-type]
+
+    begun = lifecycle.begin_fresh(jobs, runs_here=lambda doc: True)
+
+    assert lost_replies, "the fault was never injected"
+    assert [begun[job_id].changed for job_id in jobs] == [True] * 3  # type: ignore[union-attr]
+    assert [(doc["attempts"], doc["history"][-1]["seq"]) for doc in map(store.get_job, jobs)] == [(1, 2)] * 3
+    assert [(doc["id"], doc["status"]) for doc in publisher.published] == [(job_id, "running") for job_id in jobs]
 
 
 # ---- expiry ------------------------------------------------------------------------------

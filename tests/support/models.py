@@ -9,9 +9,11 @@ from pathlib import Path
 import redis
 from PIL import Image
 
+from shared.jobs import new_job
 from shared.models import ModelSpec
 from shared.models.catalogue import Catalogue
 from shared.preprocessing import pack_pixels
+from shared.store import JobStore
 from shared.work_in_redis import count_work_by_model
 
 # The job document's `model` at acceptance, for the default model.
@@ -27,6 +29,14 @@ def blank_pixels(spec: ModelSpec | None = None) -> bytes:
     """Stored pixels (as the gateway packs them) of a black image at the model's size."""
     size = (spec or builtin()).input.size
     return pack_pixels(Image.new("RGB", size))
+
+
+def queued_job(store: JobStore, image: bytes | None = None, sha256: str = "0" * 64) -> str:
+    """A job of the default model stored as the gateway stores it, with `image` (blank pixels unless given)."""
+    info = {"content_type": "image/png", "bytes": 1, "sha256": sha256, "width": 8, "height": 8}
+    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=info, top_k=1),
+                              blank_pixels() if image is None else image)
+    return str(doc["id"])
 
 
 def waiting_jobs(client: redis.Redis, spec: ModelSpec | None = None) -> int:

@@ -44,6 +44,8 @@ class ReceivedSpan:
 
 def _value(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
+    if which == "array_value":
+        return [_value(item) for item in value.array_value.values]
     return getattr(value, which) if which in ("string_value", "int_value", "double_value", "bool_value") else str(value)
 
 

@@ -8,25 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from shared.jobs import JobDoc, JobStatus, missed_its_start, new_job, transition
+from shared.jobs import JobStatus, missed_its_start, new_job, transition
 from shared.lifecycle import JobLifecycle
 from shared.store.sqlite import SqliteStore
 from tests.support.models import MOBILENET_V2
+from tests.support.publishers import RecordingPublisher
 
 INFO = {"content_type": "image/png", "bytes": 1, "sha256": "0" * 64, "width": 8, "height": 8}
 
 
-class Publisher:
-    def __init__(self) -> None:
-        self.published: list[JobDoc] = []
-
-    def publish(self, doc: JobDoc) -> None:
-        self.published.append(doc)
 
 
 @pytest.fixture
 def lifecycle(tmp_path: Path) -> JobLifecycle:
-    return JobLifecycle(SqliteStore(str(tmp_path / "jobs.db"), ttl_s=3600), Publisher(), max_attempts=3)  # type: ignore[arg-type]
+    return JobLifecycle(SqliteStore(str(tmp_path / "jobs.db"), ttl_s=3600), RecordingPublisher(), max_attempts=3)  # type: ignore[arg-type]
 
 
 def test_only_a_queued_job_past_its_deadline_has_missed_its_start() -> None:

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from shared.errors import StoreUnavailable
-from shared.jobs import JobDoc, JobStatus, new_job
+from shared.jobs import JobStatus
 from shared.lifecycle import TIMED_OUT_FIELD, JobLifecycle
+from shared.store.base import ManyFound
 from shared.store.sqlite import SqliteStore
-from tests.support.models import MOBILENET_V2, blank_pixels, builtin
+from tests.support.models import blank_pixels, builtin, queued_job
+from tests.support.publishers import RecordingPublisher
 from workers.inference import process_batch
 from workers.time_limit import TIMED_OUT_EXIT_CODE, InferenceTimeLimit
 
@@ -24,9 +26,6 @@ PIXELS = blank_pixels()
 MAX_ATTEMPTS = 3
 
 
-class Publisher:
-    def publish(self, doc: JobDoc) -> None:
-        pass
 
 
 class Classifier:
@@ -44,15 +43,22 @@ class Crash(BaseException):
 
 
 class FlakyStore(SqliteStore):
-    """The real store, failing every call that touches the jobs in `unavailable`."""
+    """The real store, failing every read of the jobs in `unavailable`: alone in a batch's read, as
+    a Couchbase key that times out does."""
 
     unavailable: ClassVar[set[str]] = set()
 
-    def get_job(self, job_id: str, *, tenant: str | None = None) -> JobDoc:
-        if job_id in self.unavailable:
-            raise StoreUnavailable(f"{job_id}: the store did not answer")
-        return super().get_job(job_id, tenant=tenant)
+    def _down(self, key: str) -> bool:
+        return any(job_id in key for job_id in self.unavailable)
 
+    def _get(self, key: str) -> tuple[dict[str, Any], int] | None:
+        if self._down(key):
+            raise StoreUnavailable(f"{key}: the store did not answer")
+        return super()._get(key)
+
+    def _get_many(self, keys: list[str]) -> ManyFound:
+        return super()._get_many(keys) | {key: StoreUnavailable(f"{key}: the store did not answer")
+                                          for key in keys if self._down(key)}
 
 
 @pytest.fixture
@@ -62,18 +68,12 @@ def store(tmp_path: Path) -> FlakyStore:
 
 @pytest.fixture
 def lifecycle(store: FlakyStore) -> JobLifecycle:
-    return JobLifecycle(store, Publisher(), max_attempts=MAX_ATTEMPTS)  # type: ignore[arg-type]
-
-
-def queued(store: SqliteStore, sha256: str = "0" * 64) -> str:
-    info = {"content_type": "image/png", "bytes": 1, "sha256": sha256, "width": 8, "height": 8}
-    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=info, top_k=1), PIXELS)
-    return str(doc["id"])
+    return JobLifecycle(store, RecordingPublisher(), max_attempts=MAX_ATTEMPTS)  # type: ignore[arg-type]
 
 
 def test_a_message_whose_job_is_gone_does_not_fail_its_batch_mates(store: FlakyStore,
                                                                    lifecycle: JobLifecycle) -> None:
-    jobs = [queued(store) for _ in range(3)]
+    jobs = [queued_job(store) for _ in range(3)]
 
     report = process_batch([jobs[0], "no-such-job", *jobs[1:]], lifecycle, Classifier())  # type: ignore[arg-type]
 
@@ -82,7 +82,7 @@ def test_a_message_whose_job_is_gone_does_not_fail_its_batch_mates(store: FlakyS
 
 
 def test_a_job_the_store_fails_is_handed_back_not_dropped(store: FlakyStore, lifecycle: JobLifecycle) -> None:
-    jobs = [queued(store) for _ in range(3)]
+    jobs = [queued_job(store) for _ in range(3)]
     store.unavailable = {jobs[1]}
 
     report = process_batch(jobs, lifecycle, Classifier())  # type: ignore[arg-type]
@@ -93,7 +93,7 @@ def test_a_job_the_store_fails_is_handed_back_not_dropped(store: FlakyStore, lif
 
 
 def test_a_job_delivered_twice_in_one_batch_runs_once(store: FlakyStore, lifecycle: JobLifecycle) -> None:
-    job = queued(store)
+    job = queued_job(store)
 
     report = process_batch([job, job], lifecycle, Classifier())  # type: ignore[arg-type]
 
@@ -102,8 +102,8 @@ def test_a_job_delivered_twice_in_one_batch_runs_once(store: FlakyStore, lifecyc
 
 
 def test_redelivered_jobs_run_alone_after_the_fresh_ones(store: FlakyStore, lifecycle: JobLifecycle) -> None:
-    fresh = [queued(store) for _ in range(2)]
-    redelivered = [queued(store) for _ in range(2)]
+    fresh = [queued_job(store) for _ in range(2)]
+    redelivered = [queued_job(store) for _ in range(2)]
     for job_id in redelivered:  # begun by a worker that was lost
         lifecycle.begin(job_id)
 
@@ -119,8 +119,8 @@ def test_redelivered_jobs_run_alone_after_the_fresh_ones(store: FlakyStore, life
 def test_an_image_that_kills_the_worker_fails_alone_and_its_batch_mates_succeed(
     store: FlakyStore, lifecycle: JobLifecycle
 ) -> None:
-    poison = queued(store, sha256="f" * 64)
-    mates = [queued(store) for _ in range(3)]
+    poison = queued_job(store, sha256="f" * 64)
+    mates = [queued_job(store) for _ in range(3)]
 
     def crash_on_poison(docs: Sequence[dict[str, Any]]) -> None:
         if any(doc["input"]["sha256"] == "f" * 64 for doc in docs):
@@ -148,8 +148,8 @@ def test_an_image_that_kills_the_worker_fails_alone_and_its_batch_mates_succeed(
 def test_an_image_that_hangs_inference_times_out_alone_and_its_batch_mates_succeed(
     store: FlakyStore, lifecycle: JobLifecycle
 ) -> None:
-    stuck = queued(store, sha256="e" * 64)
-    mates = [queued(store) for _ in range(3)]
+    stuck = queued_job(store, sha256="e" * 64)
+    mates = [queued_job(store) for _ in range(3)]
     exit_codes: list[int] = []
     exited = threading.Event()
 
@@ -193,7 +193,7 @@ def test_a_worker_lost_after_a_timed_out_attempt_is_charged_to_the_last_attempt(
 ) -> None:
     """The error code names what ended the last attempt: a timeout noted on an earlier one is
     forgotten when the job starts again."""
-    job = queued(store)
+    job = queued_job(store)
     lifecycle.begin(job)
     lifecycle.note_timeout(job, 5)
     for _ in range(MAX_ATTEMPTS - 1):  # redelivered; each later attempt's worker is lost without a timeout

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from shared.errors import IllegalTransition
-from shared.jobs import ALLOWED, JobDoc, JobStatus, new_job
+from shared.jobs import ALLOWED, JobStatus, new_job
 from shared.lifecycle import JobLifecycle
 from shared.store.sqlite import SqliteStore
 from tests.support.models import MOBILENET_V2, blank_pixels, builtin
+from tests.support.publishers import RecordingPublisher
 from workers.inference import process_batch
 
 PIXELS = blank_pixels()
@@ -30,12 +31,6 @@ class Crash(BaseException):
     """The worker process dies: nothing after it runs, and its messages are delivered again."""
 
 
-class Publisher:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, int]] = []
-
-    def publish(self, doc: JobDoc) -> None:
-        self.events.append((doc["id"], doc["history"][-1]["seq"]))
 
 
 class Classifier:
@@ -53,7 +48,7 @@ class JobLives(RuleBasedStateMachine):
         super().__init__()
         self.directory = tempfile.TemporaryDirectory()
         self.store = SqliteStore(str(Path(self.directory.name) / "jobs.db"), ttl_s=3600)
-        self.publisher = Publisher()
+        self.publisher = RecordingPublisher()
         self.lifecycle = JobLifecycle(self.store, self.publisher, max_attempts=MAX_ATTEMPTS)  # type: ignore[arg-type]
         self.jobs: list[str] = []
         self.queue: list[str] = []  # messages in Redis, in order; a delivered batch leaves only when acked
@@ -116,7 +111,7 @@ class JobLives(RuleBasedStateMachine):
                 assert after in ALLOWED[before], statuses
             assert doc["attempts"] == statuses.count(JobStatus.RUNNING) <= MAX_ATTEMPTS
             assert all(not status.terminal for status in statuses[:-1])  # a terminal state is the last
-            published = [seq for published_id, seq in self.publisher.events if published_id == job_id]
+            published = [seq for published_id, seq in [(doc["id"], doc["history"][-1]["seq"]) for doc in self.publisher.published] if published_id == job_id]
             assert published == list(range(2, len(history) + 1))  # every change announced, once, in order
 
     def drained(self) -> None:

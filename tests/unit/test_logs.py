@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 import pytest
 
+from shared.jobs import JobDoc
 from shared.logs import ContextFilter, JsonFormatter, TextFormatter, about_job, configure_logging, request_id_var
+from shared.store.base import Written
 from tests.support.models import builtin
 from workers.inference import process_batch
 
@@ -79,9 +81,11 @@ def test_configure_logging_leaves_one_handler(capsys: pytest.CaptureFixture[str]
 class OneJobLifecycle:
     """A job submitted by request `req-7` for another model (so the worker sends it on, with a warning)."""
 
-    def read(self, job_id: str) -> dict[str, Any]:
-        return {"id": job_id, "status": "queued", "tenant": "t", "request_id": "req-7",
-                "model": {"name": "mobilenet_v3_small", "version": "1"}}
+    def begin_fresh(self, job_ids: list[str], *, runs_here: Callable[[JobDoc], bool]) -> dict[str, Written]:
+        docs = {job_id: {"id": job_id, "status": "queued", "tenant": "t", "request_id": "req-7",
+                         "model": {"name": "mobilenet_v3_small", "version": "1"}} for job_id in job_ids}
+        assert not any(map(runs_here, docs.values()))
+        return {job_id: Written(doc, False, 1) for job_id, doc in docs.items()}
 
 
 class Classifier:

@@ -3,7 +3,7 @@ process_batch gives for skipped and failed jobs."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,7 +13,11 @@ from prometheus_client import CollectorRegistry
 from cli.processes import free_port
 from shared.config import Settings
 from shared.jobs import ErrorCode
-from tests.support.models import MOBILENET_V2, blank_pixels, builtin
+from shared.lifecycle import JobLifecycle
+from shared.store.base import image_key
+from shared.store.sqlite import SqliteStore
+from tests.support.models import blank_pixels, builtin, queued_job
+from tests.support.publishers import RecordingPublisher
 from workers.inference import BatchReport, process_batch
 from workers.metrics import MetricsUnavailable, WorkerMetrics, serve
 
@@ -81,30 +85,6 @@ def test_model_info_is_a_gauge_of_one_labelled_with_the_model(registry: Collecto
     assert registry.get_sample_value("asyncinfer_worker_model_info", MODEL_INFO) == 1
 
 
-class FakeLifecycle:
-    """read/begin/image/fail/succeed of JobLifecycle over a dict of job id → (runnable, stored bytes)."""
-
-    def __init__(self, jobs: dict[str, tuple[bool, bytes | None]]) -> None:
-        self.jobs = jobs
-        self.failed: dict[str, ErrorCode] = {}
-        self.succeeded: list[str] = []
-
-    def read(self, job_id: str) -> dict[str, Any]:
-        return {"id": job_id, "status": "queued" if self.jobs[job_id][0] else "succeeded", "model": MOBILENET_V2}
-
-    def begin(self, job_id: str) -> dict[str, Any] | None:
-        return {"id": job_id, "params": {"top_k": 1}} if self.jobs[job_id][0] else None
-
-    def image(self, job_id: str) -> bytes | None:
-        return self.jobs[job_id][1]
-
-    def fail(self, job_id: str, code: ErrorCode, message: str, **_: Any) -> None:
-        self.failed[job_id] = code
-
-    def succeed(self, job_id: str, **_: Any) -> None:
-        self.succeeded.append(job_id)
-
-
 class FakeClassifier:
     spec = builtin()
     max_batch_size = 8
@@ -123,25 +103,38 @@ PIXELS = blank_pixels()
 
 
 
-def test_process_batch_reports_skipped_jobs_and_failures_by_code() -> None:
-    lifecycle = FakeLifecycle({
-        "ok1": (True, PIXELS), "done": (False, PIXELS), "gone": (True, None), "bad": (True, b"not an image"),
-        "ok2": (True, PIXELS),
-    })
+@pytest.fixture
+def lifecycle(tmp_path: Path) -> JobLifecycle:
+    return JobLifecycle(SqliteStore(str(tmp_path / "jobs.db"), ttl_s=3600), RecordingPublisher(), max_attempts=3)  # type: ignore[arg-type]
 
-    report = process_batch(list(lifecycle.jobs), lifecycle, FakeClassifier())  # type: ignore[arg-type]
+
+def finished_job(lifecycle: JobLifecycle) -> str:
+    job_id = queued_job(lifecycle.store)
+    lifecycle.begin(job_id)
+    lifecycle.succeed(job_id, result={"predictions": [], "batch_size": 1, "inference_ms": 1.0}, model=MODEL_INFO)
+    return job_id
+
+
+def test_process_batch_reports_skipped_jobs_and_failures_by_code(lifecycle: JobLifecycle) -> None:
+    store = lifecycle.store
+    ok1, done, gone, bad, ok2 = (queued_job(store), finished_job(lifecycle), queued_job(store),
+                                 queued_job(store, image=b"not an image"), queued_job(store))
+    store._remove(image_key(gone))
+
+    report = process_batch([ok1, done, gone, bad, ok2], lifecycle, FakeClassifier())  # type: ignore[arg-type]
 
     assert (report.delivered, report.inferred, report.skipped, report.failed) == (5, 2, 1, 2)
     assert report.failures == {ErrorCode.INTERNAL: 1, ErrorCode.DECODE_ERROR: 1}
     assert report.inference_ms > 0
-    assert lifecycle.succeeded == ["ok1", "ok2"]
-    assert lifecycle.failed == {"gone": ErrorCode.INTERNAL, "bad": ErrorCode.DECODE_ERROR}
+    assert [store.get_job(job_id)["status"] for job_id in (ok1, ok2)] == ["succeeded"] * 2
+    assert {job_id: store.get_job(job_id)["error"]["code"] for job_id in (gone, bad)} == {
+        gone: "internal", bad: "decode_error"}
 
 
-def test_process_batch_reports_a_failed_forward_pass_as_internal_failures() -> None:
-    lifecycle = FakeLifecycle({"a": (True, PIXELS), "b": (True, PIXELS), "done": (False, None)})
+def test_process_batch_reports_a_failed_forward_pass_as_internal_failures(lifecycle: JobLifecycle) -> None:
+    jobs = [queued_job(lifecycle.store), queued_job(lifecycle.store), finished_job(lifecycle)]
 
-    report = process_batch(list(lifecycle.jobs), lifecycle, FakeClassifier(fails=True))  # type: ignore[arg-type]
+    report = process_batch(jobs, lifecycle, FakeClassifier(fails=True))  # type: ignore[arg-type]
 
     assert (report.delivered, report.inferred, report.skipped, report.inference_ms) == (3, 0, 1, 0.0)
     assert report.failures == {ErrorCode.INTERNAL: 2}
