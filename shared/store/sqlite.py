@@ -44,6 +44,9 @@ class SqliteStore(JobStore):
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        # SQLite built with SECURE_DELETE (Debian's is) zeroes every deleted page: an ended job's image (150 KB)
+        # then cost the worker 0.46 CPU ms to delete. FAST zeroes only what costs no extra I/O.
+        conn.execute("PRAGMA secure_delete=FAST")
         conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         return conn
 

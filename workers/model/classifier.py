@@ -30,8 +30,15 @@ class Classifier(Protocol):
 
 
 def to_model_input(spec: ModelSpec, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
-    """Stack RGB images (or uint8 arrays) at the model's size and normalise them as it declares."""
-    return spec.input.normalise(np.stack([np.asarray(image, dtype="uint8") for image in images]))
+    """Stack RGB images (or uint8 arrays) at the model's size and normalise them as it declares,
+    straight into one float32 array."""
+    batch = np.empty((len(images), spec.input.height, spec.input.width, 3), dtype="float32")
+    for index, image in enumerate(images):
+        pixels = np.asarray(image, dtype="uint8")
+        if pixels.shape != batch.shape[1:]:  # assignment would broadcast a grey (h, w, 1) image silently
+            raise ValueError(f"image {index} is {pixels.shape}; model {spec.ref} takes {batch.shape[1:]}")
+        batch[index] = pixels
+    return spec.input.normalise_in_place(batch)
 
 
 def warm_up(classifier: Classifier) -> float:
