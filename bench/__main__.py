@@ -23,9 +23,10 @@ from bench.scaling import measure_step, measure_worker_counts
 from bench.services import Services
 from bench.stats import spread
 from bench.submit_rate import measure_submit_rate
+from bench.worker_io import measure_worker_io
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("pipeline", "naive", "fanout", "submit", "scaling")
+SECTIONS = ("pipeline", "naive", "fanout", "submit", "scaling", "worker_io")
 
 
 def log(message: str) -> None:
@@ -114,6 +115,10 @@ def main() -> int:
                 duration_s=plan.worker_count_s, warmup_s=plan.warmup_s)
             log(f"a step of load: one fixed worker, then the autoscaler's 0..{plan.step_max_workers}")
             results["step"] = measure_step(services, images, phases=list(plan.step), max_workers=plan.step_max_workers)
+        if "worker_io" in sections:
+            log("the worker's CPU per image outside the forward pass, batches of 16 and of 1")
+            results["worker_io"] = measure_worker_io(f"{services.redis_base}/0", workdir / "worker-io",
+                                                     rounds=plan.worker_io_rounds)
     finally:
         services.stop()
     results["profiles"] = profiler.finish()

@@ -156,7 +156,6 @@ def finish_main(args: argparse.Namespace) -> None:
     import redis
 
     from shared.config import Settings
-    from shared.constants import MODEL_NAME
     from shared.events import EventPublisher
     from shared.lifecycle import JobLifecycle
     from shared.store import open_store
@@ -164,7 +163,7 @@ def finish_main(args: argparse.Namespace) -> None:
     settings = Settings()
     publisher = EventPublisher(redis.Redis.from_url(settings.redis_url))
     lifecycle = JobLifecycle(open_store(settings), publisher, max_attempts=settings.max_attempts)
-    model = {"name": MODEL_NAME, "weights": "random", "backend": "bench", "device": "cpu"}
+    model = {"name": settings.default_model.split("@")[0], "weights": "random", "backend": "bench", "device": "cpu"}
     result = {"predictions": [], "batch_size": 1, "inference_ms": 0.0}
     finished: dict[str, float] = {}
     next_at = time.monotonic()

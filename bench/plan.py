@@ -29,6 +29,7 @@ class Plan:
     # The step of load for fixed versus autoscaled workers: (seconds, jobs/s) phases.
     step: tuple[tuple[float, float], ...]
     step_max_workers: int
+    worker_io_rounds: int  # alternating rounds of batch 16 and batch 1 (bench/worker_io.py)
 
 
 FULL = Plan(
@@ -55,6 +56,7 @@ FULL = Plan(
     # Idle, a burst above one worker's light-load rate, a trickle, idle long enough to reach zero.
     step=((5.0, 0.0), (20.0, 20.0), (20.0, 3.0), (20.0, 0.0)),
     step_max_workers=2,
+    worker_io_rounds=5,
 )
 
 QUICK = Plan(
@@ -77,4 +79,5 @@ QUICK = Plan(
     worker_count_s=3.0,
     step=((2.0, 0.0), (5.0, 10.0), (5.0, 2.0), (12.0, 0.0)),
     step_max_workers=2,
+    worker_io_rounds=1,
 )

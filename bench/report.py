@@ -11,6 +11,7 @@ TARGET_NAIVE_RATIO = 6.0
 TARGET_OVERHEAD_MS = 15.0
 TARGET_FANOUT_P99_MS = 250.0
 TARGET_FANOUT_SUBSCRIBERS = 5000
+TARGET_WORKER_CPU_MS = 1.0  # per image outside the forward pass, at batch 16 (bench/worker_io.py)
 
 
 def best_ceiling(ceiling: dict[str, Any]) -> tuple[float, int]:
@@ -138,6 +139,15 @@ def submit_lines(results: dict[str, Any]) -> list[str]:
             f"POST p50/p95/p99 {_lat(submit['latency_ms'])} ms, CPU ms per job {_cpu(submit['cpu_ms_per_job'])}."]
 
 
+def worker_io_lines(results: dict[str, Any]) -> list[str]:
+    io = results["worker_io"]
+    per_image = io["cpu_ms_per_image"]
+    return [f"The worker's CPU ms per image outside the forward pass (process_batch on SQLite and Redis, a model "
+            f"that answers at once, {io['images_per_round']} images a round, median (range) of "
+            f"{per_image['16']['n']} alternating rounds): batch 16 {fmt_spread(per_image['16'], 2)}, "
+            f"batch 1 {fmt_spread(per_image['1'], 2)}, batch 1 / batch 16 {fmt_spread(io['batch1_over_batch16'], 1)}×."]
+
+
 def worker_count_table(results: dict[str, Any]) -> list[str]:
     lines = ["| workers | intra-op threads each | images/s, saturated (range of 2 s bins) | p50 / p95 / p99 ms |",
              "| --- | --- | --- | --- |"]
@@ -183,6 +193,10 @@ def target_lines(results: dict[str, Any]) -> list[str]:
         if overhead is not None:
             lines.append(f"- {runtime}: light-load overhead p50 = {overhead:.1f} ms "
                          f"(target ≤ {TARGET_OVERHEAD_MS:.0f} ms): {mark(overhead <= TARGET_OVERHEAD_MS)}")
+    if "worker_io" in results:
+        at_16 = results["worker_io"]["cpu_ms_per_image"]["16"]["median"]
+        lines.append(f"- worker CPU per image outside the forward pass at batch 16 = {at_16:.2f} ms "
+                     f"(target ≤ {TARGET_WORKER_CPU_MS:.0f} ms): {mark(at_16 <= TARGET_WORKER_CPU_MS)}")
     for row in results.get("fanout", []):
         if row["subscribers"] == TARGET_FANOUT_SUBSCRIBERS:
             p99 = row["p99_ms_over_runs"]["median"]
@@ -218,6 +232,7 @@ def render(results: dict[str, Any]) -> str:
         ("Workers on one host (keras; the autoscaler splits the cores between them)", "worker_counts",
          worker_count_table),
         ("A step of load: one fixed worker versus the local autoscaler", "step", step_table),
+        ("The worker's own cost per image", "worker_io", worker_io_lines),
     ]
     for title, key, renderer in sections:
         lines = renderer(results) if key in results else []
