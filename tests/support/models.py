@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import redis
 from PIL import Image
@@ -54,16 +55,10 @@ def write_manifest_model(directory: Path, manifest: str, labels: list[str], file
     """A team's model as a manifest: a small saved Keras model (input and labels from the manifest),
     its labels, the manifest and any other `files` (a panel) beside them, in `directory/<name>/`.
     Written elsewhere first and moved in, as a deployment would, so a gateway never reads half of it."""
-    import keras
-
     declared = tomllib.loads(manifest)
     staging = directory.parent / f"staging-{declared['name']}"
     staging.mkdir()
-    inputs = keras.Input((declared["input"]["height"], declared["input"]["width"], 3))
-    hidden = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
-    outputs = keras.layers.Dense(len(labels), activation="softmax")(hidden)
-    keras.Model(inputs, outputs).save(staging / declared["weights"]["file"])
+    save_small_keras_model(staging / declared["weights"]["file"], declared, len(labels))
     (staging / declared["labels"]["file"]).write_text("\n".join(labels) + "\n")
     for name, text in (files or {}).items():
         (staging / name).write_text(text)
@@ -71,6 +66,18 @@ def write_manifest_model(directory: Path, manifest: str, labels: list[str], file
     target = directory / declared["name"]
     staging.rename(target)
     return target / f"{declared['name']}.toml"
+
+
+def save_small_keras_model(path: Path, declared: dict[str, Any], classes: int, filters: int = 8) -> None:
+    """A small saved Keras model of the manifest's input size; `filters` changes its architecture, so a
+    second version gets weights of its own even where both draw random weights from the same seed."""
+    import keras
+
+    inputs = keras.Input((declared["input"]["height"], declared["input"]["width"], 3))
+    hidden = keras.layers.Conv2D(filters, 3, strides=2, activation="relu")(inputs)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    outputs = keras.layers.Dense(classes, activation="softmax")(hidden)
+    keras.Model(inputs, outputs).save(path)
 
 
 def write_unserved_model(directory: Path, name: str, panel: str, files: dict[str, str] | None = None) -> Path:
