@@ -125,9 +125,9 @@ def test_one_tenants_burst_does_not_starve_anothers_single_jobs(make_pipeline: P
 
 def test_a_tenant_at_its_limit_is_refused_alone_until_its_jobs_end(make_pipeline: PipelineFactory) -> None:
     """Tenant A may have 5 jobs open: its sixth gets 429 with a Retry-After, tenant B's are accepted
-    meanwhile, and once A's jobs end (a worker starts) A is accepted again."""
+    meanwhile up to B's own limit, and once A's jobs end (a worker starts) A is accepted again."""
     pipeline = make_pipeline(workers=0, ASYNCINFER_API_KEYS=API_KEYS, ASYNCINFER_TENANT_MAX_OUTSTANDING="5",
-                             ASYNCINFER_TENANT_LIMITS="tenant-b:0", ASYNCINFER_RECOVERY_INTERVAL_S="0.5")
+                             ASYNCINFER_TENANT_LIMITS="tenant-b:10", ASYNCINFER_RECOVERY_INTERVAL_S="0.5")
     a, b = {"X-API-Key": "key-a"}, {"X-API-Key": "key-b"}
     with httpx.Client(base_url=pipeline.url, timeout=60, headers=a) as client:
         accepted = [post_job(client, images.jpeg(seed=i), headers=a) for i in range(5)]
@@ -139,8 +139,13 @@ def test_a_tenant_at_its_limit_is_refused_alone_until_its_jobs_end(make_pipeline
         assert "tenant-a" in refused.json()["detail"] and "limit is 5" in refused.json()["detail"]
         files = [("files", (f"{i}.jpg", images.jpeg(seed=10 + i), "image/jpeg")) for i in range(2)]
         assert client.post("/v1/batches", files=files, headers=a).status_code == 429  # a batch counts whole
-        for i in range(8):  # tenant B's limit is lifted
+        # Tenant B has a limit of its own, 10, counted apart from A's: all 10 accepted while A is refused.
+        for i in range(10):
             assert post_job(client, images.jpeg(seed=20 + i), headers=b).status_code == 202
+        refused_b = post_job(client, images.jpeg(seed=19), headers=b)
+        assert refused_b.status_code == 429 and int(refused_b.headers["Retry-After"]) >= 1
+        assert "tenant-b" in refused_b.json()["detail"] and "limit is 10" in refused_b.json()["detail"]
+        assert post_job(client, images.jpeg(seed=5), headers=a).status_code == 429
 
         pipeline.start_worker()
         for response in accepted:

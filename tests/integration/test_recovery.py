@@ -18,7 +18,7 @@ from shared.jobs import JobStatus, new_job, transition
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import scrape_metrics, submit, wait_terminal
-from tests.support.models import MOBILENET_V2, blank_pixels, drop_waiting_jobs, waiting_jobs
+from tests.support.models import MOBILENET_V2, blank_pixels, builtin, drop_waiting_jobs, waiting_jobs
 from tests.support.pipeline import settings_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -41,18 +41,25 @@ def lose_the_queued_messages(pipeline: LocalPipeline) -> None:
 
 
 def test_queued_jobs_whose_messages_redis_lost_are_queued_again(make_pipeline: PipelineFactory) -> None:
+    """Each on its own model's queue: 5 jobs of the default model, 3 of another one."""
     pipeline = make_pipeline(workers=0, **FAST_RECOVERY)
+    other = builtin("mobilenet_v3_small")
     with httpx.Client(base_url=pipeline.url, timeout=30) as client:
         jobs = [submit(client, images.jpeg(seed=1000 + i)) for i in range(5)]
-        assert waiting_jobs(queue(pipeline)) == 5
+        others = [submit(client, images.jpeg(seed=1100 + i), model=other.ref) for i in range(3)]
+        assert (waiting_jobs(queue(pipeline)), waiting_jobs(queue(pipeline), other)) == (5, 3)
         lose_the_queued_messages(pipeline)
+        drop_waiting_jobs(queue(pipeline), other)
 
-        wait_until(lambda: waiting_jobs(queue(pipeline)) == 5, 30, "recovery to queue the 5 jobs again")
+        wait_until(lambda: (waiting_jobs(queue(pipeline)), waiting_jobs(queue(pipeline), other)) == (5, 3), 30,
+                   "recovery to queue the 5 and the 3 jobs again, each on its own model's queue")
         pipeline.start_worker()
         docs = [wait_terminal(client, job["id"]) for job in jobs]
+        still_queued = [client.get(f"/v1/jobs/{job['id']}").json()["status"] for job in others]
 
     assert [(doc["status"], doc["attempts"]) for doc in docs] == [("succeeded", 1)] * 5
-    assert metric(pipeline.url, "asyncinfer_jobs_recovered_total", cause="queued_without_message") == 5
+    assert still_queued == ["queued"] * 3 and waiting_jobs(queue(pipeline), other) == 3  # no worker of theirs ran
+    assert metric(pipeline.url, "asyncinfer_jobs_recovered_total", cause="queued_without_message") == 8
     assert metric(pipeline.url, "asyncinfer_recovery_lease_held") == 1
 
 
