@@ -27,6 +27,7 @@ MAX_WORKERS = 2
 # The pool reaches its maximum within this long of the burst (the autoscaler ticks every
 # second; the workers' start, seconds of TensorFlow import and model build, comes after).
 SCALE_UP_S = 5.0
+OTHER_MODEL = "mobilenet_v3_small@1"
 ENV = {
     "ASYNCINFER_SCALE_TARGET_JOBS_PER_WORKER": "16",
     "ASYNCINFER_SCALE_DOWN_AFTER_S": "3",
@@ -56,12 +57,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def post_burst(client: httpx.Client, seed: int) -> list[str]:
+def post_burst(client: httpx.Client, seed: int, model: str | None = None) -> list[str]:
     job_ids = []
     for start in range(0, BURST, 50):  # the gateway's batch limit is larger; these stay readable
         files = [("files", (f"{i}.jpg", images.jpeg(96, 96, seed=seed + i), "image/jpeg"))
                  for i in range(start, start + 50)]
-        response = client.post("/v1/batches", files=files)
+        response = client.post("/v1/batches", files=files, params={"model": model} if model else {})
         assert response.status_code == 202, response.text
         job_ids += [job["id"] for job in response.json()["jobs"]]
     return job_ids
@@ -106,14 +107,16 @@ def test_a_burst_on_an_empty_pool_scales_it_up_and_back_to_zero(make_pipeline: P
 
 def test_an_autoscaler_killed_mid_burst_leaves_no_orphans_and_loses_no_job(make_pipeline: PipelineFactory,
                                                                         tmp_path: Path) -> None:
-    pipeline = make_pipeline(workers=0, **ENV)
+    """On the pool of a model that is not the default one: the autoscaler scales its ASYNCINFER_MODEL's pool
+    on that model's own backlog."""
+    pipeline = make_pipeline(workers=0, ASYNCINFER_MODEL=OTHER_MODEL, **ENV)
     redis_url = pipeline.env["ASYNCINFER_REDIS_URL"]
     supervisor, port = Supervisor(tmp_path / "autoscaler"), free_port()
     first = start_autoscaler(supervisor, pipeline, port)
     pids: set[int] = set()
     try:
         with httpx.Client(base_url=pipeline.url, timeout=60) as client:
-            job_ids = post_burst(client, seed=31_000)
+            job_ids = post_burst(client, seed=31_000, model=OTHER_MODEL)
             wait_until(lambda: len(worker_pids(redis_url)) == MAX_WORKERS, 120, f"{MAX_WORKERS} live workers",
                        failed=supervisor.exited)
             wait_until(lambda: client.get(f"/v1/jobs/{job_ids[10]}").json()["status"] == "succeeded", 60,
@@ -131,5 +134,6 @@ def test_an_autoscaler_killed_mid_burst_leaves_no_orphans_and_loses_no_job(make_
                 os.kill(pid, signal.SIGKILL)
 
     assert {doc["status"] for doc in docs} == {"succeeded"}
+    assert {f"{doc['model']['name']}@{doc['model']['version']}" for doc in docs} == {OTHER_MODEL}
     print(f"autoscaler killed mid-burst: its {len(pids)} workers exited; {BURST} jobs succeeded, attempts "
           f"{sorted({doc['attempts'] for doc in docs})}")
