@@ -17,22 +17,14 @@ from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.following.batch_progress import batch_counts
-from api.following.streams import batch_changes, batch_replay, stream_slot
+from api.following.streams import batch_replay, seqs_after, stream_slot
 from shared.errors import SessionNotFound
 from shared.events import is_delivery
-from shared.jobs import JobDoc, JobStatus
+from shared.jobs import JobStatus
 from shared.sessions import jobs_in
 
 if TYPE_CHECKING:
     from api.services import Services
-
-
-def seqs_after(docs: list[JobDoc], last_count: int) -> dict[str, int]:
-    """Each job's seq once `last_count` changes of the session were sent, in the order they happened."""
-    seqs = {doc["id"]: 0 for doc in docs}
-    for doc, entry in batch_changes(docs, with_creation=True)[:last_count]:
-        seqs[doc["id"]] = entry["seq"]
-    return seqs
 
 
 def counts_event(session_id: str, statuses: dict[str, str], seqs: dict[str, int]) -> ServerSentEvent:
@@ -60,7 +52,7 @@ async def session_stream(services: Services, session_id: str, tenant: str, last_
             session = await run_in_threadpool(store.sessions.get, session_id, tenant=tenant)
             docs = await run_in_threadpool(store.get_jobs, jobs_in(session))
             read_at_s = loop.time()
-            seqs = seqs_after(docs, last_count)
+            seqs = seqs_after(docs, last_count, with_creation=True)
             statuses = {doc["id"]: doc["status"] for doc in docs}
             for event in batch_replay(docs, seqs, with_creation=True):
                 yield event

@@ -235,11 +235,12 @@ def batch_changes(docs: list[JobDoc], *, with_creation: bool = False) -> list[tu
     return [(doc, entry) for _, doc, entry in keyed]
 
 
-def seqs_after(docs: list[JobDoc], last_sum: int) -> dict[str, int]:
+def seqs_after(docs: list[JobDoc], last_sum: int, *, with_creation: bool = False) -> dict[str, int]:
     """Each member's seq once the batch's seqs sum to `last_sum`, counting its changes in the
-    order they happened: what a client that received event id `last_sum` has."""
-    seqs = {doc["id"]: doc["history"][0]["seq"] for doc in docs}
-    for doc, entry in batch_changes(docs)[: max(0, last_sum - sum(seqs.values()))]:
+    order they happened: what a client that received event id `last_sum` has. `with_creation`:
+    the sum starts from 0, each job's creation its first change (a session's jobs join one by one)."""
+    seqs = {doc["id"]: 0 if with_creation else doc["history"][0]["seq"] for doc in docs}
+    for doc, entry in batch_changes(docs, with_creation=with_creation)[: max(0, last_sum - sum(seqs.values()))]:
         seqs[doc["id"]] = entry["seq"]
     return seqs
 
