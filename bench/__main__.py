@@ -22,7 +22,7 @@ from bench.report import render
 from bench.scaling import measure_step, measure_worker_counts
 from bench.services import Services
 from bench.stats import spread
-from bench.submit_rate import measure_submit_rate
+from bench.submit_rate import measure_submit_rate, preprocess_cpu_ms, small_image
 from bench.worker_io import measure_worker_io
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -108,6 +108,12 @@ def main() -> int:
             log("submit rate, no worker")
             results["submit"] = measure_submit_rate(
                 services, images, clients=plan.submit_clients, duration_s=plan.submit_s, warmup_s=plan.warmup_s)
+            log("submit rate, no worker, one small image: admission without the cost of decoding")
+            small = small_image()
+            results["submit_small"] = {
+                **measure_submit_rate(services, [small], clients=plan.submit_clients, duration_s=plan.submit_s,
+                                      warmup_s=plan.warmup_s),
+                "preprocess_cpu_ms": preprocess_cpu_ms(small)}
         if "scaling" in sections:
             log(f"saturated throughput with {', '.join(map(str, plan.worker_counts))} workers")
             results["worker_counts"] = measure_worker_counts(
