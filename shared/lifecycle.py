@@ -149,9 +149,16 @@ class JobLifecycle:
         return self._with_store_retry(self.store.get_image, job_id)
 
     def images(self, job_ids: list[str]) -> dict[str, bytes | Exception | None]:
-        """Each job's stored image in one round trip (None when gone, an error when its read failed
-        alone), waiting out a store outage like the writes do."""
-        return self._with_store_retry(self.store.get_images, job_ids)
+        """Each job's stored image in one round trip (None when gone), waiting out a store outage like
+        the writes do; an image whose read failed alone is read again alone, the same way."""
+        images = self._with_store_retry(self.store.get_images, job_ids)
+        for job_id, image in images.items():
+            if isinstance(image, StoreUnavailable):
+                try:
+                    images[job_id] = self.image(job_id)
+                except StoreUnavailable as e:
+                    images[job_id] = e
+        return images
 
     def begin(self, job_id: str) -> JobDoc | None:
         """Mark a delivered job running; None when it must not run (finished, cancelled, or

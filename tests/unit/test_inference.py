@@ -92,6 +92,24 @@ def test_a_job_the_store_fails_is_handed_back_not_dropped(store: FlakyStore, lif
     assert store.get_job(jobs[1])["status"] == "queued"  # untouched: the worker queues it again
 
 
+def test_an_image_whose_read_fails_alone_in_the_batchs_read_is_read_again_alone(
+        store: FlakyStore, lifecycle: JobLifecycle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a Couchbase key times out alone in a multi-key read: that image is read again by itself (waiting out
+    the store as every read does), not handed back, which would cost the job a second attempt."""
+    jobs = [queued_job(store) for _ in range(3)]
+    read_many = store._get_binary_many
+
+    def one_key_times_out(keys: list[str]) -> dict[str, bytes | Exception | None]:
+        return read_many(keys) | {keys[1]: StoreUnavailable(f"{keys[1]}: timed out")}
+
+    monkeypatch.setattr(store, "_get_binary_many", one_key_times_out)
+
+    report = process_batch(jobs, lifecycle, Classifier())  # type: ignore[arg-type]
+
+    assert (report.inferred, report.unfinished) == (3, [])
+    assert [(doc["status"], doc["attempts"]) for doc in map(store.get_job, jobs)] == [("succeeded", 1)] * 3
+
+
 def test_a_job_delivered_twice_in_one_batch_runs_once(store: FlakyStore, lifecycle: JobLifecycle) -> None:
     job = queued_job(store)
 
