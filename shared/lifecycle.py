@@ -140,10 +140,6 @@ class JobLifecycle:
 
         return self._write(job_id, mutate)[0]
 
-    def read(self, job_id: str) -> JobDoc:
-        """The job as stored (JobNotFound when it is gone), waiting out a store outage like the writes do."""
-        return self._with_store_retry(self.store.get_job, job_id)
-
     def image(self, job_id: str) -> bytes | None:
         """The job's stored image, waiting out a store outage like the writes do."""
         return self._with_store_retry(self.store.get_image, job_id)
