@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli.main import main
+from shared.config import get_settings
 
 
 @pytest.fixture
-def random_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def random_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     monkeypatch.setenv("ASYNCINFER_WEIGHTS", "random")
     monkeypatch.setenv("ASYNCINFER_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("ASYNCINFER_MAX_BATCH_SIZE", raising=False)
     monkeypatch.delenv("ASYNCINFER_BATCH_SIZE_SWEEP", raising=False)
-    return tmp_path
+    get_settings.cache_clear()  # a process reads its settings once; each test here is a process of its own
+    yield tmp_path
+    get_settings.cache_clear()
 
 
-def test_doctor_prints_devices_runtime_rates_and_the_batch_size(random_weights: Path,
+@pytest.mark.parametrize("runtime", ["keras", "onnxruntime"])
+def test_doctor_prints_devices_runtime_rates_and_the_batch_size(random_weights: Path, runtime: str,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["doctor", "--model", "mobilenet_v3_small", "--runtime", "keras", "--device", "cpu",
+    assert main(["doctor", "--model", "mobilenet_v3_small", "--runtime", runtime, "--device", "cpu",
                  "--largest", "4", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "GPUs (TensorFlow): " in out and "ONNX Runtime providers: " in out and "CPUExecutionProvider" in out
-    assert "model mobilenet_v3_small@" in out and "runtime keras" in out and "device cpu" in out
+    assert "model mobilenet_v3_small@" in out and f"runtime {runtime}" in out and "device cpu" in out
     for size in (1, 2, 4):
         assert f"batch {size:>4}: " in out
     assert "measured best batch size: " in out
