@@ -119,8 +119,9 @@ def naive_lines(results: dict[str, Any]) -> list[str]:
 
 def fanout_table(results: dict[str, Any]) -> list[str]:
     lines = ["| subscribers | on jobs (finished at) | delivered | delivery p50 / p95 / p99 / max ms (median run) | "
-             "p99 over runs | gateway RSS MB idle → connected (peak) | cores busy: gateway, subscribers |",
-             "|---|---|---|---|---|---|---|"]
+             "p99 over runs | gateway RSS MB idle → connected (peak) | KB per subscriber | "
+             "cores busy: gateway, subscribers |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in results["fanout"]:
         rss, busy, ms = row["gateway_rss_mb"], row["cores_busy"], row["delivery_ms"]
         lines.append(
@@ -129,6 +130,7 @@ def fanout_table(results: dict[str, Any]) -> list[str]:
             f"{ms['p50']:.0f} / {ms['p95']:.0f} / {ms['p99']:.0f} / {row['max_delivery_ms']:.0f} | "
             f"{fmt_spread(row['p99_ms_over_runs'])} | "
             f"{rss['idle']:.0f} → {rss['connected']:.0f} ({rss['peak']:.0f}) | "
+            f"{(rss['connected'] - rss['idle']) * 1024 / row['subscribers']:.0f} | "
             f"{busy['gateway']:.2f}, {busy['subscribers']:.2f} |")
     return lines
 
