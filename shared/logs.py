@@ -90,6 +90,8 @@ def configure_logging(level: str | int = "INFO", log_format: Literal["text", "js
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # With JSON, a warning (Celery's about running as root, a library's deprecation) is one record too.
+    logging.captureWarnings(log_format == "json")
 
 
 @contextmanager
