@@ -142,3 +142,20 @@ def test_up_with_a_minimum_pool_is_ready_once_a_worker_has_its_model(tmp_path: P
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_up_with_log_level_debug_prints_the_services_own_output_here(tmp_path: Path) -> None:
+    up, log_path, _url, _redis_url = start_up(tmp_path, "--log-level", "debug")
+    try:
+        # No log files to read readiness from: the worker's own lines come to this terminal.
+        wait_until(lambda: "ready." in log_path.read_text(), 120, "the worker's Celery ready line here")
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log_path.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+    output = log_path.read_text()
+    assert "model mobilenet_v2@1 ready" in output  # the worker's log line
+    assert "Uvicorn running" in output or "Application startup complete" in output  # the gateway's
+    assert any(line.strip() and not line.startswith("asyncinfer: ") for line in output.splitlines())  # not only up's
+    assert not (tmp_path / "asyncinfer-data" / "logs").exists()
