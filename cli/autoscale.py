@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -145,9 +146,13 @@ class Pool:
             SCALE_EVENTS.labels("down").inc()
 
 
-def run_autoscaler(settings: Settings, pipeline: LocalPipeline, bounds: Bounds) -> int:
-    """Scale `pipeline`'s workers until interrupted (the caller stops the pipeline)."""
-    configure_logging("INFO", settings.log_format)  # decisions are log lines, under `up` too
+def run_autoscaler(settings: Settings, pipeline: LocalPipeline, bounds: Bounds,
+                   on_first_ready: Callable[[], None] | None = None) -> int:
+    """Scale `pipeline`'s workers until interrupted (the caller stops the pipeline). `on_first_ready`
+    is called once, as soon as one of its workers has its model loaded and consumes."""
+    # Decisions are log lines: in <workdir>/autoscaler.log like the other services' (else this terminal).
+    log_file = pipeline.workdir / "autoscaler.log" if pipeline.workdir else None
+    configure_logging("INFO", settings.log_format, log_file)
     if settings.autoscaler_metrics_port is not None:
         start_http_server(settings.autoscaler_metrics_port, addr="127.0.0.1")
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -166,6 +171,9 @@ def run_autoscaler(settings: Settings, pipeline: LocalPipeline, bounds: Bounds) 
             log.error("%s; stopping", stopped)
             return 1
         pool.reap()
+        if on_first_ready is not None and any(pipeline.worker_ready(w) for w in pool.running):
+            on_first_ready()
+            on_first_ready = None
         try:
             outstanding = count_work(client, pool_queue).outstanding
         except redis.RedisError as e:

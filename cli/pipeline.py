@@ -84,11 +84,14 @@ class LocalPipeline:
             self.wait_worker_ready(worker)
         return worker
 
+    def worker_ready(self, worker: subprocess.Popen[bytes]) -> bool:
+        """Whether `worker` has its model loaded and consumes (always True without a `workdir`:
+        its output goes to the terminal, nothing to read readiness from)."""
+        return self.workdir is None or WORKER_READY_LINE in self.logs(f"worker{self.workers.index(worker)}")
+
     def wait_worker_ready(self, worker: subprocess.Popen[bytes]) -> None:
-        if self.workdir is None:
-            return  # its output goes to the terminal: nothing to read readiness from
         name = f"worker{self.workers.index(worker)}"
-        wait_until(lambda: WORKER_READY_LINE in self.logs(name), WORKER_START_S, f"{name} to consume", 0.25,
+        wait_until(lambda: self.worker_ready(worker), WORKER_START_S, f"{name} to consume", 0.25,
                    failed=lambda: self.supervisor.gone(name, worker))
 
     def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:

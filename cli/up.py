@@ -67,22 +67,26 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[
         pipeline.start(workers=0 if workers or gpus else 1, gateway=True, wait_workers=False)
         url = pipeline.url
         say(f"gateway: serving {url} (store {settings.store_kind})")
+        where = f"; logs in {logs_dir}" if logs_dir else ""
+        ready = f"ready at {url}: web page {url}/, API docs {url}/docs, metrics {url}/metrics{where}; Ctrl-C stops"
         if workers is None:
             for index, worker in enumerate(pipeline.workers):
                 pipeline.wait_worker_ready(worker)
                 pinned = f" on GPU {index} (CUDA_VISIBLE_DEVICES={index})" if gpus else ""
                 say(f"worker{index}: {model} loaded{pinned}, consuming its queue")
-        else:
-            say(f"workers: {workers[0]} to {workers[1]}, started as the backlog needs")
-        where = f"; logs in {logs_dir}" if logs_dir else ""
-        say(f"ready at {url}: web page {url}/, API docs {url}/docs, metrics {url}/metrics{where}; Ctrl-C stops")
-        if workers is None:
+            say(ready)
             return pipeline.supervisor.watch()
+        say(f"workers: {workers[0]} to {workers[1]}, started as the backlog needs")
         from cli.autoscale import Bounds, run_autoscaler
 
         bounds = Bounds.from_settings(settings)
         bounds.min_workers, bounds.max_workers = workers
-        return run_autoscaler(settings, pipeline, bounds)
+        if workers[0] == 0:  # no worker until jobs come: the first job waits for a model to load
+            say(f"gateway {ready} (workers start on demand: no model is loaded yet)")
+            return run_autoscaler(settings, pipeline, bounds)
+        # The ready line once the first worker has its model loaded (the autoscaler starts MIN at once).
+        return run_autoscaler(settings, pipeline, bounds,
+                              on_first_ready=lambda: say(f"a worker has {model} loaded; {ready}"))
     except StartFailed as e:
         where = f" (logs in {logs_dir})" if logs_dir else ""
         print(f"asyncinfer: the pipeline did not start: {e}{where}", file=sys.stderr)

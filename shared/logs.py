@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from shared.constants import LOG_FORMAT
@@ -77,9 +78,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str | int = "INFO", log_format: Literal["text", "json"] = "text") -> None:
-    """The root logger's one handler, on stderr, replacing whatever was there."""
-    handler = logging.StreamHandler()
+def configure_logging(level: str | int = "INFO", log_format: Literal["text", "json"] = "text",
+                      path: Path | None = None) -> None:
+    """The root logger's one handler, on stderr (appending to `path` when given), replacing whatever
+    was there."""
+    handler: logging.Handler = logging.StreamHandler() if path is None else logging.FileHandler(path)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
@@ -87,6 +90,8 @@ def configure_logging(level: str | int = "INFO", log_format: Literal["text", "js
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # With JSON, a warning (Celery's about running as root, a library's deprecation) is one record too.
+    logging.captureWarnings(log_format == "json")
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.constants import INFER_TASK
 from shared.events import EventPublisher
 from shared.lifecycle import JobLifecycle
+from shared.log_relay import relay_output_as_json
 from shared.logs import configure_logging
 from shared.queue import enqueue, make_celery, wait_for_redis
 from shared.store import open_store
@@ -162,6 +163,8 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO", hostname: str | No
     (never begun) back to the head of the queue at once (kombu's restore at shutdown); the
     presence entry goes with the consumer (workers/presence.py); then the mesh registration, here.
     Nothing the worker held waits a visibility timeout or runs twice."""
+    if settings.log_format == "json":
+        relay_output_as_json()  # TensorFlow's native lines too: every line of the output is JSON
     configure_logging(loglevel, settings.log_format)
     tracing.configure_tracing(tracing.WORKER_SERVICE)  # off unless OTEL_* variables say otherwise
     # Before Celery's handler (seconds of model loading, waiting for Redis), SIGTERM would kill the
@@ -232,4 +235,6 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # no start-up banner (plain text); the model's ready line says as much
     app.worker_main(argv)

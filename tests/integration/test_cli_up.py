@@ -113,11 +113,49 @@ def test_up_with_a_worker_pool_scales_from_zero_and_back(tmp_path: Path) -> None
         with httpx.Client(base_url=url, timeout=30) as client:
             job = submit(client, images.jpeg(seed=54))
             assert wait_terminal(client, job["id"], timeout_s=120)["status"] == "succeeded"
-        wait_until(lambda: "autoscale: 1 → 0 workers" in log_path.read_text(), 60, "the pool back at zero")
+        autoscaler_log = tmp_path / "asyncinfer-data" / "logs" / "autoscaler.log"
+        wait_until(lambda: "autoscale: 1 → 0 workers" in autoscaler_log.read_text(), 60, "the pool back at zero")
         wait_until(lambda: worker_pids(redis_url) == [], 30, "the drained worker to leave")
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0, log_path.read_text()
     finally:
         if up.poll() is None:
             up.kill()
-    assert "autoscale: 0 → 1 workers" in log_path.read_text()
+    assert "autoscale: 0 → 1 workers" in autoscaler_log.read_text()
+    terminal = log_path.read_text()
+    assert "autoscale:" not in terminal  # the autoscaler's lines go to its log file, like the services'
+    # No worker at MIN 0: the ready line says the gateway is, and that workers start on demand.
+    assert "asyncinfer: gateway ready at" in terminal and "workers start on demand" in terminal
+
+
+def test_up_with_a_minimum_pool_is_ready_once_a_worker_has_its_model(tmp_path: Path) -> None:
+    up, log_path, _url, redis_url = start_up(tmp_path, "--workers", "1..1")
+    try:
+        terminal = log_path.read_text()
+        (ready,) = [line for line in terminal.splitlines() if "ready at" in line]
+        assert "loaded" in ready and "on demand" not in ready
+        worker_log = (tmp_path / "asyncinfer-data" / "logs" / "worker0.log").read_text()
+        assert "ready." in worker_log  # its model was loaded before the ready line
+        assert len(worker_pids(redis_url)) >= 1
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log_path.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_up_with_log_level_debug_prints_the_services_own_output_here(tmp_path: Path) -> None:
+    up, log_path, _url, _redis_url = start_up(tmp_path, "--log-level", "debug")
+    try:
+        # No log files to read readiness from: the worker's own lines come to this terminal.
+        wait_until(lambda: "ready." in log_path.read_text(), 120, "the worker's Celery ready line here")
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log_path.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+    output = log_path.read_text()
+    assert "model mobilenet_v2@1 ready" in output  # the worker's log line
+    assert "Uvicorn running" in output or "Application startup complete" in output  # the gateway's
+    assert any(line.strip() and not line.startswith("asyncinfer: ") for line in output.splitlines())  # not only up's
+    assert not (tmp_path / "asyncinfer-data" / "logs").exists()

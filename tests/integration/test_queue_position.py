@@ -4,12 +4,16 @@ queued and as `position` events on its stream (api/following/queue_position.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import time
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 
 from asyncinfer_client import AsyncClient, Position
 from shared.jobs import parse_rfc3339
@@ -99,6 +103,28 @@ def test_fifty_queued_jobs_positions_only_fall_reach_zero_before_they_run_and_th
     assert len(followed) >= QUEUED - 8, f"only {len(followed)} jobs heard a position"
     assert len(first_errors) >= QUEUED // 2, f"only {len(first_errors)} jobs had an estimate while a wait was ahead"
     assert -0.5 <= statistics.median(errors) <= 0.5
+
+
+def test_positions_on_one_stream_are_at_least_the_interval_apart_while_the_line_moves_faster(
+        make_pipeline: PipelineFactory) -> None:
+    # Batches of 2 every 0.2 s or so: the count ahead falls several times a second, positions once a second.
+    pipeline = make_pipeline(ASYNCINFER_MAX_BATCH_SIZE="2", ASYNCINFER_FAULT_INFERENCE_DELAY_S="0.2",
+                             ASYNCINFER_POSITION_INTERVAL_S="1.0")
+    heard: list[tuple[float, int]] = []  # (when it arrived, ahead)
+    with httpx.Client(base_url=pipeline.url, timeout=30) as client:
+        job_ids = [post_job(client, images.jpeg(seed=300 + i)).json()["id"] for i in range(30)]
+        with connect_sse(client, "GET", f"/v1/jobs/{job_ids[-1]}/events") as source:
+            for sse in source.iter_sse():
+                if sse.event == "position":
+                    heard.append((time.monotonic(), int(json.loads(sse.data)["ahead"])))
+
+    # The last position (0 ahead, sent just before `running`) is not a periodic reading: it may come at once.
+    readings = [(at, ahead) for at, ahead in heard if ahead > 0]
+    assert len(readings) >= 2, heard
+    gaps = [later[0] - earlier[0] for earlier, later in pairwise(readings)]
+    assert min(gaps) >= 0.9, f"positions {gaps} s apart, ASYNCINFER_POSITION_INTERVAL_S is 1.0"
+    # The line moved more than once between two readings: the interval, not the line, set their pace.
+    assert max(earlier[1] - later[1] for earlier, later in pairwise(readings)) > 2, heard
 
 
 def eta_error(position: Position, started: datetime) -> float:

@@ -51,8 +51,13 @@ def test_a_requests_id_is_answered_stored_in_its_job_and_in_every_log_line_about
     assert any(line["path"] == "/v1/jobs/nope" and line["status"] == 404 for line in access)
     assert not any(line["path"] in ("/healthz", "/metrics") for line in access)  # probes at DEBUG only
 
-    worker_lines = json_lines(pipeline.logs("worker0"))
-    assert worker_lines and all(line["logger"] for line in worker_lines)
+    worker_log = pipeline.logs("worker0")
+    worker_lines = json_lines(worker_log)
+    # Every line, Celery's start-up included: one JSON object each.
+    assert len(worker_lines) == len([line for line in worker_log.splitlines() if line.strip()]), worker_log[:3000]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in worker_lines)
+    assert any(line["message"].endswith(" ready.") for line in worker_lines)  # the line `up` waits for
+    assert not any("[config]" in line["message"] for line in worker_lines)  # no banner, wrapped or not
 
 
 def test_cors_admits_exactly_the_configured_origins(make_pipeline: PipelineFactory) -> None:

@@ -177,3 +177,25 @@ def test_a_gateway_restart_mid_run_loses_nothing_and_duplicates_nothing(make_pip
     in_store = jobs_per_sha256(own)
     assert all(in_store[r.sha256] == 1 for r in results if r.sha256)
     assert sum(in_store.values()) == 40
+
+
+def test_files_queued_behind_others_show_their_place_in_line(make_pipeline: PipelineFactory, tmp_path: Path) -> None:
+    pipeline = make_pipeline(workers=0)  # nothing runs: the files wait in line
+    make_images(tmp_path / "photos", 4, seed=7900)
+    log_path = tmp_path / "submit.log"
+    # An interactive terminal as far as the progress bar is concerned: it redraws as positions come.
+    env = {**cli_env(), "TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1"}
+    with open(log_path, "w") as log:
+        run = subprocess.Popen(cli(pipeline, str(tmp_path / "photos"), "--out", str(tmp_path / "results.jsonl")),
+                               cwd=REPO_ROOT, env=env, stdout=log, stderr=log, text=True)
+    try:
+        wait_until(lambda: "queued: " in log_path.read_text(errors="replace"), 60, "the position in the progress bar",
+                   failed=lambda: None if run.poll() is None else log_path.read_text()[-2000:])
+        shown = log_path.read_text(errors="replace")
+        assert any(f"queued: {ahead} ahead" in shown for ahead in (1, 2, 3)), shown[-2000:]
+        pipeline.start_worker()
+        assert run.wait(120) == 0, log_path.read_text()[-2000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert "4 files: 4 succeeded, 0 failed" in log_path.read_text(errors="replace")

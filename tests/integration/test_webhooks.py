@@ -164,7 +164,8 @@ def test_a_receiver_that_always_fails_ends_in_the_dead_letters_and_replay_delive
     assert asyncinfer(pipeline.env, "webhooks", "replay", job["id"]).returncode == 1  # no longer dead
 
 
-def test_a_receiver_that_never_answers_is_given_up_after_its_attempt_timeouts(client: httpx.Client) -> None:
+def test_a_receiver_that_never_answers_is_given_up_after_its_attempt_timeouts(client: httpx.Client,
+                                                                               pipeline: LocalPipeline) -> None:
     with webhook_receiver(then=("hang", 5)) as receiver:
         job = submit(client, images.jpeg(seed=4), callback_url=receiver.url)
         doc = delivered(client, job["id"], state="dead", timeout_s=30)
@@ -173,6 +174,10 @@ def test_a_receiver_that_never_answers_is_given_up_after_its_attempt_timeouts(cl
     assert doc["delivery"]["last_status"] is None
     assert doc["delivery"]["last_error"] == "no answer within 1 s"
     assert all(entry["duration_ms"] < 2000 for entry in doc["delivery"]["history"])
+    listed = asyncinfer(pipeline.env, "webhooks", "dead-letters")
+    assert listed.returncode == 0, listed.stderr
+    entries = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(e["attempts"], e["last_status"]) for e in entries if e["target"] == job["id"]] == [(3, None)]
 
 
 @pytest.mark.parametrize(("url", "refusal"), [

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from shared.jobs import JobDoc
+from shared.log_relay import NATIVE_LOGGER, as_json_line
 from shared.logs import ContextFilter, JsonFormatter, TextFormatter, about_job, configure_logging, request_id_var
 from shared.store.base import Written
 from tests.support.models import builtin
@@ -113,3 +114,13 @@ def test_a_workers_lines_about_a_job_carry_that_jobs_trace(caplog: pytest.LogCap
         process_batch(["job-5"], OneJobLifecycle(), Classifier(), trace_ids={"job-5": "cd" * 16})  # type: ignore[arg-type]
     (line,) = [r for r in caplog.records if "sending it to its own queue" in r.getMessage()]
     assert (line.job_id, line.trace_id) == ("job-5", "cd" * 16)  # type: ignore[attr-defined]
+
+
+def test_the_relay_passes_json_lines_through_and_wraps_any_other_line() -> None:
+    record = '{"time": "t", "level": "INFO", "logger": "x", "message": "m"}'
+    assert as_json_line(record) == record
+    native = "I0000 00:00:1.5 port.cc:153] oneDNN custom operations are on."
+    wrapped = json.loads(as_json_line(native))
+    assert wrapped["logger"] == NATIVE_LOGGER and wrapped["message"] == native and wrapped["level"] == "INFO"
+    assert {"time", "request_id", "job_id", "trace_id"} <= set(wrapped)
+    assert json.loads(as_json_line("{not json}"))["message"] == "{not json}"

@@ -8,9 +8,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from cli.processes import free_port
+from shared import tracing
 from shared.config import Settings
 from shared.jobs import ErrorCode
 from shared.lifecycle import JobLifecycle
@@ -164,3 +168,22 @@ def test_the_metrics_port_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ASYNCINFER_WORKER_METRICS_PORT", "9101")
     monkeypatch.setenv("ASYNCINFER_WORKER_METRICS_HOST", "0.0.0.0")
     assert (Settings().worker_metrics_port, Settings().worker_metrics_host) == (9101, "0.0.0.0")
+
+
+def test_inference_time_carries_the_batch_spans_trace_as_an_exemplar_in_openmetrics(
+        registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = TracerProvider()  # an SDK provider standing in for the installed one (tracing on)
+    monkeypatch.setattr(tracing, "_provider", provider)
+    monkeypatch.setattr(trace, "get_tracer", provider.get_tracer)
+    metrics = WorkerMetrics(builtin(), registry)
+
+    metrics.record(BatchReport(delivered=1, inferred=1, inference_ms=40.0))  # outside a span: no exemplar
+    assert "trace_id" not in openmetrics_latest(registry).decode()
+    with tracing.span("batch") as span:
+        metrics.record(BatchReport(delivered=2, inferred=2, inference_ms=30.0))
+    trace_id = format(span.get_span_context().trace_id, "032x")  # type: ignore[attr-defined]
+
+    lines = openmetrics_latest(registry).decode().splitlines()
+    (bucket,) = [line for line in lines if line.startswith("asyncinfer_worker_inference_seconds_bucket")
+                 and 'le="0.05"' in line]
+    assert f'# {{trace_id="{trace_id}"}} 0.03' in bucket
