@@ -30,11 +30,14 @@ def build(weights: str, seed: int) -> tuple[Any, str]:
 
     if weights != "random":
         return keras.saving.load_model(weights), weights
-    inputs = keras.Input((INPUT.height, INPUT.width, 3))
-    hidden = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(inputs)
-    hidden = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(hidden)
-    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
-    model = keras.Model(inputs, keras.layers.Dense(len(LABELS), activation="softmax")(hidden))
+    # Named layers: a weight's path (and so the weights' digest in every job) must not depend on how many
+    # models the process built before this one.
+    inputs = keras.Input((INPUT.height, INPUT.width, 3), name="pixels")
+    hidden = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv1")(inputs)
+    hidden = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv2")(hidden)
+    hidden = keras.layers.GlobalAveragePooling2D(name="pool")(hidden)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="scores")(hidden)
+    model = keras.Model(inputs, outputs, name="leaf_cnn")
     randomise_weights(model, seed)
     return model, "random"
 
