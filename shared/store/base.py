@@ -60,6 +60,13 @@ class Written:
     cas: Cas | None
 
 
+def _raise_if_all_unavailable(outcomes: list[Any]) -> None:
+    """A multi-key call whose every key failed with StoreUnavailable is an outage: raise it, so that the
+    caller waits it out as it would a single call's, instead of handing every key back."""
+    if outcomes and all(isinstance(outcome, StoreUnavailable) for outcome in outcomes):
+        raise outcomes[0]
+
+
 def job_key(job_id: str) -> str:
     return f"{constants.JOB_KEY_PREFIX}{job_id}"
 
@@ -286,9 +293,7 @@ class JobStore(ABC):
                 outcomes[job_id] = JobNotFound(f"no job with id {job_id}")
             else:
                 outcomes[job_id] = cas if isinstance(cas, Exception) else Written(new, True, cas)
-        errors = [outcome for outcome in outcomes.values() if isinstance(outcome, StoreUnavailable)]
-        if errors and len(errors) == len(outcomes):
-            raise errors[0]
+        _raise_if_all_unavailable(list(outcomes.values()))
         ended = [job_id for job_id, outcome in outcomes.items()
                  if isinstance(outcome, Written) and status_of(outcome.doc).terminal]
         if ended:
@@ -300,9 +305,7 @@ class JobStore(ABC):
         """Each job's image (None when gone) in one round trip; a StoreUnavailable of every image is raised."""
         found = self._get_binary_many([image_key(job_id) for job_id in job_ids])
         images = {job_id: found[image_key(job_id)] for job_id in job_ids}
-        errors = [image for image in images.values() if isinstance(image, StoreUnavailable)]
-        if errors and len(errors) == len(images):
-            raise errors[0]
+        _raise_if_all_unavailable(list(images.values()))
         return images
 
     def _update_key(self, key: str, mutate: Mutation, missing: NotFound) -> tuple[dict[str, Any], bool]:
