@@ -402,9 +402,23 @@ class JobStore(ABC):
         return found[0]
 
     def get_jobs(self, job_ids: list[str]) -> list[JobDoc]:
-        """The jobs that still exist, in order."""
-        found = (self._get(job_key(job_id)) for job_id in job_ids)
-        return [item[0] for item in found if item is not None]
+        """The jobs that still exist, in order, in one round trip; raises when one could not be read."""
+        found = self.get_jobs_by_id(job_ids)
+        for item in found.values():
+            if isinstance(item, Exception):
+                raise item
+        return [doc for job_id in job_ids if isinstance(doc := found[job_id], dict)]
+
+    def get_jobs_by_id(self, job_ids: list[str]) -> dict[str, JobDoc | Exception | None]:
+        """Each job (None when gone, the error when it alone could not be read) in one round trip;
+        a StoreUnavailable of every job is raised."""
+        if not job_ids:
+            return {}
+        found = self._get_many([job_key(job_id) for job_id in job_ids])
+        jobs = {job_id: item if not isinstance(item, tuple) else item[0]
+                for job_id in job_ids for item in [found[job_key(job_id)]]}
+        _raise_if_all_unavailable(list(jobs.values()))
+        return jobs
 
     def list_jobs(self, tenant: str, query: JobQuery, now_ms: int) -> tuple[list[JobDoc], Entry | None]:
         """A page of the tenant's jobs, newest first, and the cursor of the next page (None: no

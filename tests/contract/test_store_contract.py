@@ -425,5 +425,18 @@ def test_a_batch_lists_its_jobs_in_order(store: JobStore) -> None:
         store.get_batch(batch_id, tenant="tenant-b")
 
 
+def test_jobs_are_read_by_id_in_one_call_and_a_gone_one_is_none(store: JobStore) -> None:
+    jobs = [a_job() for _ in range(3)]
+    for job in jobs:
+        store.create_job(job, IMAGE)
+    store.discard_job(jobs[1]["id"])
+
+    found = store.get_jobs_by_id([job["id"] for job in jobs])
+
+    assert found == {jobs[0]["id"]: store.get_job(jobs[0]["id"]), jobs[1]["id"]: None,
+                     jobs[2]["id"]: store.get_job(jobs[2]["id"])}
+    assert store.get_jobs_by_id([]) == {} and store.get_jobs([]) == []
+
+
 def test_ping_answers(store: JobStore) -> None:
     store.ping()
