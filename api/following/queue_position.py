@@ -109,10 +109,14 @@ class QueuePositions:
         if ref is not None:
             self.drain_rates.of(ref).record()
 
-    def position(self, doc: JobDoc) -> dict[str, Any] | None:
+    def position(self, doc: JobDoc, at_most: int | None = None) -> dict[str, Any] | None:
         """`{ahead, estimated_start_at, drain_per_s, measured_at}` of a queued job; None for a job
         not queued, without a message, or when Redis does not answer (a position is a courtesy:
-        reading the job never fails for it)."""
+        reading the job never fails for it).
+
+        `at_most`: the fewest ahead already told to whoever follows the job. A reading can miss a
+        message between its lane and the worker that took it (kombu pops it, then records it as
+        unacked), so a later, true reading would say more; what was told is kept instead."""
         ref = model_ref_of(doc)
         if doc.get("status") != JobStatus.QUEUED or ref is None or time.monotonic() < self._unread_until:
             return None
@@ -125,6 +129,8 @@ class QueuePositions:
         ahead = reading.ahead_of(doc["id"])
         if ahead is None:
             return None
+        if at_most is not None:
+            ahead = min(ahead, at_most)
         rate = self.drain_rates.of(ref).per_s()
         start_s = reading.read_at_s + ahead / rate if rate else None
         return {

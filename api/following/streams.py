@@ -148,7 +148,8 @@ async def job_stream(
             while not status_of(doc).terminal:
                 queued = status_of(doc) == JobStatus.QUEUED
                 if queued and loop.time() >= position_at:
-                    position = await run_in_threadpool(services.positions.position, doc)
+                    position = await run_in_threadpool(services.positions.position, doc,
+                                                       None if last_position is None else last_position["ahead"])
                     if position is not None and position_moved(last_position, position):
                         last_position = position
                         yield position_event(position)

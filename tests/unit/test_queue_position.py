@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from api.following.queue_position import LaneReading
+from unittest import mock
+
+from api.drain_rate import DrainRates
+from api.following.queue_position import LaneReading, QueuePositions
 from api.following.streams import position_moved
 
 LANES = ["lane-a", "lane-b", "lane-c"]
@@ -52,3 +55,20 @@ def test_a_position_is_sent_again_only_when_it_says_something_new() -> None:
     assert position_moved(first, position(5, "2026-12-03T00:00:11.500Z"))
     assert position_moved(first, position(4, "2026-12-03T00:00:10.000Z"))
     assert position_moved(position(5, None), first)
+
+
+def test_a_stream_is_never_told_more_ahead_than_it_was_told_before() -> None:
+    # A reading that caught j0 between its lane and the worker's unacked hash said 2 for j3;
+    # the next, true reading says 3: the stream keeps 2.
+    catalogue = mock.Mock()
+    catalogue.queues.return_value = {"m@1": ["lane-a"]}
+    positions = QueuePositions(mock.Mock(), catalogue, DrainRates())
+    doc = {"id": "j3", "status": "queued", "tenant": "t", "model": {"name": "m", "version": "1"}}
+    true_reading = LaneReading.of(["lane-a"], [[b"j1", b"j2", b"j3"], [b"j0"]], read_at_s=100.0)
+    with mock.patch.object(positions, "reading", return_value=true_reading):
+        told = positions.position(doc)
+        kept = positions.position(doc, at_most=2)
+        lower = positions.position(doc, at_most=5)
+
+    assert told is not None and kept is not None and lower is not None
+    assert (told["ahead"], kept["ahead"], lower["ahead"]) == (3, 2, 3)
