@@ -14,6 +14,7 @@ from api.admission.submitter import Submitter
 from api.delivery.queue import DeliveryQueue
 from api.drain_rate import DrainRate, DrainRates
 from api.following.broadcaster import Broadcaster
+from api.following.job_reads import JobReads
 from api.following.queue_position import QueuePositions
 from api.metrics import record_finished, record_started
 from api.rate_limit import RateLimiter
@@ -43,6 +44,7 @@ class Services:
     catalogue: Catalogue
     deliveries: DeliveryQueue
     positions: QueuePositions
+    job_reads: JobReads
     rate_limiter: RateLimiter
     keys: KeyRing
     stream_tokens: StreamTokens
@@ -76,6 +78,7 @@ class Services:
             catalogue=catalogue,
             deliveries=deliveries,
             positions=positions,
+            job_reads=JobReads(store),
             rate_limiter=RateLimiter(client, settings.rate_limit_per_s, settings.rate_limit_burst_size),
             keys=keys,
             stream_tokens=StreamTokens(settings.stream_token_secret.get_secret_value(), settings.stream_token_ttl_s,

@@ -132,12 +132,12 @@ async def job_stream(
     """The job's status changes, with its `position` while it is queued (when it changed, at most
     every `position_interval_s`); for a job with a callback_url, then its `delivery` events until
     the webhook is delivered or given up."""
-    read = services.store.get_job
+    read = services.job_reads.get_job
     loop = asyncio.get_running_loop()
     resync_s, position_s = services.settings.stream_resync_s, services.settings.position_interval_s
     with stream_slot(services):
         async with services.broadcaster.subscribe(job_id) as subscription:
-            doc = await run_in_threadpool(read, job_id, tenant=tenant)
+            doc = await read(job_id, tenant=tenant)
             sent = last_seq
             for event in replay(doc, sent):
                 yield event
@@ -148,8 +148,8 @@ async def job_stream(
             while not status_of(doc).terminal:
                 queued = status_of(doc) == JobStatus.QUEUED
                 if queued and loop.time() >= position_at:
-                    position = await run_in_threadpool(services.positions.position, doc,
-                                                       None if last_position is None else last_position["ahead"])
+                    position = await services.positions.position_off_loop(
+                        doc, None if last_position is None else last_position["ahead"])
                     if position is not None and position_moved(last_position, position):
                         last_position = position
                         yield position_event(position)
@@ -165,7 +165,7 @@ async def job_stream(
                 if message is None or message.get("resync") or message["seq"] > sent + 1:
                     # Maybe missed something (quiet for a while, reconnect, or a seq skipped):
                     # the store's history has every step.
-                    doc = await run_in_threadpool(read, job_id, tenant=tenant)
+                    doc = await read(job_id, tenant=tenant)
                     events: list[ServerSentEvent | bytes] = list(replay(doc, sent))
                 elif message["seq"] == sent + 1:
                     doc = message["doc"]
@@ -207,7 +207,7 @@ async def delivery_stream(services: Services, subscription: Subscription, doc: J
         if message is not None and is_delivery(message):
             fresh = message["delivery"]
         elif message is None or message.get("resync"):
-            doc = await run_in_threadpool(services.store.get_job, doc["id"], tenant=tenant)
+            doc = await services.job_reads.get_job(doc["id"], tenant=tenant)
             fresh = doc.get(DELIVERY_FIELD)
         else:
             continue

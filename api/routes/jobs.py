@@ -121,8 +121,8 @@ async def get_job(
 ) -> JSONResponse:
     doc = await wait_for_terminal(services, job_id, tenant, wait)
     body = public_view(doc)
-    if doc["status"] == JobStatus.QUEUED:  # only then a Redis reading, off the event loop
-        position = await run_in_threadpool(services.positions.position, doc)
+    if doc["status"] == JobStatus.QUEUED:
+        position = await services.positions.position_off_loop(doc)
         if position is not None:
             body["position"] = position
     return JSONResponse(body)
