@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -16,21 +17,44 @@ from shared.constants import EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
-# Put into every queue after the subscription was re-established: events may have been
+# Put to every subscription after the subscription was re-established: events may have been
 # missed while it was down, so subscribers re-read the store.
 RESYNC: dict[str, Any] = {"resync": True}
 
 
 class Subscription:
+    """The events of one stream or long poll, in the order heard.
+
+    Thousands of streams each wait here once a second (for their queue position) and most waits
+    time out: a future and a timer per wait, not asyncio.wait_for's task and cancellation."""
+
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._events: collections.deque[dict[str, Any]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self, timeout_s: float | None = None) -> dict[str, Any] | None:
         """The next event, or None after `timeout_s`."""
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout_s)
-        except TimeoutError:
-            return None
+        if not self._events:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None if timeout_s is None else loop.call_later(timeout_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return self._events.popleft() if self._events else None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Broadcaster:
@@ -79,7 +103,7 @@ class Broadcaster:
             if key:
                 targets |= self._subscribers.get(key, set())
         for subscription in targets:
-            subscription.queue.put_nowait(event)
+            subscription.put(event)
 
     async def _run(self) -> None:
         delay_s = 0.1
@@ -90,7 +114,7 @@ class Broadcaster:
                     await pubsub.subscribe(EVENTS_CHANNEL)
                     if delay_s > 0.1:  # a reconnect: tell everyone to re-read the store
                         for subscription in {s for subs in self._subscribers.values() for s in subs}:
-                            subscription.queue.put_nowait(RESYNC)
+                            subscription.put(RESYNC)
                     self.connected.set()
                     delay_s = 0.1
                     async for message in pubsub.listen():
