@@ -125,7 +125,10 @@ class Settings(BaseSettings):
         "`tenant:limit,…`; 0 lifts a tenant's limit.",
     )
     max_sse_streams: int = 10_000
-    sse_ping_s: float = 15.0
+    sse_ping_s: float = Field(
+        default=15.0, gt=0, description="Longest time between an event stream's keep-alive comments; each "
+        "stream picks its own interval between half this and this, so streams opened together do not ping together."
+    )
     # A stream or long poll that hears nothing for this long re-reads the store: a lost publish
     # (Redis blip) delays its client by at most this, at one store read per idle interval.
     stream_resync_s: float = Field(
