@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -143,7 +144,10 @@ async def job_stream(
                 yield event
             sent = max(sent, seq_of(doc))
             heard_delivery = None
-            heard_at = position_at = loop.time()
+            position_at = loop.time()
+            # The first re-read comes between half an interval and one: streams opened together
+            # (a batch's, a portal's) spread their store reads instead of asking all at once.
+            heard_at = position_at - random.uniform(0, resync_s / 2)
             last_position: dict[str, Any] | None = None
             while not status_of(doc).terminal:
                 queued = status_of(doc) == JobStatus.QUEUED
@@ -153,7 +157,7 @@ async def job_stream(
                     if position is not None and position_moved(last_position, position):
                         last_position = position
                         yield position_event(position)
-                    position_at = loop.time() + position_s
+                    position_at = loop.time() + position_every_s(position_s, services.open_streams)
                 wake_at = min(heard_at + resync_s, position_at) if queued else heard_at + resync_s
                 message = await subscription.next(timeout_s=max(0.0, wake_at - loop.time()))
                 if message is None and loop.time() < heard_at + resync_s:
@@ -184,8 +188,21 @@ async def job_stream(
                 yield event
 
 
+# Position events a gateway process sends each second at most, over all its streams: with more
+# queued streams than that, each hears its position less often than the interval, and the events
+# that matter (a job's status) keep arriving on time.
+POSITIONS_PER_S = 1000
+
+
+def position_every_s(interval_s: float, open_streams: int) -> float:
+    """How long a queued job's stream waits before it asks for its position again."""
+    return max(interval_s, open_streams / POSITIONS_PER_S)
+
+
 def position_moved(last: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """Whether a position says something new: fewer ahead, or a start estimate a second off."""
+    if last is new:  # the same reading's answer (api/following/queue_position.py)
+        return False
     if last is None or last["ahead"] != new["ahead"]:
         return True
     if (last["estimated_start_at"] is None) != (new["estimated_start_at"] is None):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from unittest import mock
 
 from api.drain_rate import DrainRates
 from api.following.queue_position import LaneReading, QueuePositions
-from api.following.streams import position_moved
+from api.following.streams import POSITIONS_PER_S, position_every_s, position_moved
 
 LANES = ["lane-a", "lane-b", "lane-c"]
 
@@ -72,3 +73,27 @@ def test_a_stream_is_never_told_more_ahead_than_it_was_told_before() -> None:
 
     assert told is not None and kept is not None and lower is not None
     assert (told["ahead"], kept["ahead"], lower["ahead"]) == (3, 2, 3)
+
+
+def test_the_streams_of_one_job_share_one_answer_per_reading() -> None:
+    catalogue = mock.Mock()
+    catalogue.queues.return_value = {"m@1": ["lane-a"]}
+    rates = DrainRates()
+    for at_s in range(10):
+        rates.of("m@1").record(at_s=time.monotonic() - at_s)
+    positions = QueuePositions(mock.Mock(), catalogue, rates)
+    doc = {"id": "j2", "status": "queued", "tenant": "t", "model": {"name": "m", "version": "1"}}
+    one_reading = LaneReading.of(["lane-a"], [[b"j1", b"j2"], []], read_at_s=time.time())
+    with mock.patch.object(positions, "reading", return_value=one_reading), \
+            mock.patch.object(rates.of("m@1"), "per_s", wraps=rates.of("m@1").per_s) as per_s:
+        answers = [positions.position(doc) for _ in range(10)]
+
+    assert all(answer is answers[0] for answer in answers) and answers[0] is not None
+    assert answers[0]["ahead"] == 1 and answers[0]["estimated_start_at"] is not None
+    assert per_s.call_count == 1
+
+
+def test_with_more_queued_streams_than_the_budget_each_asks_less_often() -> None:
+    assert position_every_s(1.0, open_streams=10) == 1.0
+    assert position_every_s(1.0, open_streams=POSITIONS_PER_S) == 1.0
+    assert position_every_s(1.0, open_streams=5 * POSITIONS_PER_S) == 5.0  # the gateway's total stays put
