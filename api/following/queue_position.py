@@ -145,8 +145,8 @@ class QueuePositions:
         `at_most`: the fewest ahead already told to whoever follows the job. A reading can miss a
         message between its lane and the worker that took it (kombu pops it, then records it as
         unacked), so a later, true reading would say more; what was told is kept instead."""
-        ref = model_ref_of(doc)
-        if doc.get("status") != JobStatus.QUEUED or ref is None or time.monotonic() < self._unread_until:
+        ref = self._askable_ref(doc)
+        if ref is None:
             return None
         try:
             reading = self.reading(ref, queue_of(doc))
@@ -163,9 +163,17 @@ class QueuePositions:
             return await run_in_threadpool(self.position, doc, at_most)
         return self.position(doc, at_most)
 
-    def _asks_redis(self, doc: JobDoc) -> bool:
+    def _askable_ref(self, doc: JobDoc) -> str | None:
+        """The model version to read the lanes of; None for a job not queued, without a version,
+        or while Redis is left alone after a failed reading."""
         ref = model_ref_of(doc)
-        if doc.get("status") != JobStatus.QUEUED or ref is None or time.monotonic() < self._unread_until:
+        if doc.get("status") != JobStatus.QUEUED or time.monotonic() < self._unread_until:
+            return None
+        return ref
+
+    def _asks_redis(self, doc: JobDoc) -> bool:
+        ref = self._askable_ref(doc)
+        if ref is None:
             return False
         reading = self._readings.get(ref)
         return reading is None or self._stale(reading, queue_of(doc))
