@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from starlette.concurrency import run_in_threadpool
 
-from api.drain_rate import DrainRate, DrainRates
+from api.drain_rate import DrainRates
 from shared.constants import UNACKED_KEY
 from shared.jobs import JobDoc, JobStatus, rfc3339
 from shared.models.catalogue import Catalogue
@@ -73,20 +73,21 @@ class LaneReading:
     place: dict[str, tuple[str, int]]  # job id → (its lane, how many are before it there)
     held: frozenset[str]
     busy: tuple[tuple[str, int], ...]  # the lanes with messages waiting, and how many
-    # Positions answered from this reading, by (job id, at_most), and the drain rate they used:
-    # the streams of one job ask within the same second, and share the answer.
+    rate: float | None = None  # the model version's drain rate when read, for every answer from this reading
+    # Positions answered from this reading, by (job id, at_most): the streams of one job ask
+    # within the same second, and share the answer.
     answers: dict[tuple[str, int | None], dict[str, Any] | None] = field(default_factory=dict, compare=False,
                                                                            repr=False)
-    rate: list[float | None] = field(default_factory=list, compare=False, repr=False)  # empty: not asked yet
 
     @classmethod
-    def of(cls, lanes: list[str], found: list[list[bytes | str]], read_at_s: float) -> LaneReading:
+    def of(cls, lanes: list[str], found: list[list[bytes | str]], read_at_s: float,
+           rate: float | None = None) -> LaneReading:
         *waiting, held = found
         place = {_text(job_id): (lane, i) for lane, ids in zip(lanes, waiting, strict=True)
                  for i, job_id in enumerate(ids)}
         lengths = {lane: len(ids) for lane, ids in zip(lanes, waiting, strict=True)}
         return cls(read_at_s, lengths, place, frozenset(_text(job_id) for job_id in held),
-                   tuple((lane, length) for lane, length in lengths.items() if length))
+                   tuple((lane, length) for lane, length in lengths.items() if length), rate)
 
     def ahead_of(self, job_id: str) -> int | None:
         """Jobs taken before this one; None when it has no message (not queued yet, or lost)."""
@@ -98,7 +99,7 @@ class LaneReading:
         others = sum(min(length, before) for other, length in self.busy if other != lane)
         return len(self.held) + before + others
 
-    def position(self, job_id: str, at_most: int | None, drain_rate: DrainRate) -> dict[str, Any] | None:
+    def position(self, job_id: str, at_most: int | None) -> dict[str, Any] | None:
         """The job's position (see QueuePositions.position), worked out once per reading."""
         key = (job_id, at_most)
         if key in self.answers:
@@ -106,14 +107,11 @@ class LaneReading:
         ahead = self.ahead_of(job_id)
         if ahead is not None and at_most is not None:
             ahead = min(ahead, at_most)
-        if not self.rate:
-            self.rate.append(drain_rate.per_s())
-        rate = self.rate[0]
-        start_s = None if ahead is None or not rate else self.read_at_s + ahead / rate
+        start_s = None if ahead is None or not self.rate else self.read_at_s + ahead / self.rate
         answer = self.answers[key] = None if ahead is None else {
             "ahead": ahead,
             "estimated_start_at": None if start_s is None else rfc3339(start_s),
-            "drain_per_s": None if rate is None else round(rate, 3),
+            "drain_per_s": None if self.rate is None else round(self.rate, 3),
             "measured_at": rfc3339(self.read_at_s),
         }
         return answer
@@ -154,7 +152,7 @@ class QueuePositions:
             # Every stream asks each second: during an outage, one timeout per interval, not one per stream.
             self._unread_until = time.monotonic() + REDIS_RETRY_S
             return None
-        return reading.position(doc["id"], at_most, self.drain_rates.of(ref))
+        return reading.position(doc["id"], at_most)
 
     async def position_off_loop(self, doc: JobDoc, at_most: int | None = None) -> dict[str, Any] | None:
         """`position`, in a thread only when it has to ask Redis: thousands of streams ask each
@@ -189,5 +187,6 @@ class QueuePositions:
                 if lane not in lanes:
                     lanes.append(lane)
                 found = self._read(keys=[UNACKED_KEY, *lanes])
-                reading = self._readings[ref] = LaneReading.of(lanes, found, time.time())
+                reading = self._readings[ref] = LaneReading.of(lanes, found, time.time(),
+                                                               self.drain_rates.of(ref).per_s())
             return reading

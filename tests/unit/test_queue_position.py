@@ -8,6 +8,7 @@ from unittest import mock
 from api.drain_rate import DrainRates
 from api.following.queue_position import LaneReading, QueuePositions
 from api.following.streams import POSITIONS_PER_S, position_every_s, position_moved
+from shared.queue import queue_of
 
 LANES = ["lane-a", "lane-b", "lane-c"]
 
@@ -76,21 +77,20 @@ def test_a_stream_is_never_told_more_ahead_than_it_was_told_before() -> None:
 
 
 def test_the_streams_of_one_job_share_one_answer_per_reading() -> None:
+    doc = {"id": "j2", "status": "queued", "tenant": "t", "model": {"name": "m", "version": "1"}}
     catalogue = mock.Mock()
-    catalogue.queues.return_value = {"m@1": ["lane-a"]}
+    catalogue.queues.return_value = {"m@1": [queue_of(doc)]}
     rates = DrainRates()
     for at_s in range(10):
         rates.of("m@1").record(at_s=time.monotonic() - at_s)
     positions = QueuePositions(mock.Mock(), catalogue, rates)
-    doc = {"id": "j2", "status": "queued", "tenant": "t", "model": {"name": "m", "version": "1"}}
-    one_reading = LaneReading.of(["lane-a"], [[b"j1", b"j2"], []], read_at_s=time.time())
-    with mock.patch.object(positions, "reading", return_value=one_reading), \
+    with mock.patch.object(positions, "_read", return_value=[[b"j1", b"j2"], []]) as read, \
             mock.patch.object(rates.of("m@1"), "per_s", wraps=rates.of("m@1").per_s) as per_s:
         answers = [positions.position(doc) for _ in range(10)]
 
     assert all(answer is answers[0] for answer in answers) and answers[0] is not None
     assert answers[0]["ahead"] == 1 and answers[0]["estimated_start_at"] is not None
-    assert per_s.call_count == 1
+    assert read.call_count == 1 and per_s.call_count == 1
 
 
 def test_with_more_queued_streams_than_the_budget_each_asks_less_often() -> None:
