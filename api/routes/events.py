@@ -103,7 +103,10 @@ async def _open(services: Services, request: Request, header_key: str, token: st
     """An event stream, once its caller, the capacity and its target (404 before streaming) are checked."""
     tenant = await stream_tenant(services, request, header_key, token, kind, target)
     check_stream_capacity(services)
-    await run_in_threadpool(_read, services, kind, target, tenant)
+    if kind == "job":
+        await services.job_reads.get_job(target, tenant=tenant)  # coalesced with the streams' own reads
+    else:
+        await run_in_threadpool(_read, services, kind, target, tenant)
     return EventSourceResponse(stream(services, target, tenant, parse_last_event_id(last_event_id)),
                                ping=ping_interval_s(services.settings.sse_ping_s))
 
