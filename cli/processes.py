@@ -6,7 +6,6 @@ processes through a `Supervisor`, so there is one way to spawn, wait for, and st
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
+from shared.parent_death import end_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STOP_GRACE_S = 15.0
@@ -65,6 +66,11 @@ def port_accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def child_pids(pid: int) -> list[int]:
+    """The running processes that `pid`'s main thread started (Linux)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:
@@ -126,20 +132,10 @@ def stop_process(name: str, process: subprocess.Popen[bytes], grace_s: float = S
         process.wait()
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def _die_with(parent_pid: int) -> Callable[[], None]:
     """For the child, before exec: the kernel sends it SIGTERM when the supervisor dies, even by
     SIGKILL, so that no worker outlives the process that was scaling it (Linux)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def in_the_child() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent_pid:  # the supervisor died before the call above
-            os._exit(1)
-
-    return in_the_child
+    return lambda: end_with_parent(parent_pid)
 
 
 class Supervisor:
