@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -24,7 +24,6 @@ from api.recovery import Recoverer
 from api.routes import batches, events, faults, health, jobs, models, panels, sessions, web
 from api.schemas import extra_components
 from api.services import Services
-from api.start_checks import check_gateway_security
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
 from shared.tracing import GATEWAY_SERVICE, configure_tracing, on
@@ -54,15 +53,18 @@ async def recover_forever(recoverer: Recoverer, interval_s: float) -> None:
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None,
-               registration: MeshRegistration | None = None) -> FastAPI:
-    """The app; it opens its own `services` at start-up unless given them (run_gateway does), and
-    deregisters `registration` from the mesh when it shuts down."""
+               registration: MeshRegistration | None = None,
+               readiness_probes: Mapping[str, Callable[[], None]] | None = None) -> FastAPI:
+    """The app; it opens its own `services` at start-up unless given them (api/serving.py does), and
+    deregisters `registration` from the mesh when it shuts down. /readyz also runs `readiness_probes`
+    (and the mesh agent's, with a `registration`)."""
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = services or Services.create(settings)
         app.state.services = own
+        own.extra_readiness_probes.update(readiness_probes or {})
         if registration is not None:
             own.extra_readiness_probes["consul"] = registration.agent_answers
         await own.broadcaster.start()
@@ -196,40 +198,10 @@ def release_large_blocks_to_the_os() -> None:
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
 
 
-def run_gateway(settings: Settings, *, log_level: str = "INFO") -> None:
-    """`asyncinfer api`: join the mesh (when on) and open the services before serving, so that a
-    gateway that cannot start says why in one line (a StartupError) instead of a traceback."""
-    import uvicorn
-
-    # The gateway's own loggers (uvicorn configures only its own): an unexpected error's traceback
-    # is logged with its request id (api/problems.py).
+def prepare_gateway_process(settings: Settings, log_level: str) -> None:
+    """The gateway's own loggers (uvicorn configures only its own): an unexpected error's traceback
+    is logged with its request id (api/problems.py). Tracing is off unless OTEL_* variables say
+    otherwise (shared/tracing.py)."""
     configure_logging(log_level, settings.log_format)
-    configure_tracing(GATEWAY_SERVICE)  # off unless OTEL_* variables say otherwise (shared/tracing.py)
+    configure_tracing(GATEWAY_SERVICE)
     release_large_blocks_to_the_os()
-    check_gateway_security(settings)
-    registration = None
-    if settings.mesh == "consul":
-        from shared.mesh import join_as_gateway
-
-        # First: the sidecar that carries Redis and the store starts only once this registers it.
-        registration = join_as_gateway(settings)
-    try:
-        services = Services.create(settings)
-    except BaseException:
-        if registration is not None:
-            registration.deregister()
-        raise
-    uvicorn.run(
-        create_app(settings, services=services, registration=registration),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level.lower(),
-        # Uvicorn's loggers go through ours (one format, with request ids); its own access log is
-        # replaced by the gateway's, which carries the request id and the latency (api/problems.py).
-        log_config=None,
-        access_log=False,
-        # h11, not httptools: h11 bounds the request line and headers it buffers (httptools took a
-        # 1 MB header and 3,000 headers); a longer head gets 400 before any app code runs.
-        http="h11",
-        h11_max_incomplete_event_size=settings.max_header_bytes,
-    )

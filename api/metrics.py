@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import redis
 from prometheus_client import Counter, Gauge, Histogram
 
+from api.process_metrics import EVENT_COUNTER
 from shared.jobs import parse_rfc3339
 from shared.scaling import ScalingPolicy, scaling_signal
 from shared.tracing import exemplar
@@ -16,6 +17,10 @@ from shared.work_in_redis import count_work_by_model, total_work
 
 if TYPE_CHECKING:
     from api.services import Services
+
+# With several gateway processes (api/process_metrics.py), a gauge read from Redis (or from events every
+# process hears) is the same in each: their samples are combined by taking the one set last.
+LATEST: Final = "livemostrecent"
 
 JOBS_SUBMITTED = Counter("asyncinfer_jobs_submitted_total", "Jobs accepted (202), by model and version",
                          ["model", "version"])
@@ -31,14 +36,16 @@ JOB_QUEUED_SECONDS = Histogram("asyncinfer_job_queued_seconds", "From acceptance
 REQUESTS_REJECTED = Counter(
     "asyncinfer_requests_rejected_total", "Requests answered with an error", ["status"]
 )
-QUEUE_BACKLOG = Gauge("asyncinfer_queue_backlog", "Messages waiting in the inference queue's list (not yet delivered)")
-SSE_STREAMS = Gauge("asyncinfer_sse_streams_open", "Open event streams on this gateway")
+QUEUE_BACKLOG = Gauge("asyncinfer_queue_backlog", "Messages waiting in the inference queue's list (not yet delivered)",
+                      multiprocess_mode=LATEST)
+SSE_STREAMS = Gauge("asyncinfer_sse_streams_open", "Open event streams on this gateway", multiprocess_mode="livesum")
 JOBS_RECOVERED = Counter(
     "asyncinfer_jobs_recovered_total",
     "Stranded jobs this gateway queued again, by cause: queued or running without a message in Redis",
     ["cause"],
 )
-RECOVERY_LEASE_HELD = Gauge("asyncinfer_recovery_lease_held", "1 while this gateway holds the recoverer's lease")
+RECOVERY_LEASE_HELD = Gauge("asyncinfer_recovery_lease_held", "1 while this gateway holds the recoverer's lease",
+                            multiprocess_mode="livemax")
 for _cause in ("queued_without_message", "running_without_message"):
     JOBS_RECOVERED.labels(_cause)
 
@@ -46,32 +53,39 @@ for _cause in ("queued_without_message", "running_without_message"):
 JOBS_OUTSTANDING = Gauge(
     "asyncinfer_jobs_outstanding",
     "Jobs not finished: waiting in the queue + delivered to workers and unacknowledged + being admitted",
+    multiprocess_mode=LATEST,
 )
 JOBS_UNACKNOWLEDGED = Gauge(
     "asyncinfer_jobs_unacknowledged",
     "Messages delivered to workers and not acknowledged yet: running, or buffered in a worker's batch",
+    multiprocess_mode=LATEST,
 )
-WORKERS_LIVE = Gauge("asyncinfer_workers_live", "Workers whose presence entry in Redis is current")
+WORKERS_LIVE = Gauge("asyncinfer_workers_live", "Workers whose presence entry in Redis is current",
+                     multiprocess_mode=LATEST)
 WORKERS_DESIRED = Gauge(
     "asyncinfer_workers_desired",
     "Workers the outstanding work needs: ceil(outstanding / ASYNCINFER_SCALE_TARGET_JOBS_PER_WORKER), "
     "within ASYNCINFER_SCALE_MIN_WORKERS..ASYNCINFER_SCALE_MAX_WORKERS",
+    multiprocess_mode=LATEST,
 )
 # The same signal for each model version's own pool (`model` = name@version): scale each pool on these.
 MODEL_JOBS_OUTSTANDING = Gauge("asyncinfer_model_jobs_outstanding",
                                "Jobs of this model version not finished (waiting, held by its workers, being admitted)",
-                               ["model"])
-MODEL_WORKERS_LIVE = Gauge("asyncinfer_model_workers_live", "Live workers of this model version", ["model"])
+                               ["model"], multiprocess_mode=LATEST)
+MODEL_WORKERS_LIVE = Gauge("asyncinfer_model_workers_live", "Live workers of this model version", ["model"],
+                           multiprocess_mode=LATEST)
 MODEL_WORKERS_DESIRED = Gauge("asyncinfer_model_workers_desired",
                               "Workers this model version's outstanding work needs, as asyncinfer_workers_desired",
-                              ["model"])
+                              ["model"], multiprocess_mode=LATEST)
 QUEUE_WAIT_PREDICTED = Gauge(
     "asyncinfer_queue_wait_predicted_seconds",
     "Outstanding jobs / drain rate: about how long a job submitted now waits; "
     "+Inf with work and no live worker, NaN while no rate is measured",
+    multiprocess_mode=LATEST,
 )
 BACKLOG_WITHOUT_CAPACITY = Gauge(
-    "asyncinfer_backlog_without_capacity", "1 while jobs are outstanding and no worker is live"
+    "asyncinfer_backlog_without_capacity", "1 while jobs are outstanding and no worker is live",
+    multiprocess_mode=LATEST,
 )
 # --- webhooks (api/delivery/) ---
 WEBHOOK_ATTEMPTS = Counter(
@@ -85,15 +99,18 @@ WEBHOOK_ATTEMPT_SECONDS = Histogram("asyncinfer_webhook_attempt_seconds", "One w
 WEBHOOKS_GIVEN_UP = Counter("asyncinfer_webhooks_given_up_total",
                             "Deliveries this gateway put in the dead letters after their last attempt")
 # In Redis, the same on every gateway: take max().
-WEBHOOKS_PENDING = Gauge("asyncinfer_webhooks_pending", "Deliveries waiting for their next attempt or being attempted")
+WEBHOOKS_PENDING = Gauge("asyncinfer_webhooks_pending", "Deliveries waiting for their next attempt or being attempted",
+                         multiprocess_mode=LATEST)
 WEBHOOKS_DEAD = Gauge("asyncinfer_webhook_dead_letters",
-                      "Deliveries given up, waiting for an operator (asyncinfer webhooks dead-letters, replay)")
+                      "Deliveries given up, waiting for an operator (asyncinfer webhooks dead-letters, replay)",
+                      multiprocess_mode=LATEST)
 for _result in ("delivered", "rejected", "unanswered"):
     WEBHOOK_ATTEMPTS.labels(_result)
 
 DRAIN_RATE = Gauge(
     "asyncinfer_drain_rate_jobs_per_second",
     "Jobs finished per second, measured from terminal events; 0 while too few finished lately to measure",
+    multiprocess_mode=LATEST,
 )
 
 
@@ -110,7 +127,8 @@ def _model_of(doc: dict[str, Any]) -> tuple[str, str]:
 def record_started(event: dict[str, Any]) -> None:
     """A job's `running` event: its time queued, once per job (its first attempt's event only)."""
     doc = event.get("doc") or {}
-    if doc.get("attempts") != 1 or not (doc.get("created_at") and doc.get("started_at")):
+    first_start = doc.get("attempts") == 1 and doc.get("created_at") and doc.get("started_at")
+    if not first_start or not EVENT_COUNTER.counts_here():
         return
     seconds = (parse_rfc3339(doc["started_at"]) - parse_rfc3339(doc["created_at"])).total_seconds()
     JOB_QUEUED_SECONDS.labels(*_model_of(doc)).observe(max(seconds, 0.0), exemplar=job_exemplar(doc))
@@ -118,6 +136,8 @@ def record_started(event: dict[str, Any]) -> None:
 
 def record_finished(event: dict[str, Any]) -> None:
     """One job's terminal event, by its model version: the figures a canary is judged by."""
+    if not EVENT_COUNTER.counts_here():
+        return
     doc = event.get("doc") or {}
     name, version = _model_of(doc)
     error_code = (doc.get("error") or {}).get("code") or ""

@@ -7,6 +7,7 @@ prints its message as one line on stderr and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ from shared.errors import StartupError
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
-    from api.main import run_gateway
+    from api.serving import run_gateway
 
     # --host/--port go into the settings the app sees, so that its Consul registration and
     # health check (ASYNCINFER_MESH=consul) name the port it really listens on.
@@ -78,6 +79,8 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from cli.up import run_pipeline
 
+    if args.gateway_processes:  # the gateway reads it from the environment up passes on
+        os.environ["ASYNCINFER_GATEWAY_PROCESSES"] = str(args.gateway_processes)
     gpus = args.gpus
     if gpus == "all":
         from workers.model.keras_runtime import select_backend, visible_gpus
@@ -89,8 +92,6 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_autoscale(args: argparse.Namespace) -> int:
-    import os
-
     from cli.autoscale import Bounds, run_autoscaler
     from cli.pipeline import LocalPipeline
     from cli.processes import stop_on_sigterm
@@ -144,6 +145,12 @@ def _gpus(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r}: a number of GPUs from 1 to 64, or all")
 
 
+def _gateway_processes(text: str) -> int:
+    if text.isdigit() and 0 < int(text) <= 64:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: a number of processes from 1 to 64")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asyncinfer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="info: a line per service as it is ready, their logs in files; debug: all their output here")
     up.add_argument("--gpus", type=_gpus, metavar="N|all",
                     help="one worker per GPU, each pinned by CUDA_VISIBLE_DEVICES (all: each GPU TensorFlow sees)")
+    up.add_argument("--gateway-processes", type=_gateway_processes, metavar="N",
+                    help="gateway processes sharing the port (default: ASYNCINFER_GATEWAY_PROCESSES, else 1)")
     up.set_defaults(run=_cmd_up)
 
     autoscale = commands.add_parser(

@@ -66,7 +66,8 @@ def run_pipeline(settings: Settings, *, mesh: str | None = None, workers: tuple[
                 pipeline.start_worker(wait_ready=False, env=worker_env)
         pipeline.start(workers=0 if workers or gpus else 1, gateway=True, wait_workers=False)
         url = pipeline.url
-        say(f"gateway: serving {url} (store {settings.store_kind})")
+        processes = f", {settings.gateway_processes} processes" if settings.gateway_processes > 1 else ""
+        say(f"gateway: serving {url} (store {settings.store_kind}{processes})")
         where = f"; logs in {logs_dir}" if logs_dir else ""
         ready = f"ready at {url}: web page {url}/, API docs {url}/docs, metrics {url}/metrics{where}; Ctrl-C stops"
         if workers is None:

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # --- gateway --------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
+    gateway_processes: int = Field(
+        default=1, ge=1, le=64, description="Gateway processes sharing the port (`asyncinfer api`, `asyncinfer up`); "
+        "each has its own event subscription, and /metrics answers for all of them together."
+    )
     max_image_bytes: int = 10 * 1024 * 1024
     # Pillow's own bomb guard warns at ~89 MP; we refuse earlier, before decoding anything.
     max_image_pixels: int = 40_000_000

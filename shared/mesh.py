@@ -14,6 +14,7 @@ consul/intentions/ whether this service may connect.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -210,10 +211,21 @@ def register(
     return MeshRegistration(client, service_id)
 
 
+def settings_agent_client(settings: Settings) -> consul.Consul:
+    return agent_client(settings.consul_url, token=settings.consul_token.get_secret_value())
+
+
+def agent_probe(settings: Settings) -> Callable[[], None]:
+    """A readiness probe of the local agent, for a process that shares another's registration
+    (one of several gateway processes, api/processes.py)."""
+    client = settings_agent_client(settings)
+    return lambda: _agent_answers(client)
+
+
 def _join(settings: Settings, name: str, address: str, port: int, check: dict[str, Any]) -> MeshRegistration:
     """Register this process as `name`, waiting for the agent first; ids and ports from settings."""
     upstreams = upstreams_for(settings)  # before touching the agent: a bad URL is a settings error
-    client = agent_client(settings.consul_url, token=settings.consul_token.get_secret_value())
+    client = settings_agent_client(settings)
     wait_for_agent(client, settings.consul_url, settings.consul_wait_s)
     return register(
         client,

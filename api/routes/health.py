@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep
 from api.metrics import refresh_gauges
 from api.problems import problem
+from api.process_metrics import registry_to_expose
 from api.schemas import ANY_ROUTE_PROBLEMS, problem_responses
 from api.services import Services
 from shared.errors import InvalidMetricsToken
@@ -65,11 +65,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 async def metrics(services: ServicesDep, accept: Annotated[str | None, Header()] = None,
                   authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Response:
     """Prometheus' text format, or OpenMetrics (with exemplars: the trace ids of samples) to a scraper
-    that asks for it in Accept. With ASYNCINFER_METRICS_TOKEN, only for `Authorization: Bearer <it>`."""
+    that asks for it in Accept; with several gateway processes, all of theirs (api/process_metrics.py).
+    With ASYNCINFER_METRICS_TOKEN, only for `Authorization: Bearer <it>`."""
     token = services.settings.metrics_token
     if token is not None and not secrets.compare_digest(
             (authorization or "").removeprefix("Bearer ").strip().encode(), token.get_secret_value().encode()):
         raise InvalidMetricsToken("send the metrics token as Authorization: Bearer <token>")
     await run_in_threadpool(refresh_gauges, services)
     encode, content_type = choose_encoder(accept or "")
-    return Response(encode(REGISTRY), media_type=content_type)
+    return Response(encode(registry_to_expose()), media_type=content_type)

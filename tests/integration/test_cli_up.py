@@ -140,3 +140,14 @@ def test_up_with_log_level_debug_prints_the_services_own_output_here(tmp_path: P
     assert "Uvicorn running" in output or "Application startup complete" in output  # the gateway's
     assert any(line.strip() and not line.startswith("asyncinfer: ") for line in output.splitlines())  # not only up's
     assert not (tmp_path / "asyncinfer-data" / "logs").exists()
+
+
+def test_up_with_two_gateway_processes_serves_with_both_and_stops_them(tmp_path: Path) -> None:
+    with running_up(tmp_path, "--gateway-processes", "2", "--workers", "0..1", stop_signal=signal.SIGTERM) as up:
+        assert "(store sqlite, 2 processes)" in up.output()
+        gateway_log = tmp_path / "asyncinfer-data" / "logs" / "gateway.log"
+        wait_until(lambda: gateway_log.read_text().count("Application startup complete") == 2, 30,
+                   "both gateway processes")
+        assert httpx.get(f"{up.url}/readyz").status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{up.url}/healthz")

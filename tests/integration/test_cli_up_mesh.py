@@ -1,4 +1,5 @@
-"""`asyncinfer up --mesh consul` serves jobs through the mesh, then stops every part on Ctrl-C."""
+"""`asyncinfer up --mesh consul` serves jobs through the mesh (two gateway processes behind one
+registration and sidecar), then stops every part on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_up_with_the_mesh_serves_a_job_through_sidecars_and_stops_everything_on_
                ASYNCINFER_CONSUL_URL=f"http://127.0.0.1:{consul_port}")
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
-        up = subprocess.Popen([sys.executable, "-m", "cli", "up", "--mesh", "consul"], cwd=tmp_path, env=env,
+        up = subprocess.Popen([sys.executable, "-m", "cli", "up", "--mesh", "consul", "--gateway-processes", "2"], cwd=tmp_path, env=env,
                               stdout=log, stderr=log)
     try:
         wait_until(lambda: "ready at" in log_path.read_text() or up.poll() is not None, 150, "asyncinfer up")
@@ -64,7 +65,9 @@ def test_up_with_the_mesh_serves_a_job_through_sidecars_and_stops_everything_on_
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             job = submit(client, images.jpeg(seed=52))
             assert wait_terminal(client, job["id"])["status"] == "succeeded"
-            assert client.get("/readyz").json()["checks"]["consul"] == "ok"
+        for _ in range(4):  # a connection each, to either gateway process: each asks the agent too
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["checks"]["consul"] == "ok"
+        assert len(agent.catalog.service("gateway")[1]) == 1  # the processes share one registration
 
         up.send_signal(signal.SIGINT)
 
