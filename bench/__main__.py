@@ -22,11 +22,11 @@ from bench.report import render
 from bench.scaling import measure_step, measure_worker_counts
 from bench.services import Services
 from bench.stats import spread
-from bench.submit_rate import measure_submit_rate, preprocess_cpu_ms, small_image
+from bench.submit_rate import measure_gateway_processes, measure_submit_rate, preprocess_cpu_ms, small_image
 from bench.worker_io import measure_worker_io
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("pipeline", "naive", "fanout", "submit", "scaling", "worker_io")
+SECTIONS = ("pipeline", "naive", "fanout", "submit", "processes", "scaling", "worker_io")
 
 
 def log(message: str) -> None:
@@ -114,6 +114,11 @@ def main() -> int:
                 **measure_submit_rate(services, [small], clients=plan.submit_clients, duration_s=plan.submit_s,
                                       warmup_s=plan.warmup_s),
                 "preprocess_cpu_ms": preprocess_cpu_ms(small)}
+        if "processes" in sections:
+            log(f"submit rate, no worker, with 1 and 2 gateway processes, {plan.gateway_process_rounds} rounds")
+            results["gateway_processes"] = measure_gateway_processes(
+                services, images, counts=(1, 2), rounds=plan.gateway_process_rounds, clients=2 * plan.submit_clients,
+                duration_s=plan.submit_s, warmup_s=plan.warmup_s)
         if "scaling" in sections:
             log(f"saturated throughput with {', '.join(map(str, plan.worker_counts))} workers")
             results["worker_counts"] = measure_worker_counts(

@@ -23,6 +23,7 @@ class Plan:
     fanout_repeats: int
     submit_s: float
     submit_clients: int
+    gateway_process_rounds: int  # alternating rounds of the submit rate with 1 and 2 gateway processes
     compare_worker_preprocessing: bool
     worker_counts: tuple[int, ...]  # saturated throughput with this many workers on the host
     worker_count_s: float
@@ -50,6 +51,7 @@ FULL = Plan(
     fanout_repeats=3,
     submit_s=15.0,
     submit_clients=8,
+    gateway_process_rounds=3,
     compare_worker_preprocessing=True,
     worker_counts=(1, 2, 3),
     worker_count_s=10.0,
@@ -74,6 +76,7 @@ QUICK = Plan(
     fanout_repeats=1,
     submit_s=3.0,
     submit_clients=4,
+    gateway_process_rounds=1,
     compare_worker_preprocessing=False,
     worker_counts=(1, 2),
     worker_count_s=3.0,

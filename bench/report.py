@@ -148,6 +148,19 @@ def submit_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gateway_process_table(results: dict[str, Any]) -> list[str]:
+    measured = results["gateway_processes"]
+    lines = [f"No worker, {measured['clients']} clients, mixed images (each validated, decoded and preprocessed), "
+             f"median (range) of {measured['rows'][0]['jobs_per_s']['n']} alternating rounds.", "",
+             "| gateway processes | jobs/s | × one process (per round) | POST p99 ms | gateway CPU ms per job |",
+             "| --- | --- | --- | --- | --- |"]
+    for row in measured["rows"]:
+        lines.append(f"| {row['gateway_processes']} | {fmt_spread(row['jobs_per_s'], 1)} | "
+                     f"{fmt_spread(row['over_first'], 2)} | {fmt_spread(row['p99_ms'], 0)} | "
+                     f"{fmt_spread(row['cpu_ms_per_job'], 1)} |")
+    return lines
+
+
 def admission_cpu_ms(results: dict[str, Any]) -> float:
     """The gateway's CPU per accepted job besides decoding and preprocessing the upload."""
     small = results["submit_small"]
@@ -248,6 +261,7 @@ def render(results: dict[str, Any]) -> str:
         ("The naive design", "naive", naive_lines),
         ("SSE fan-out on one gateway process", "fanout", fanout_table),
         ("Submit rate", "submit", submit_lines),
+        ("Gateway processes on one port", "gateway_processes", gateway_process_table),
         ("Workers on one host (keras; the autoscaler splits the cores between them)", "worker_counts",
          worker_count_table),
         ("A step of load: one fixed worker versus the local autoscaler", "step", step_table),

@@ -13,6 +13,8 @@ from bench.e2e import CpuMeter, load_summary
 from bench.imageset import BenchImage, encode, photo_like
 from bench.load import closed_loop
 from bench.services import Services
+from bench.stats import spread
+from cli.processes import child_pids
 from shared.models.catalogue import Catalogue
 from shared.preprocessing import decode, pack_pixels
 
@@ -42,22 +44,53 @@ def preprocess_cpu_ms(image: BenchImage, repeats: int = 50) -> float:
 
 
 def measure_submit_rate(
-    services: Services, images: list[BenchImage], *, clients: int, duration_s: float, warmup_s: float
+    services: Services, images: list[BenchImage], *, clients: int, duration_s: float, warmup_s: float,
+    gateway_processes: int = 1,
 ) -> dict[str, Any]:
-    pipeline = services.pipeline(workers=0)
+    pipeline = services.pipeline(workers=0, ASYNCINFER_GATEWAY_PROCESSES=str(gateway_processes))
     try:
         assert pipeline.gateway is not None
-        meter = CpuMeter({"gateway": pipeline.gateway.pid, "redis": services.redis.pid})
+        # With several processes, the supervisor and each process it started, as one "gateway".
+        gateway = [pipeline.gateway.pid, *child_pids(pipeline.gateway.pid)]
+        meter = CpuMeter({"redis": services.redis.pid, **{f"gateway{index}": pid for index, pid in enumerate(gateway)}})
         meter.resume()
         result = asyncio.run(closed_loop(
             "127.0.0.1", pipeline.port, images, clients=clients, duration_s=duration_s, warmup_s=warmup_s,
             operation=submit_only,
         ))
         meter.pause(result.total_completed)
+        cpu = meter.totals()
+        cpu["gateway"] = sum(cpu.pop(f"gateway{index}") for index in range(len(gateway)))
         return {
             "clients": clients,
+            "gateway_processes": gateway_processes,
             **load_summary(result),
-            "cpu_ms_per_job": meter.totals(),
+            "cpu_ms_per_job": cpu,
         }
     finally:
         pipeline.stop()
+
+
+def measure_gateway_processes(
+    services: Services, images: list[BenchImage], *, counts: tuple[int, ...], rounds: int, clients: int,
+    duration_s: float, warmup_s: float,
+) -> dict[str, Any]:
+    """The submit rate with each number of gateway processes, in alternating rounds (the order
+    reversed every other round); the ratio of each count to the first, per round."""
+    by_count: dict[int, list[dict[str, Any]]] = {count: [] for count in counts}
+    for index in range(rounds):
+        for count in counts if index % 2 == 0 else tuple(reversed(counts)):
+            by_count[count].append(measure_submit_rate(services, images, clients=clients, duration_s=duration_s,
+                                                       warmup_s=warmup_s, gateway_processes=count))
+    first = by_count[counts[0]]
+    return {
+        "clients": clients,
+        "rows": [{
+            "gateway_processes": count,
+            "jobs_per_s": spread([row["images_per_s"] for row in rows]),
+            "p99_ms": spread([row["latency_ms"]["p99"] for row in rows]),
+            "cpu_ms_per_job": spread([row["cpu_ms_per_job"]["gateway"] for row in rows]),
+            "over_first": spread([row["images_per_s"] / base["images_per_s"]
+                                  for row, base in zip(rows, first, strict=True)]),
+        } for count, rows in by_count.items()],
+    }
