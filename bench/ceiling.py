@@ -1,5 +1,8 @@
 """The ceiling: one process decodes, preprocesses and runs batched compiled inference in a
-tight loop, nothing else. Run as its own process per runtime:
+tight loop, nothing else; either one step after the other, or with a pool of decoding threads
+preparing the next batch while the current one is inferred (Pillow, the resize and ONNX Runtime
+or TensorFlow release the GIL). The best arrangement of the two is the ceiling the pipeline is
+measured against. Run as its own process per runtime:
 
     python -m bench.ceiling --runtime onnxruntime --images DIR --out FILE.json [--serve]
 """
@@ -12,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.imageset import load_image_dir
@@ -30,6 +34,10 @@ def timed_rounds(
         rates.append(images_per_round / (time.perf_counter() - started))
         cpu_ms.append((time.process_time() - started_cpu) * 1000 / images_per_round)
     return rates, cpu_ms
+
+
+# Decoding threads beside the forward pass, tried at each batch size (0: decode, then infer).
+DECODE_POOLS = (1, 2)
 
 
 class Ceiling:
@@ -65,10 +73,23 @@ class Ceiling:
         for _ in range(batches):
             self.classifier.predict(self.to_model_input([self.decode(data) for data in self._next_images(size)]))
 
-    def throughput(self, size: int, duration_s: float) -> tuple[list[float], list[float]]:
-        """Images/s and CPU ms per image of rounds of decode + preprocess + inference."""
-        batches = max(1, 32 // size)
-        return timed_rounds(lambda: self._full_step(size, batches), size * batches, duration_s)
+    def _overlapped_step(self, pool: ThreadPoolExecutor, size: int, batches: int) -> None:
+        """Each batch's images decoded by the pool while the batch before is inferred."""
+        pending = [pool.submit(self.decode, data) for data in self._next_images(size)]
+        for index in range(batches):
+            ready = self.to_model_input([future.result() for future in pending])
+            if index + 1 < batches:
+                pending = [pool.submit(self.decode, data) for data in self._next_images(size)]
+            self.classifier.predict(ready)
+
+    def throughput(self, size: int, duration_s: float, decoders: int = 0) -> tuple[list[float], list[float]]:
+        """Images/s and CPU ms per image of rounds of decode + preprocess + inference: one after
+        the other, or with `decoders` threads decoding beside the forward pass."""
+        batches = max(2, 64 // size) if decoders else max(1, 32 // size)
+        if not decoders:
+            return timed_rounds(lambda: self._full_step(size, batches), size * batches, duration_s)
+        with ThreadPoolExecutor(decoders) as pool:
+            return timed_rounds(lambda: self._overlapped_step(pool, size, batches), size * batches, duration_s)
 
     def inference_only(self, size: int, duration_s: float) -> tuple[list[float], list[float]]:
         batches = max(1, 32 // size)
@@ -104,12 +125,18 @@ class Ceiling:
         for size in batch_sizes:
             rates, cpu_ms = self.throughput(size, duration_s)
             inference_rates, inference_cpu_ms = self.inference_only(size, duration_s / 2)
+            overlapped = {}
+            for decoders in DECODE_POOLS:
+                pool_rates, pool_cpu_ms = self.throughput(size, duration_s / 2, decoders)
+                overlapped[str(decoders)] = {"images_per_s": spread(pool_rates),
+                                             "cpu_ms_per_image": spread(pool_cpu_ms)}
             rows.append({
                 "batch_size": size,
                 "images_per_s": spread(rates),
                 "cpu_ms_per_image": spread(cpu_ms),
                 "inference_only_images_per_s": spread(inference_rates),
                 "inference_only_cpu_ms_per_image": spread(inference_cpu_ms),
+                "decode_pool": overlapped,
             })
         return {
             "runtime": self.runtime,
@@ -124,11 +151,11 @@ class Ceiling:
 def serve(ceiling: Ceiling) -> None:
     """Answer measurement requests, one JSON line each, so that the benchmark can alternate
     ceiling rounds with end-to-end rounds (the machine's noise then hits both alike):
-    `throughput SIZE SECONDS` → {"images_per_s": [...]}; `batch1` → {"latency_ms": [...]}."""
+    `throughput SIZE SECONDS DECODERS` → {"images_per_s": [...]}; `batch1` → {"latency_ms": [...]}."""
     for line in sys.stdin:
         command, *args = line.split()
         if command == "throughput":
-            rates, _ = ceiling.throughput(int(args[0]), float(args[1]))
+            rates, _ = ceiling.throughput(int(args[0]), float(args[1]), int(args[2]))
             answer: dict[str, object] = {"images_per_s": rates}
         elif command == "batch1":
             answer = {"latency_ms": ceiling.batch1_ms()}

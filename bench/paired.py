@@ -1,7 +1,8 @@
 """One runtime measured in alternating rounds: the ceiling process and the pipeline take turns
 on the machine, so that other tenants' noise hits both alike and each round gives a ratio.
 
-Per round: ceiling throughput at its best batch size, then the saturated pipeline (and, for the
+Per round: ceiling throughput at its best arrangement (batch size, decoding beside the forward
+pass or not), then the saturated pipeline (and, for the
 preprocessing comparison, a second pipeline whose workers decode). Then light-load rounds: the
 ceiling's batch-1 latency over the image set, then one client through the pipeline. Last, one
 phase at half the saturated rate.
@@ -21,7 +22,7 @@ from bench.imageset import BenchImage
 from bench.load import LoadResult, closed_loop, open_loop
 from bench.plan import Plan
 from bench.profiling import Profiler
-from bench.report import best_ceiling
+from bench.report import CeilingChoice, best_ceiling
 from bench.services import Services
 from bench.stats import latency_summary_ms, percentile, spread
 from cli.pipeline import LocalPipeline
@@ -55,8 +56,9 @@ class CeilingProcess:
         self.process.stdin.flush()
         return self._answer()
 
-    def throughput(self, size: int, duration_s: float) -> float:
-        return float(statistics.median(self._ask(f"throughput {size} {duration_s}")["images_per_s"]))
+    def throughput(self, choice: CeilingChoice, duration_s: float) -> float:
+        answer = self._ask(f"throughput {choice.batch_size} {duration_s} {choice.decoders}")
+        return float(statistics.median(answer["images_per_s"]))
 
     def batch1_ms(self) -> list[float]:
         return list(self._ask("batch1")["latency_ms"])
@@ -98,7 +100,7 @@ def measure_runtime(
     ceiling = CeilingProcess(runtime, image_dir, plan, workdir)
     pipelines: list[LocalPipeline] = []
     try:
-        _, best_size = best_ceiling(ceiling.table)
+        best = best_ceiling(ceiling.table)
         main = services.pipeline(workers=1, ASYNCINFER_RUNTIME=runtime)
         pipelines.append(main)
         other = None
@@ -110,7 +112,7 @@ def measure_runtime(
         saturated: list[LoadResult] = []
         decoded_in_worker: list[LoadResult] = []
         for index in range(plan.rounds):
-            ceiling_rate = ceiling.throughput(best_size, plan.round_s)
+            ceiling_rate = ceiling.throughput(best, plan.round_s)
             if index == plan.rounds - 1:  # profile one round, if asked
                 pids = pipeline_pids(main, services.redis.pid)
                 profiler.start(f"e2e-{runtime}", {k: v for k, v in pids.items() if k != "redis"}, plan.round_s)
@@ -123,7 +125,9 @@ def measure_runtime(
             rounds.append(row)
         report: dict[str, Any] = {
             "clients": plan.saturation_clients,
-            "ceiling_batch_size": best_size,
+            "ceiling_batch_size": best.batch_size,
+            "ceiling_decoders": best.decoders,
+            "ceiling_cpu_ms_per_image": best.cpu_ms_per_image,
             "rounds": rounds,
             "ratio": spread([row["ratio"] for row in rounds]),
             "saturation": merged(saturated),
