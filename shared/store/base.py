@@ -162,6 +162,12 @@ class JobStore(ABC):
     def ping(self) -> None:
         """Raise StoreUnavailable when the backend does not answer."""
 
+    def _one_write(self) -> contextlib.AbstractContextManager[None]:
+        """The writes made inside as one: a single transaction where the backend has them (SQLite:
+        one commit, one wait for the write lock, none of them kept if one fails); elsewhere each
+        write stands on its own."""
+        return contextlib.nullcontext()
+
     def sweep_expired(self) -> int:
         """Delete expired entries; backends with native expiry have nothing to do."""
         return 0
@@ -178,6 +184,14 @@ class JobStore(ABC):
         With an idempotency key, the first writer of the key wins; a repeat with the same
         fingerprint gets the original job back, one with another fingerprint a conflict.
         """
+        try:
+            with self._one_write():
+                return self._create_job(doc, image, idempotency)
+        except BaseException:
+            self.tenant_jobs.forget_listed_minutes()
+            raise
+
+    def _create_job(self, doc: JobDoc, image: bytes, idempotency: Idempotency | None) -> tuple[JobDoc, bool]:
         self._insert_binary(image_key(doc["id"]), image, self.ttl_s)
         # Listed before it exists: a crash right after leaves an entry the listing skips, never a
         # job the listing misses.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +101,23 @@ class SqliteStore(JobStore):
             raise DocumentMissing(key)
         raise CasMismatch(key)
 
-    def _append_to(self, key: str, field: str, items: list[Any], expires_at_s: float) -> None:
-        """Read and write back in one IMMEDIATE transaction: concurrent appenders queue for it."""
+    @contextlib.contextmanager
+    def _one_write(self) -> Iterator[None]:
+        """One IMMEDIATE transaction (concurrent writers queue for it), or the one already open."""
+        if self._conn.in_transaction:
+            yield
+            return
         self._execute("BEGIN IMMEDIATE")
         try:
+            yield
+        except BaseException:
+            self._conn.rollback()
+            raise
+        self._execute("COMMIT")
+
+    def _append_to(self, key: str, field: str, items: list[Any], expires_at_s: float) -> None:
+        """Read and write back in one transaction: concurrent appenders queue for it."""
+        with self._one_write():
             found = self._get_raw(key)
             if found is None:
                 raise DocumentMissing(key)
@@ -110,10 +125,6 @@ class SqliteStore(JobStore):
             value[field] = [*value[field], *items]
             self._execute("UPDATE kv SET value = ?, cas = cas + 1, expires_at = ? WHERE key = ?",
                           (json.dumps(value).encode(), expires_at_s, key))
-        except BaseException:
-            self._conn.rollback()
-            raise
-        self._execute("COMMIT")
 
     def _remove(self, key: str) -> None:
         self._execute("DELETE FROM kv WHERE key = ?", (key,))
@@ -135,8 +146,7 @@ class SqliteStore(JobStore):
     def _replace_many(self, writes: dict[str, Found]) -> dict[str, Cas | Exception]:
         """One IMMEDIATE transaction: every key's CAS is checked and written, or (StoreUnavailable) none."""
         outcomes: dict[str, Cas | Exception] = {}
-        self._execute("BEGIN IMMEDIATE")
-        try:
+        with self._one_write():
             now = time.time()
             for key, (value, cas) in writes.items():
                 cursor = self._execute(
@@ -147,10 +157,6 @@ class SqliteStore(JobStore):
                     outcomes[key] = cas + 1
                 else:
                     outcomes[key] = CasMismatch(key) if self._get_raw(key) is not None else DocumentMissing(key)
-        except BaseException:
-            self._conn.rollback()
-            raise
-        self._execute("COMMIT")
         return outcomes
 
     def _get_binary_many(self, keys: list[str]) -> dict[str, bytes | Exception | None]:

@@ -94,6 +94,10 @@ class TenantJobIndex:
     def _day_key(self, tenant: str, day: int) -> str:
         return f"{self._prefix(tenant)}day::{day}"
 
+    def forget_listed_minutes(self) -> None:
+        """After a write that was rolled back: the minutes it listed may not be listed after all."""
+        self._known_minutes.clear()
+
     def add(self, tenant: str, job_id: str, created_ms: int) -> None:
         minute, shard = created_ms // MINUTE_MS, _shard_of(job_id)
         ttl_s = self.store.ttl_s + 2 * DAY_MS // 1000  # longer than any job it lists
