@@ -8,9 +8,12 @@ a directory to share their metrics through (api/process_metrics.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
+import socket
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +34,23 @@ _PASSED_ON = {"host": "ASYNCINFER_HOST", "port": "ASYNCINFER_PORT"}
 _SUPERVISOR_PID = "ASYNCINFER_GATEWAY_SUPERVISOR_PID"
 
 
+class GatewaySupervisor(Multiprocess):
+    """uvicorn's supervisor, except that SIGHUP is what it is to a gateway alone: every process
+    reads the API keys file again (api/main.py), and none is restarted."""
+
+    def __init__(self, config: Config, sockets: list[socket.socket], *, forwards_sighup: bool) -> None:
+        super().__init__(config, sockets)
+        self.forwards_sighup = forwards_sighup
+
+    def handle_hup(self) -> None:
+        if not self.forwards_sighup:  # no keys file: a process would take SIGHUP's default, and end
+            return
+        for process in self.processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
+
+
 def serve_in_processes(settings: Settings, options: dict[str, Any]) -> None:
     """Serve with `settings.gateway_processes` processes until SIGTERM or SIGINT; StartupError when
     one could not start (it logged why)."""
@@ -42,7 +62,7 @@ def serve_in_processes(settings: Settings, options: dict[str, Any]) -> None:
     config = Config("api.processes:gateway_process_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.gateway_processes, **options)
     try:
-        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor = GatewaySupervisor(config, [config.bind_socket()], forwards_sighup=bool(settings.api_keys_file))
         supervisor.run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

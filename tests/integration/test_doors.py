@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.processes import wait_until
+from cli.processes import child_pids, wait_until
 from shared.api_keys import KeyEntry, new_key
 from tests.conftest import PipelineFactory
 from tests.support import images
@@ -162,14 +162,15 @@ def test_a_key_in_a_query_string_is_refused_even_with_a_valid_header(
             assert anonymous.get(f"/v1/jobs/{job['id']}/events", params={"api_key": key}).status_code == 401
 
 
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])
 def test_a_key_removed_from_the_file_is_refused_without_a_restart(
-        make_pipeline: PipelineFactory, tmp_path: Path, keys: dict[str, tuple[str, KeyEntry]]) -> None:
+        make_pipeline: PipelineFactory, tmp_path: Path, keys: dict[str, tuple[str, KeyEntry]], processes: int) -> None:
     (old, old_entry), (new, new_entry) = keys["alice-1"], keys["alice-2"]
     file = tmp_path / "api-keys"
     keys_file(file, old_entry, new_entry)
-    gateway = make_pipeline(workers=0, ASYNCINFER_API_KEYS_FILE=str(file))
+    gateway = make_pipeline(workers=0, ASYNCINFER_API_KEYS_FILE=str(file), ASYNCINFER_GATEWAY_PROCESSES=str(processes))
     assert gateway.gateway is not None
-    pid = gateway.gateway.pid
+    pid, children = gateway.gateway.pid, child_pids(gateway.gateway.pid)
     with httpx.Client(base_url=gateway.url, headers={"X-API-Key": old}, timeout=30) as client:
         job = submit(client, images.jpeg(seed=77))
     assert send(gateway.url, "GET", f"/v1/jobs/{job['id']}", {"X-API-Key": new}) == 200
@@ -190,8 +191,11 @@ def test_a_key_removed_from_the_file_is_refused_without_a_restart(
     assert send(gateway.url, "GET", "/v1/models", {"X-API-Key": new}) == 200  # unchanged in appearance: not reread
     os.kill(pid, signal.SIGHUP)
     wait_until(lambda: send(gateway.url, "GET", "/v1/models", {"X-API-Key": new}) == 401, 10, "the reload")
-    assert send(gateway.url, "GET", f"/v1/jobs/{job['id']}", {"X-API-Key": swapped[0]}) == 200
-    assert gateway.gateway.pid == pid and gateway.gateway.poll() is None
+    for _ in range(6):  # a connection each: every process has read the file again
+        assert send(gateway.url, "GET", "/v1/models", {"X-API-Key": new}) == 401
+        assert send(gateway.url, "GET", f"/v1/jobs/{job['id']}", {"X-API-Key": swapped[0]}) == 200
+    # Nothing restarted: the same gateway process, and with two, the same two serving.
+    assert gateway.gateway.pid == pid and gateway.gateway.poll() is None and child_pids(pid) == children
 
 
 def test_no_token_or_key_reaches_a_trace(make_pipeline: PipelineFactory, tmp_path: Path,
