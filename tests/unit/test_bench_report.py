@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from bench.load import LoadResult, measured_window
-from bench.report import best_ceiling, paired_median, render
+from bench.report import CeilingChoice, best_ceiling, paired_median, render
 from bench.stats import percentile, spread
 
 
@@ -31,9 +31,17 @@ RUN = {"started": "t", "images": "8 images", "duration_s": 1.0,
        "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "python": "3.11", "load_average_at_start": (1, 1, 1)}}
 
 
-def ceiling(rates: list[float]) -> dict[str, object]:
-    rows = [{"batch_size": size, "images_per_s": {"median": rate, "min": rate, "max": rate, "n": 1},
-             "cpu_ms_per_image": {"median": 20.0}, "inference_only_images_per_s": {"median": 200, "min": 190, "max": 210, "n": 3}}
+def figures(rate: float, cpu_ms: float) -> dict[str, object]:
+    return {"images_per_s": {"median": rate, "min": rate, "max": rate, "n": 1}, "cpu_ms_per_image": {"median": cpu_ms}}
+
+
+def ceiling(rates: list[float], pooled: list[float]) -> dict[str, object]:
+    """`rates`: decode then infer, at batch 1 and 8; `pooled`: with 1 and 2 decoding threads beside, at
+    batch 8 (at batch 1, half as fast)."""
+    rows = [{"batch_size": size, **figures(rate, 20.0),
+             "inference_only_images_per_s": {"median": 200, "min": 190, "max": 210, "n": 3},
+             "decode_pool": {"1": figures(pooled[0] * size / 16 + pooled[0] / 2, 19.0),
+                             "2": figures(pooled[1] * size / 16 + pooled[1] / 2, 18.0)}}
             for size, rate in zip((1, 8), rates, strict=True)]
     one = {"median": 12.0, "min": 10.0, "max": 20.0, "n": 9}
     return {"rows": rows, "batch1_latency_ms": one, "decode_ms": one}
@@ -48,15 +56,15 @@ def test_report_states_every_target() -> None:
     spread_of = lambda values: {"median": sorted(values)[len(values) // 2], "min": min(values), "max": max(values), "n": len(values)}  # noqa: E731
     results = {
         **RUN,
-        "ceiling": {"onnxruntime": ceiling([50.0, 60.0])},
+        "ceiling": {"onnxruntime": ceiling([50.0, 60.0], [55.0, 58.0])},
         "e2e": {"onnxruntime": {
-            "ceiling_batch_size": 8,
+            "ceiling_batch_size": 8, "ceiling_decoders": 0, "ceiling_cpu_ms_per_image": 20.0,
             "rounds": [{"ceiling_images_per_s": 60.0, "images_per_s": 57.0, "ratio": 0.95,
                         "worker_preprocessing_images_per_s": 40.0}],
             "ratio": spread_of([0.95]),
             "saturation": load(57.0, 900), "light": load(30, 22.0), "light_overhead_ms": spread_of([10.0, 9.0, 12.0]),
             "half": {"rate_per_s": 28.5, **load(28.5, 40)},
-            "cpu_ms_per_image": {"gateway": 18.0, "worker0": 13.0, "total": 31.0},
+            "cpu_ms_per_image": {"gateway": 18.0, "worker0": 13.0, "clients": 1.0, "total": 32.0},
             "batches": {"mean_batch_size": 12.0},
             "worker_preprocessing": {"saturation": load(40.0, 1200), "cpu_ms_per_image": {"total": 45.0},
                                      "batches": {"mean_batch_size": 9.0}},
@@ -68,13 +76,17 @@ def test_report_states_every_target() -> None:
                     "gateway_rss_mb": {"idle": 98, "connected": 400, "peak": 401},
                     "cores_busy": {"gateway": 0.3, "subscribers": 0.1}}],
     }
-    assert best_ceiling(results["ceiling"]["onnxruntime"]) == (60.0, 8)
+    assert best_ceiling(results["ceiling"]["onnxruntime"]) == CeilingChoice(60.0, 20.0, 8, 0)
+    faster_beside = ceiling([50.0, 60.0], [55.0, 72.0])
+    assert best_ceiling(faster_beside) == CeilingChoice(72.0, 18.0, 8, 2)
     assert paired_median(results, "onnxruntime", "light_overhead_ms") == 10.0
     markdown = render(results)
     assert "saturated / ceiling = 0.95 (target ≥ 0.9): met" in markdown
     assert "saturated / naive = 4.0× (target ≥ 6×): MISSED" in markdown
-    assert "light-load overhead p50 = 10.0 ms (target ≤ 15 ms): met" in markdown
-    assert "5000 SSE subscribers (10 per job): p99 = 14 ms, median of 3 runs (target ≤ 250 ms): met" in markdown
+    assert "light-load overhead p50 = 10.0 ms (target ≤ 10 ms): met" in markdown
+    assert "5000 SSE subscribers (10 per job): p99 = 14 ms, median of 3 runs (target ≤ 50 ms): met" in markdown
+    # (18 + 13) CPU ms per image without the load generator, against the ceiling's 20.
+    assert "CPU per image, pipeline (gateway + worker + Redis) / ceiling = 1.55 (target ≤ 1.15): MISSED" in markdown
     assert "| worker | 40.0" in markdown
 
 
@@ -87,6 +99,10 @@ def test_report_renders_the_scaling_tables() -> None:
         "worker_counts": [{"workers": 2, "threads_per_worker": 1, **load(26.7, 577)}],
         "step": {"phases": [[5.0, 0.0], [20.0, 20.0]], "max_workers": 2, "scaling_env": {},
                  "fixed": step_row, "autoscaled": {**step_row, "worker_seconds": 9.0, "cold_start_s": 12.5}},
+        "gateway_processes": {"clients": 16, "rows": [
+            {"gateway_processes": count, "jobs_per_s": spread([rate, rate + 2, rate - 2]),
+             "over_first": spread([ratio] * 3), "p99_ms": spread([300.0] * 3), "cpu_ms_per_job": spread([14.0] * 3)}
+            for count, rate, ratio in ((1, 100.0, 1.0), (2, 150.0, 1.5))]},
     }
 
     markdown = render(results)
@@ -95,5 +111,6 @@ def test_report_renders_the_scaling_tables() -> None:
                 "| fixed | 50 (50) | 80 / 150 / 210 | 22 | 1 | 0.11 / 0.13 (n=46) |",
                 "| autoscaled | 50 (50) | 80 / 150 / 210 | 9 |",
                 "Cold start (the burst's first job on a pool at zero, submit to result): 12.5 s.",
-                "5 s at 0/s, 20 s at 20/s"]
+                "5 s at 0/s, 20 s at 20/s",
+                "| 2 | 150.0 (148.0–152.0) | 1.50 (1.50–1.50) | 300 (300–300) | 14.0 (14.0–14.0) |"]
     assert [line for line in expected if line not in markdown] == []
