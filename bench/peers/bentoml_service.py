@@ -4,8 +4,11 @@
   batcher gathers requests into one call, which decodes its images and runs one onnxruntime batch.
 - `classify_task`, the same function as `@bentoml.task` (asynchronous): POST /classify_task/submit
   answers a task id; the client polls GET /classify_task/status?task_id=… and fetches
-  GET /classify_task/get?task_id=…. Locally BentoML keeps tasks in memory only (its docs: for
-  development; BentoCloud adds a durable queue): a restart loses them.
+  GET /classify_task/get?task_id=…. Locally (BentoML 1.4.40, _bentoml_impl/server/app.py and
+  tasks/result.py) each task's request, upload included, and then its result are written to a SQLite
+  file ($BENTOML_HOME/task_result.db), but the task runs as an in-process background task of the
+  submit response, with no queue: nothing re-runs a task its process died running, short of a client
+  calling /classify_task/retry (which resubmits the stored request).
 
 Uploads arrive as multipart files (BentoML's form for file inputs; it writes each to a temporary
 file), decoded by asyncinfer's shared/preprocessing.py inside the batch.

@@ -54,7 +54,8 @@ DESIGNS = {
     "ray-sync": "Ray Serve replica decodes, @serve.batch batches; answer in the HTTP response; nothing kept",
     "ray-async": "Ray Serve ingress enqueues the upload (Celery on Redis); consumer decodes, batch 1; client polls",
     "bentoml-sync": "BentoML batchable API (multipart); the batch decodes; answer in the response; nothing kept",
-    "bentoml-task": "@bentoml.task, same batchable function; tasks in memory; client polls status, then gets",
+    "bentoml-task": "@bentoml.task, same batchable function; request and result in SQLite, run in-process (no queue); "
+                    "client polls status, then gets",
 }
 PEER_VENVS = {"ray-sync": "ray", "ray-async": "ray", "bentoml-sync": "bentoml", "bentoml-task": "bentoml"}
 START_TIMEOUT_S = 180.0
@@ -458,6 +459,11 @@ def main() -> int:
         results["stopped"] = repr(e)
     finally:
         services.stop()
+    # BentoML's task store keeps every upload (hundreds of MB a run): its size is reported, not kept.
+    task_store = workdir / "bentoml" / "task_result.db"
+    if task_store.exists():
+        results["bentoml_task_store_mb"] = task_store.stat().st_size / 1e6
+        task_store.unlink()
 
     for system in systems:
         if (system, plan.clients[0]) not in loads:

@@ -68,6 +68,9 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     if results["skipped"]:
         lines += ["### Skipped", "", *(f"- {system}: {why}" for system, why in results["skipped"].items()), ""]
+    if "bentoml_task_store_mb" in results:
+        lines.append(f"BentoML's task store (SQLite, every task's upload and result) grew to "
+                     f"{results['bentoml_task_store_mb']:.0f} MB; deleted after the run.\n")
     lines.append(f"Venvs: {', '.join(f'{name} {where}' for name, where in results['venvs'].items())}. "
                  f"Run took {results['duration_s']:.0f} s.")
     return "\n".join(lines) + "\n"
