@@ -74,6 +74,15 @@ class Connection:
             raise HttpError(f"POST {path}: {status} {answer}")
         return status, answer
 
+    async def get(self, path: str, expect: int | None = None) -> tuple[int, Any]:
+        """(status, JSON body); HttpError when `expect` is given and the status is another."""
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        status, headers = await self._head()
+        answer = json.loads(await self._body(headers) or b"null")
+        if expect is not None and status != expect:
+            raise HttpError(f"GET {path}: {status} {answer}")
+        return status, answer
+
     async def follow_until_terminal(self, path: str) -> tuple[str, float]:
         """GET an SSE stream; returns the terminal status and when it arrived (time.time()).
         Reads the stream to its end, so the connection can be reused."""

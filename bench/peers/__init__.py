@@ -1,0 +1,1 @@
+"""`python -m bench.peers`: asyncinfer beside Ray Serve and BentoML serving the same ONNX model (driver.py)."""
