@@ -37,6 +37,38 @@ def _table(results: dict[str, Any], clients: str) -> list[str]:
     return lines
 
 
+# Issue 17's bars: against the fastest synchronous peer, and against each asynchronous one, on the same load.
+TARGET_OVER_FASTEST_PEER = 1.15
+TARGET_OVER_ASYNC_PEERS = 4.0
+SYNC_PEERS = ("ray-sync", "bentoml-sync")
+ASYNC_PEERS = ("ray-async", "bentoml-task")
+
+
+def target_lines(results: dict[str, Any]) -> list[str]:
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    lines = []
+    for clients in map(str, results["plan"]["clients"]):
+        rows = {system: data["by_clients"][clients] for system, data in results["systems"].items()
+                if clients in data["by_clients"]}
+        ours = rows.get("asyncinfer")
+        sync = [system for system in SYNC_PEERS if system in rows]
+        if ours is None or not sync:
+            continue
+        peer = max(sync, key=lambda system: rows[system]["images_per_s"])
+        times = ours["images_per_s"] / rows[peer]["images_per_s"]
+        ours_p95, peer_p95 = ours["latency_ms"]["p95"], rows[peer]["latency_ms"]["p95"]
+        lines.append(f"- {clients} clients: asyncinfer / the fastest peer ({peer}) = {times:.2f}× "
+                     f"(target ≥ {TARGET_OVER_FASTEST_PEER}×), p95 {ours_p95:.0f} ms against {peer_p95:.0f} ms "
+                     f"(target: equal or lower): {mark(times >= TARGET_OVER_FASTEST_PEER and ours_p95 <= peer_p95)}")
+        for system in (system for system in ASYNC_PEERS if system in rows):
+            times = ours["images_per_s"] / rows[system]["images_per_s"]
+            lines.append(f"- {clients} clients: asyncinfer / {system} = {times:.1f}× "
+                         f"(target ≥ {TARGET_OVER_ASYNC_PEERS:.0f}×): {mark(times >= TARGET_OVER_ASYNC_PEERS)}")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     plan = results["plan"]
     lines = [
@@ -66,6 +98,9 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {system} | {'yes' if parity['ok'] else 'NO'} ({len(parity['images'])} images, "
                          f"tolerance {parity['tolerance']:g}) | {worst:.1e} |")
     lines.append("")
+    targets = target_lines(results)
+    if targets:
+        lines += ["### Targets", "", *targets, ""]
     if results["skipped"]:
         lines += ["### Skipped", "", *(f"- {system}: {why}" for system, why in results["skipped"].items()), ""]
     if "bentoml_task_store_mb" in results:

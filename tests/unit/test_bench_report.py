@@ -114,3 +114,22 @@ def test_report_renders_the_scaling_tables() -> None:
                 "5 s at 0/s, 20 s at 20/s",
                 "| 2 | 150.0 (148.0–152.0) | 1.50 (1.50–1.50) | 300 (300–300) | 14.0 (14.0–14.0) |"]
     assert [line for line in expected if line not in markdown] == []
+
+
+def test_the_peers_report_states_its_targets() -> None:
+    from bench.peers.report import target_lines
+
+    def row(rate: float, p95: float) -> dict[str, object]:
+        return {"images_per_s": rate, "latency_ms": {"p50": p95 / 2, "p95": p95, "p99": p95 * 1.2}}
+
+    systems = {"asyncinfer": row(60.0, 400), "bentoml-sync": row(50.0, 380), "ray-sync": row(45.0, 500),
+               "ray-async": row(15.0, 1000), "bentoml-task": row(16.0, 1100)}
+    results = {"plan": {"clients": [16]},
+               "systems": {name: {"by_clients": {"16": figures}} for name, figures in systems.items()}}
+
+    assert target_lines(results) == [
+        "- 16 clients: asyncinfer / the fastest peer (bentoml-sync) = 1.20× (target ≥ 1.15×), p95 400 ms against "
+        "380 ms (target: equal or lower): MISSED",
+        "- 16 clients: asyncinfer / ray-async = 4.0× (target ≥ 4×): met",
+        "- 16 clients: asyncinfer / bentoml-task = 3.8× (target ≥ 4×): MISSED",
+    ]
