@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import sys
-import threading
 from typing import Any
 
-import ray
 from ray import serve
 from ray.serve.schema import CeleryAdapterConfig, TaskProcessorConfig
 from ray.serve.task_consumer import instantiate_adapter_from_config, task_consumer, task_handler
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from bench.peers.ray_serving import serve_until_sigterm
 
 QUEUE = "classify"
 # Threads of the consumer's Celery worker: one per core, each with its own onnxruntime call.
@@ -80,16 +79,8 @@ class Ingress:
 
 def main() -> None:
     port, redis_url = int(sys.argv[1]), sys.argv[2]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     config = processor_config(redis_url)
-    serve.run(Ingress.bind(config, consumer(config).bind()), route_prefix="/")  # type: ignore[attr-defined]
-    print("ready", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    serve.shutdown()
-    ray.shutdown()
+    serve_until_sigterm(port, Ingress.bind(config, consumer(config).bind()), "/")  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

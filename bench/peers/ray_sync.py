@@ -8,17 +8,15 @@ PYTHONPATH the project.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from typing import Any
 
 import numpy as np
-import ray
 from ray import serve
 from starlette.requests import Request
 
 from bench.peers.inference import Model, batch_wait_s, max_batch_size
+from bench.peers.ray_serving import serve_until_sigterm
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
@@ -36,18 +34,7 @@ class Classifier:
 
 
 def main() -> None:
-    port = int(sys.argv[1])
-    # No dashboard: it is several processes of CPU that serving does not need.
-    # Ray's workers inherit PYTHONPATH (the project, for bench.peers.inference and shared/).
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(Classifier.bind(), route_prefix="/classify")  # type: ignore[attr-defined]
-    print("ready", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    serve.shutdown()
-    ray.shutdown()
+    serve_until_sigterm(int(sys.argv[1]), Classifier.bind(), "/classify")  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
