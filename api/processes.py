@@ -2,7 +2,7 @@
 
 uvicorn's supervisor binds the port once and starts that many processes; each opens its own services
 and its own event subscription, like a gateway of its own, and one that dies is started again. The
-supervising process serves nothing: it joined the mesh for all of them (api/main.py), and gives them
+supervising process serves nothing: it joined the mesh for all of them (api/serving.py), and gives them
 a directory to share their metrics through (api/process_metrics.py).
 """
 

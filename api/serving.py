@@ -11,13 +11,17 @@ from api.processes import serve_in_processes
 from api.services import Services
 from api.start_checks import check_gateway_security
 from shared.config import Settings
+from shared.logs import configure_logging
 
 
 def run_gateway(settings: Settings, *, log_level: str = "INFO") -> None:
     """`asyncinfer api`: join the mesh (when on) and open the services before serving, so that a
     gateway that cannot start says why in one line (a StartupError) instead of a traceback. With
     ASYNCINFER_GATEWAY_PROCESSES above 1, this process supervises that many (api/processes.py)."""
-    prepare_gateway_process(settings, log_level)
+    if settings.gateway_processes == 1:
+        prepare_gateway_process(settings, log_level)
+    else:  # a supervisor of several serves nothing: each of them prepares itself (api/processes.py)
+        configure_logging(log_level, settings.log_format)
     check_gateway_security(settings)
     registration = None
     if settings.mesh == "consul":
