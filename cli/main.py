@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 from cli.processes import EXIT_STARTUP
 from client.records import SUBMIT_TOP_K
-from shared.config import get_settings
+from shared.config import Settings, get_settings
 from shared.constants import MAX_TOP_K
 from shared.errors import StartupError
 
@@ -145,10 +146,21 @@ def _gpus(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r}: a number of GPUs from 1 to 64, or all")
 
 
-def _gateway_processes(text: str) -> int:
-    if text.isdigit() and 0 < int(text) <= 64:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r}: a number of processes from 1 to 64")
+def _checked_as_setting(name: str) -> Callable[[str], Any]:
+    """An argparse type that checks a value with the Settings field `name`'s own bounds."""
+    from pydantic import TypeAdapter, ValidationError
+
+    field = Settings.model_fields[name]
+    checked: Any = Annotated[field.annotation, *field.metadata]
+    adapter: TypeAdapter[Any] = TypeAdapter(checked)
+
+    def parse(text: str) -> Any:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e.errors()[0]['msg']}") from None
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="info: a line per service as it is ready, their logs in files; debug: all their output here")
     up.add_argument("--gpus", type=_gpus, metavar="N|all",
                     help="one worker per GPU, each pinned by CUDA_VISIBLE_DEVICES (all: each GPU TensorFlow sees)")
-    up.add_argument("--gateway-processes", type=_gateway_processes, metavar="N",
+    up.add_argument("--gateway-processes", type=_checked_as_setting("gateway_processes"), metavar="N",
                     help="gateway processes sharing the port (default: ASYNCINFER_GATEWAY_PROCESSES, else 1)")
     up.set_defaults(run=_cmd_up)
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from api import process_metrics
 from api.process_metrics import SHARED_DIR_VARIABLE, EventCounter, forget_dead_processes, registry_to_expose
+from cli.main import build_parser
 from shared.config import Settings
 
 
@@ -65,3 +66,11 @@ def test_the_number_of_gateway_processes_is_checked() -> None:
     assert Settings(gateway_processes=4).gateway_processes == 4
     with pytest.raises(ValidationError):
         Settings(gateway_processes=0)
+
+
+@pytest.mark.parametrize("given", ["0", "65", "two"])
+def test_up_refuses_a_number_of_gateway_processes_the_setting_would(given: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args(["up", "--gateway-processes", "64"]).gateway_processes == 64
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["up", "--gateway-processes", given])
+    assert f"--gateway-processes: '{given}': Input should be" in capsys.readouterr().err
