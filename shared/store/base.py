@@ -184,12 +184,8 @@ class JobStore(ABC):
         With an idempotency key, the first writer of the key wins; a repeat with the same
         fingerprint gets the original job back, one with another fingerprint a conflict.
         """
-        try:
-            with self._one_write():
-                return self._create_job(doc, image, idempotency)
-        except BaseException:
-            self.tenant_jobs.forget_listed_minutes()
-            raise
+        with self._one_write():
+            return self._create_job(doc, image, idempotency)
 
     def _create_job(self, doc: JobDoc, image: bytes, idempotency: Idempotency | None) -> tuple[JobDoc, bool]:
         self._insert_binary(image_key(doc["id"]), image, self.ttl_s)

@@ -112,6 +112,7 @@ class SqliteStore(JobStore):
             yield
         except BaseException:
             self._conn.rollback()
+            self.tenant_jobs.forget_listed_minutes()  # a minute it listed in the listing may be undone too
             raise
         self._execute("COMMIT")
 
