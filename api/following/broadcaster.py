@@ -20,17 +20,25 @@ log = logging.getLogger(__name__)
 # Put to every subscription after the subscription was re-established: events may have been
 # missed while it was down, so subscribers re-read the store.
 RESYNC: dict[str, Any] = {"resync": True}
+# What Subscription.next returns when the stream's keep-alive comment is due (compared by identity).
+KEEPALIVE: dict[str, Any] = {"keepalive": True}
 
 
 class Subscription:
     """The events of one stream or long poll, in the order heard.
 
     Thousands of streams each wait here once a second (for their queue position) and most waits
-    time out: a future and a timer per wait, not asyncio.wait_for's task and cancellation."""
+    time out: a future and a timer per wait, not asyncio.wait_for's task and cancellation.
 
-    def __init__(self) -> None:
+    With `keepalive_s`, a wait also ends with KEEPALIVE once that long has passed since the last
+    one: the stream sends its keep-alive comment from its own loop, so sse-starlette needs no ping
+    task (and its lock) beside every stream."""
+
+    def __init__(self, keepalive_s: float | None = None) -> None:
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._keepalive_s = keepalive_s
+        self._keepalive_at: float | None = None
 
     def put(self, event: dict[str, Any]) -> None:
         self._events.append(event)
@@ -38,17 +46,27 @@ class Subscription:
             self._waiter.set_result(None)
 
     async def next(self, timeout_s: float | None = None) -> dict[str, Any] | None:
-        """The next event, or None after `timeout_s`."""
+        """The next event; None after `timeout_s`; KEEPALIVE when a keep-alive comes due first."""
         if not self._events:
             loop = asyncio.get_running_loop()
+            wait_s, keepalive = timeout_s, False
+            if self._keepalive_s is not None:
+                if self._keepalive_at is None:
+                    self._keepalive_at = loop.time() + self._keepalive_s
+                until_keepalive_s = max(0.0, self._keepalive_at - loop.time())
+                if wait_s is None or until_keepalive_s < wait_s:
+                    wait_s, keepalive = until_keepalive_s, True
             waiter = self._waiter = loop.create_future()
-            timer = None if timeout_s is None else loop.call_later(timeout_s, _wake, waiter)
+            timer = None if wait_s is None else loop.call_later(wait_s, _wake, waiter)
             try:
                 await waiter
             finally:
                 self._waiter = None
                 if timer is not None:
                     timer.cancel()
+            if keepalive and not self._events and self._keepalive_s is not None:
+                self._keepalive_at = loop.time() + self._keepalive_s
+                return KEEPALIVE
         return self._events.popleft() if self._events else None
 
 
@@ -77,9 +95,10 @@ class Broadcaster:
                 await self._task
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, *keys: str) -> AsyncIterator[Subscription]:
-        """Events whose job id, batch id or session id is one of `keys`, from now until exit."""
-        subscription = Subscription()
+    async def subscribe(self, *keys: str, keepalive_s: float | None = None) -> AsyncIterator[Subscription]:
+        """Events whose job id, batch id or session id is one of `keys`, from now until exit; with
+        `keepalive_s`, a KEEPALIVE from `next` that often when nothing else came."""
+        subscription = Subscription(keepalive_s)
         for key in keys:
             self._subscribers[key].add(subscription)
         try:

@@ -17,7 +17,8 @@ from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.following.batch_progress import batch_counts
-from api.following.streams import batch_replay, seqs_after, stream_slot
+from api.following.broadcaster import KEEPALIVE
+from api.following.streams import batch_replay, keepalive_event, seqs_after, stream_slot, stream_subscription
 from shared.errors import SessionNotFound
 from shared.events import is_delivery
 from shared.jobs import JobStatus
@@ -48,7 +49,7 @@ async def session_stream(services: Services, session_id: str, tenant: str, last_
     resync_s = services.settings.stream_resync_s
     store = services.store
     with stream_slot(services):
-        async with services.broadcaster.subscribe(session_id) as subscription:
+        async with stream_subscription(services, session_id) as subscription:
             session = await run_in_threadpool(store.sessions.get, session_id, tenant=tenant)
             docs = await run_in_threadpool(store.get_jobs, jobs_in(session))
             read_at_s = loop.time()
@@ -59,6 +60,9 @@ async def session_stream(services: Services, session_id: str, tenant: str, last_
             yield counts_event(session_id, statuses, seqs)
             while True:
                 message = await subscription.next(timeout_s=max(0.0, read_at_s + resync_s - loop.time()))
+                if message is KEEPALIVE:
+                    yield keepalive_event()
+                    continue
                 if message is not None and is_delivery(message):
                     continue
                 if message is None or message.get("resync"):

@@ -21,12 +21,15 @@ from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.following.batch_progress import batch_counts, batch_is_done
+from api.following.broadcaster import KEEPALIVE
 from shared.errors import TooManyStreams
 from shared.events import is_delivery
 from shared.jobs import JobDoc, JobStatus, parse_rfc3339, public_view, rfc3339, seq_of, status_of
 from shared.store.base import DELIVERY_FIELD
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from api.following.broadcaster import Subscription
     from api.services import Services
 
@@ -87,6 +90,25 @@ def check_stream_capacity(services: Services) -> None:
         )
 
 
+def ping_interval_s(most_s: float) -> float:
+    """Each stream's keep-alive interval, between half `most_s` and `most_s`: streams opened together
+    (a batch's, a portal's after a deploy) drift apart instead of pinging all at once, thousands of
+    sends in one turn of the event loop that hold up every event behind them."""
+    return random.uniform(most_s / 2, most_s)
+
+
+def stream_subscription(services: Services, key: str) -> AbstractAsyncContextManager[Subscription]:
+    """An event stream's subscription: its events, and a KEEPALIVE when its keep-alive comment is due.
+    The streams send that comment themselves (the response is made with sse-starlette's ping off),
+    so a stream is one task fewer, sse-starlette's ping task, with its timer and send lock."""
+    return services.broadcaster.subscribe(key, keepalive_s=ping_interval_s(services.settings.sse_ping_s))
+
+
+def keepalive_event() -> ServerSentEvent:
+    """A comment line: proxies and load balancers see traffic on a quiet stream; EventSource ignores it."""
+    return ServerSentEvent(comment="ping")
+
+
 @contextlib.contextmanager
 def stream_slot(services: Services) -> Iterator[None]:
     services.open_streams += 1
@@ -137,7 +159,7 @@ async def job_stream(
     loop = asyncio.get_running_loop()
     resync_s, position_s = services.settings.stream_resync_s, services.settings.position_interval_s
     with stream_slot(services):
-        async with services.broadcaster.subscribe(job_id) as subscription:
+        async with stream_subscription(services, job_id) as subscription:
             doc = await read(job_id, tenant=tenant)
             sent = last_seq
             for event in replay(doc, sent):
@@ -160,6 +182,9 @@ async def job_stream(
                     position_at = loop.time() + position_every_s(position_s, services.open_streams)
                 wake_at = min(heard_at + resync_s, position_at) if queued else heard_at + resync_s
                 message = await subscription.next(timeout_s=max(0.0, wake_at - loop.time()))
+                if message is KEEPALIVE:
+                    yield keepalive_event()
+                    continue
                 if message is None and loop.time() < heard_at + resync_s:
                     continue  # only a position was due
                 heard_at = loop.time()
@@ -216,11 +241,18 @@ async def delivery_stream(services: Services, subscription: Subscription, doc: J
                           ) -> AsyncIterator[ServerSentEvent]:
     """A terminal job's delivery record as it changes (the current one first, when there is one),
     re-read from the store when nothing is heard, until it is settled."""
+    loop = asyncio.get_running_loop()
+    resync_s = services.settings.stream_resync_s
     record = doc.get(DELIVERY_FIELD)
     if record is not None:
         yield delivery_event(record)
+    heard_at = loop.time()
     while not delivery_settled(doc):
-        message = await subscription.next(timeout_s=services.settings.stream_resync_s)
+        message = await subscription.next(timeout_s=max(0.0, heard_at + resync_s - loop.time()))
+        if message is KEEPALIVE:
+            yield keepalive_event()
+            continue
+        heard_at = loop.time()
         if message is not None and is_delivery(message):
             fresh = message["delivery"]
         elif message is None or message.get("resync"):
@@ -289,7 +321,7 @@ async def batch_stream(
     loop = asyncio.get_running_loop()
     resync_s = services.settings.stream_resync_s
     with stream_slot(services):
-        async with services.broadcaster.subscribe(batch_id) as subscription:
+        async with stream_subscription(services, batch_id) as subscription:
             batch = await run_in_threadpool(services.store.get_batch, batch_id, tenant=tenant)
             docs = await run_in_threadpool(services.store.get_jobs, batch["job_ids"])
             read_at_s = loop.time()
@@ -305,6 +337,9 @@ async def batch_stream(
             yield progress_event(batch_id, statuses, seqs)
             while not batch_is_done(statuses):
                 message = await subscription.next(timeout_s=max(0.0, read_at_s + resync_s - loop.time()))
+                if message is KEEPALIVE:
+                    yield keepalive_event()
+                    continue
                 if message is not None and is_delivery(message):
                     continue
                 if message is None or message.get("resync"):

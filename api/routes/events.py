@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -107,15 +106,8 @@ async def _open(services: Services, request: Request, header_key: str, token: st
         await services.job_reads.get_job(target, tenant=tenant)  # coalesced with the streams' own reads
     else:
         await run_in_threadpool(_read, services, kind, target, tenant)
-    return EventSourceResponse(stream(services, target, tenant, parse_last_event_id(last_event_id)),
-                               ping=ping_interval_s(services.settings.sse_ping_s))
-
-
-def ping_interval_s(most_s: float) -> float:
-    """Each stream's keep-alive interval, between half `most_s` and `most_s`: streams opened together
-    (a batch's, a portal's after a deploy) drift apart instead of pinging all at once, thousands of
-    sends in one turn of the event loop that hold up every event behind them."""
-    return random.uniform(most_s / 2, most_s)
+    # ping=0: the streams send their own keep-alive comments (stream_subscription in api/following/streams.py).
+    return EventSourceResponse(stream(services, target, tenant, parse_last_event_id(last_event_id)), ping=0)
 
 
 async def _issue(services: Services, tenant: str, kind: Kind, target: str) -> JSONResponse:

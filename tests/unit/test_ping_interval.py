@@ -1,8 +1,8 @@
-"""Keep-alive pings of streams opened together drift apart (api/routes/events.py)."""
+"""Keep-alive pings of streams opened together drift apart (api/following/streams.py)."""
 
 from __future__ import annotations
 
-from api.routes.events import ping_interval_s
+from api.following.streams import ping_interval_s
 
 
 def test_each_stream_pings_within_the_setting_and_streams_do_not_share_one_interval() -> None:
