@@ -67,15 +67,17 @@ class SqliteStore(JobStore):
 
     def _insert_raw(self, key: str, value: bytes, ttl_s: int) -> None:
         now = time.time()
-        # An expired row may still be there until the next sweep: it does not block an insert.
-        self._execute("DELETE FROM kv WHERE key = ? AND expires_at <= ?", (key, now))
-        try:
-            self._execute(
-                "INSERT INTO kv (key, value, cas, expires_at) VALUES (?, ?, 1, ?)",
-                (key, value, now + ttl_s),
-            )
-        except sqlite3.IntegrityError as e:
-            raise DocumentExists(key) from e
+        # An expired row may still be there until the next sweep: it does not block an insert, and
+        # the row's CAS moves on so that no one holding the expired document's CAS can replace it.
+        # One statement, not a DELETE and an INSERT: a new job inserts two rows.
+        inserted = self._execute(
+            "INSERT INTO kv (key, value, cas, expires_at) VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE"
+            " SET value = excluded.value, cas = kv.cas + 1, expires_at = excluded.expires_at"
+            " WHERE kv.expires_at <= ?",
+            (key, value, now + ttl_s, now),
+        ).rowcount
+        if not inserted:
+            raise DocumentExists(key)
 
     def _get_raw(self, key: str) -> tuple[bytes, Cas] | None:
         row = self._execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from shared.errors import (
     BatchNotFound,
     CasMismatch,
+    DocumentExists,
     IdempotencyConflict,
     IllegalTransition,
     JobNotFound,
@@ -310,6 +312,29 @@ def test_documents_expire_after_their_ttl(make_store: StoreFactory) -> None:
     assert store.get_image(batch_job["id"]) is None
     with pytest.raises(BatchNotFound):
         store.get_batch("b-ttl-" + batch_job["id"])
+
+
+def test_an_expired_document_makes_way_for_a_new_one_its_cas_cannot_replace(make_store: StoreFactory) -> None:
+    """SQLite keeps an expired row until its sweep: an insert takes its place in one statement."""
+    store = make_store(ttl_s=1)
+    key = f"contract-expiry::{uuid.uuid4()}"
+    store._insert(key, {"generation": 1}, ttl_s=1)
+    found = store._get(key)
+    assert found is not None
+    _, expired_cas = found
+    with pytest.raises(DocumentExists):
+        store._insert(key, {"generation": 0}, ttl_s=60)  # still live: the first writer keeps it
+
+    deadline = time.monotonic() + 4
+    while store._get(key) is not None:
+        assert time.monotonic() < deadline, "the document outlived its TTL"
+        time.sleep(0.1)
+    store._insert(key, {"generation": 2}, ttl_s=60)
+
+    with pytest.raises(CasMismatch):
+        store._replace(key, {"generation": "stale"}, expired_cas)
+    found = store._get(key)
+    assert found is not None and found[0]["generation"] == 2
 
 
 def test_status_changes_do_not_extend_the_ttl(make_store: StoreFactory) -> None:
