@@ -255,3 +255,11 @@ class JobLifecycle:
         """Cancel a queued job; IllegalTransition (409) once it has started."""
         self.store.get_job(job_id, tenant=tenant)  # 404 for unknown and foreign jobs
         return self._write(job_id, lambda doc: transition(doc, JobStatus.CANCELLED))[0]
+
+    def cancel_queued(self, job_ids: list[str]) -> dict[str, Written | Exception]:
+        """Cancel those of `job_ids` still queued, in one write and one publish (a batch the gateway
+        withdraws); a job a worker has begun already runs to its end."""
+        def mutate(doc: JobDoc) -> JobDoc | None:
+            return transition(doc, JobStatus.CANCELLED) if status_of(doc) is JobStatus.QUEUED else None
+
+        return self._write_many(dict.fromkeys(job_ids, mutate))

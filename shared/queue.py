@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import redis
 from celery import Celery
+from kombu.messaging import Producer
 from opentelemetry.trace import SpanKind
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -58,7 +59,7 @@ def queue_of(doc: JobDoc) -> str:
     return queue_name(doc["model"]["name"], doc["model"]["version"], doc["tenant"])
 
 
-def enqueue(app: Celery, job_id: str, queue: str) -> None:
+def enqueue(app: Celery, job_id: str, queue: str, producer: Producer | None = None) -> None:
     """Queue one job on its model's queue: the message carries only the id, the image stays in the
     store. The task id is the job id, so that recovery can tell which jobs have a message
     (job_ids_with_a_message).
@@ -66,12 +67,24 @@ def enqueue(app: Celery, job_id: str, queue: str) -> None:
     With tracing on, the publish is an `enqueue` span (a child of the current one: the request's on the
     gateway), whose context the message carries in its headers for the worker's batch span to link to."""
     if not on():
-        app.send_task(INFER_TASK, args=[job_id], queue=queue, task_id=job_id)
+        app.send_task(INFER_TASK, args=[job_id], queue=queue, task_id=job_id, producer=producer)
         return
     with span("enqueue", {"messaging.system": "celery", "messaging.operation.type": "send",
                           "messaging.destination.name": queue, "messaging.message.id": job_id,
                           "asyncinfer.job_id": job_id}, kind=SpanKind.PRODUCER):
-        app.send_task(INFER_TASK, args=[job_id], queue=queue, task_id=job_id, headers=message_headers())
+        app.send_task(INFER_TASK, args=[job_id], queue=queue, task_id=job_id, headers=message_headers(),
+                      producer=producer)
+
+
+def enqueue_all(app: Celery, jobs: Sequence[tuple[str, str]]) -> None:
+    """Queue every (job id, queue) of `jobs` in one Redis round trip: kombu's publish batch buffers
+    the messages in one pipeline and sends it as the block ends. If this raises, any of the messages
+    may be on the queue (kombu's BatchPublishError: delivery uncertain)."""
+    # Room for an LPUSH per message and a PEXPIRE per priority level (kombu has at most 10) on a
+    # queue that expires, so that the batch never flushes part-way.
+    with app.producer_or_acquire() as producer, producer.batch(max_size=11 * max(1, len(jobs))):
+        for job_id, queue in jobs:
+            enqueue(app, job_id, queue, producer)
 
 
 def job_ids_with_a_message(client: redis.Redis, job_ids: Iterable[str], queues: Sequence[str]) -> set[str]:

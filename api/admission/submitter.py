@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import redis
 from celery import Celery
+from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from api.admission.backlog import Backlog
@@ -37,7 +38,7 @@ from shared.models import ModelSpec
 from shared.models.catalogue import Catalogue
 from shared.models.traffic import TrafficSplits
 from shared.preprocessing import pack_pixels, to_model_image
-from shared.queue import enqueue, queue_of
+from shared.queue import enqueue, enqueue_all, queue_of
 from shared.sessions import MAX_SESSION_JOBS, Session, jobs_in, submitted_entry
 from shared.store import Idempotency, JobStore
 from shared.tracing import current_trace_id
@@ -139,10 +140,15 @@ class Submitter:
             raise SessionFull(f"session {session_id} holds {MAX_SESSION_JOBS} jobs already: start a new session")
         return session
 
-    def _enqueue(self, doc: JobDoc) -> None:
+    def _enqueue(self, *docs: JobDoc) -> None:
+        """One job's message, or a batch's messages in one round trip; if this raises for a batch,
+        any of its messages may be on the queue."""
         try:
-            enqueue(self.celery, doc["id"], queue_of(doc))
-        except (KombuOperationalError, redis.RedisError, OSError) as e:
+            if len(docs) == 1:
+                enqueue(self.celery, docs[0]["id"], queue_of(docs[0]))
+            else:
+                enqueue_all(self.celery, [(doc["id"], queue_of(doc)) for doc in docs])
+        except (KombuOperationalError, BatchPublishError, redis.RedisError, OSError) as e:
             raise DependencyUnavailable(f"the queue (Redis) does not answer: {e}") from e
 
     def submit_job(
@@ -266,12 +272,11 @@ class Submitter:
         self.store.create_batch(batch)
         if callback_url:
             self._schedule_batch_webhook(batch_id, jobs)
-        for queued, doc in enumerate(jobs):
-            try:
-                self._enqueue(doc)
-            except DependencyUnavailable:
-                self._withdraw_batch(batch_id, jobs, queued)
-                raise
+        try:
+            self._enqueue(*jobs)
+        except DependencyUnavailable:
+            self._withdraw_batch(batch_id, jobs, maybe_queued=True)
+            raise
         return batch
 
     def _schedule_batch_webhook(self, batch_id: str, jobs: list[JobDoc]) -> None:
@@ -281,16 +286,17 @@ class Submitter:
         try:
             self.deliveries.schedule(batch_target(batch_id), time.time() + self.settings.webhook_batch_check_s)
         except redis.RedisError as e:
-            self._withdraw_batch(batch_id, jobs, 0)
+            self._withdraw_batch(batch_id, jobs, maybe_queued=False)
             raise DependencyUnavailable(f"Redis does not answer: {e}") from e
 
-    def _withdraw_batch(self, batch_id: str, jobs: list[JobDoc], queued: int) -> None:
-        """All or nothing on enqueue too: the jobs already queued are cancelled (a worker skips
-        them), the others and the batch forgotten."""
-        for doc in jobs[:queued]:
-            self.lifecycle.cancel(doc["id"], doc["tenant"])
-        for doc in jobs[queued:]:
-            self.store.discard_job(doc["id"])
+    def _withdraw_batch(self, batch_id: str, jobs: list[JobDoc], *, maybe_queued: bool) -> None:
+        """All or nothing on enqueue too: jobs whose messages may be on the queue are cancelled (a
+        worker skips them), jobs never queued forgotten, and so is the batch."""
+        if maybe_queued:
+            self.lifecycle.cancel_queued([doc["id"] for doc in jobs])
+        else:
+            for doc in jobs:
+                self.store.discard_job(doc["id"])
         self.store.discard_batch(batch_id)
 
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 from unittest import mock
 
 import httpx
 import pytest
 import redis
 from celery import Celery
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
+from redis.client import Pipeline
 
 from api.admission import submitter as submission
 from api.admission.submitter import Submitter, Upload
@@ -21,7 +23,7 @@ from api.services import Services
 from cli.pipeline import LocalPipeline
 from cli.processes import wait_until
 from shared.constants import DEFAULT_TENANT, EVENTS_CHANNEL
-from shared.errors import BatchNotFound, DependencyUnavailable, JobNotFound
+from shared.errors import BatchNotFound, DependencyUnavailable
 from tests.conftest import PipelineFactory
 from tests.support import images
 from tests.support.http import post_job, wait_terminal
@@ -86,20 +88,22 @@ def test_a_queue_that_fails_leaves_no_job_and_frees_the_idempotency_key(
     assert queued_messages(gateway) == 1
 
 
-def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: LocalPipeline, submitter: Submitter) -> None:
-    real_enqueue = submission.enqueue
+def test_a_batch_whose_one_send_fails_is_withdrawn_whole(gateway: LocalPipeline, submitter: Submitter) -> None:
+    """A batch's messages go out in one Redis pipeline; when it fails, delivery is uncertain
+    (kombu's BatchPublishError). Here two of the five did arrive: every member is cancelled, each
+    with its event, the batch is forgotten, and the worker skips the two it finds on the queue."""
+    real_enqueue_all = submission.enqueue_all
     sent: list[str] = []
 
-    def fails_on_the_third(app: Celery, job_id: str, queue: str) -> None:
-        if len(sent) == 2:
-            raise OperationalError("Connection reset by peer")
-        real_enqueue(app, job_id, queue)
-        sent.append(job_id)
+    def two_arrive_then_it_fails(app: Celery, jobs: Sequence[tuple[str, str]]) -> None:
+        real_enqueue_all(app, jobs[:2])
+        sent.extend(job_id for job_id, _ in jobs[:2])
+        raise BatchPublishError("Redis publish batch failed; delivery is uncertain")
 
     uploads = [Upload(images.jpeg(200, 150, seed=80 + n), "image/jpeg") for n in range(5)]
     events = redis.Redis.from_url(gateway.env["ASYNCINFER_REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
     events.subscribe(EVENTS_CHANNEL)
-    with mock.patch.object(submission, "enqueue", side_effect=fails_on_the_third), \
+    with mock.patch.object(submission, "enqueue_all", side_effect=two_arrive_then_it_fails), \
             mock.patch.object(submitter.store, "create_job", wraps=submitter.store.create_job) as create, \
             mock.patch.object(submitter.store, "create_batch", wraps=submitter.store.create_batch) as create_batch, \
             pytest.raises(DependencyUnavailable):
@@ -107,24 +111,45 @@ def test_a_batch_whose_queueing_fails_half_way_is_withdrawn_whole(gateway: Local
 
     stored = [call.args[0]["id"] for call in create.call_args_list]
     assert len(stored) == 5 and stored[:2] == sent and queued_messages(gateway) == 2
-    for job_id in sent:  # on the queue already: cancelled, so that a worker skips them
+    for job_id in stored:  # on the queue or perhaps on it: cancelled, so that a worker skips them
         assert submitter.store.get_job(job_id)["status"] == "cancelled"
     announced = []  # through JobLifecycle, so each cancel has its event, as every status change does
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and len(announced) < len(sent):
+    while time.monotonic() < deadline and len(announced) < len(stored):
         message = events.get_message(timeout=0.5)  # None also for the subscription's own confirmation
         if message is not None and json.loads(message["data"])["job_id"] in stored:  # the channel is the server's
             event = json.loads(message["data"])
             announced.append((event["job_id"], event["status"]))
     events.close()
-    assert sorted(announced) == sorted((job_id, "cancelled") for job_id in sent)
-    for job_id in stored[2:]:
-        with pytest.raises(JobNotFound):
-            submitter.store.get_job(job_id)
+    assert sorted(announced) == sorted((job_id, "cancelled") for job_id in stored)
     with pytest.raises(BatchNotFound):
         submitter.store.get_batch(create_batch.call_args.args[0]["id"])
 
     gateway.start_worker()
     wait_until(lambda: queued_messages(gateway) == 0, 60, "the worker to take the cancelled jobs off the queue")
-    for job_id in sent:
+    for job_id in stored:
         assert submitter.store.get_job(job_id)["status"] == "cancelled"
+
+
+def test_a_batch_is_queued_in_one_round_trip(gateway: LocalPipeline, submitter: Submitter) -> None:
+    """Every message of a batch goes out in one pipeline, none by a command of its own; a worker
+    then runs each like any other job."""
+    uploads = [Upload(images.jpeg(200, 150, seed=90 + n), "image/jpeg") for n in range(5)]
+    pushed_by_pipeline: list[int] = []  # LPUSHes in each pipeline that had any, read as it is sent
+    real_execute, real_command = Pipeline.execute, redis.Redis.execute_command
+
+    def execute(pipeline: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        if pushes := sum(command[0][0] == "LPUSH" for command in pipeline.command_stack):
+            pushed_by_pipeline.append(pushes)
+        return real_execute(pipeline, *args, **kwargs)
+
+    with mock.patch.object(Pipeline, "execute", autospec=True, side_effect=execute), \
+            mock.patch.object(redis.Redis, "execute_command", autospec=True, side_effect=real_command) as commands:
+        batch = submitter.submit_batch(uploads, tenant=DEFAULT_TENANT, top_k=5)
+
+    assert pushed_by_pipeline == [5]
+    assert not [call for call in commands.call_args_list if call.args[1] == "LPUSH"]
+    gateway.start_worker()
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        for job_id in batch["job_ids"]:
+            assert wait_terminal(client, job_id)["status"] == "succeeded"
