@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from cli.redis_server import start_redis
 from tests.support.pipeline import TEST_REDIS_DATABASES, fresh_redis_database, pipeline_env
 
 PipelineFactory = Callable[..., LocalPipeline]
+
+# A suite started in the background by a shell without job control (`cmd &`, nohup in a script)
+# inherits SIGINT ignored, and so would every process it starts: Ctrl-C tests would then time out.
+# A Python handler is not inherited across exec, so the children get SIGINT's default again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
