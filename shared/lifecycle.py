@@ -256,10 +256,13 @@ class JobLifecycle:
         self.store.get_job(job_id, tenant=tenant)  # 404 for unknown and foreign jobs
         return self._write(job_id, lambda doc: transition(doc, JobStatus.CANCELLED))[0]
 
-    def cancel_queued(self, job_ids: list[str]) -> dict[str, Written | Exception]:
+    def cancel_queued(self, job_ids: list[str]) -> None:
         """Cancel those of `job_ids` still queued, in one write and one publish (a batch the gateway
-        withdraws); a job a worker has begun already runs to its end."""
+        withdraws); a job a worker has begun already runs to its end. One the store would not cancel
+        is logged and left queued: it still ends, run from its message or from recovery's."""
         def mutate(doc: JobDoc) -> JobDoc | None:
             return transition(doc, JobStatus.CANCELLED) if status_of(doc) is JobStatus.QUEUED else None
 
-        return self._write_many(dict.fromkeys(job_ids, mutate))
+        for job_id, outcome in self._write_many(dict.fromkeys(job_ids, mutate)).items():
+            if isinstance(outcome, Exception) and not isinstance(outcome, JobNotFound):
+                log.warning("job %s was to be withdrawn, but stays queued and will run: %s", job_id, outcome)

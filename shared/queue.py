@@ -82,7 +82,7 @@ def enqueue_all(app: Celery, jobs: Sequence[tuple[str, str]]) -> None:
     may be on the queue (kombu's BatchPublishError: delivery uncertain)."""
     # Room for an LPUSH per message and a PEXPIRE per priority level (kombu has at most 10) on a
     # queue that expires, so that the batch never flushes part-way.
-    with app.producer_or_acquire() as producer, producer.batch(max_size=11 * max(1, len(jobs))):
+    with app.producer_or_acquire() as producer, producer.batch(max_size=11 * len(jobs)):
         for job_id, queue in jobs:
             enqueue(app, job_id, queue, producer)
 

@@ -7,7 +7,8 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -140,16 +141,14 @@ class Submitter:
             raise SessionFull(f"session {session_id} holds {MAX_SESSION_JOBS} jobs already: start a new session")
         return session
 
-    def _enqueue(self, *docs: JobDoc) -> None:
-        """One job's message, or a batch's messages in one round trip; if this raises for a batch,
-        any of its messages may be on the queue."""
-        try:
-            if len(docs) == 1:
-                enqueue(self.celery, docs[0]["id"], queue_of(docs[0]))
-            else:
-                enqueue_all(self.celery, [(doc["id"], queue_of(doc)) for doc in docs])
-        except (KombuOperationalError, BatchPublishError, redis.RedisError, OSError) as e:
-            raise DependencyUnavailable(f"the queue (Redis) does not answer: {e}") from e
+    def _enqueue(self, doc: JobDoc) -> None:
+        with _queue_errors():
+            enqueue(self.celery, doc["id"], queue_of(doc))
+
+    def _enqueue_batch(self, docs: list[JobDoc]) -> None:
+        """Every message in one round trip; if this raises, any of them may be on the queue."""
+        with _queue_errors():
+            enqueue_all(self.celery, [(doc["id"], queue_of(doc)) for doc in docs])
 
     def submit_job(
         self, upload: Upload, *, tenant: str, model: str | None = None, top_k: int | None = None,
@@ -273,7 +272,7 @@ class Submitter:
         if callback_url:
             self._schedule_batch_webhook(batch_id, jobs)
         try:
-            self._enqueue(*jobs)
+            self._enqueue_batch(jobs)
         except DependencyUnavailable:
             self._withdraw_batch(batch_id, jobs, maybe_queued=True)
             raise
@@ -298,6 +297,14 @@ class Submitter:
             for doc in jobs:
                 self.store.discard_job(doc["id"])
         self.store.discard_batch(batch_id)
+
+
+@contextmanager
+def _queue_errors() -> Iterator[None]:
+    try:
+        yield
+    except (KombuOperationalError, BatchPublishError, redis.RedisError, OSError) as e:
+        raise DependencyUnavailable(f"the queue (Redis) does not answer: {e}") from e
 
 
 def model_field(spec: ModelSpec) -> dict[str, str]:

@@ -11,13 +11,11 @@ import pytest
 from shared.errors import BatchNotFound, IllegalTransition, JobNotFound
 from shared.jobs import JobStatus, new_job
 from shared.store import JobStore
-from tests.support.models import MOBILENET_V2
-
-INFO = {"content_type": "image/png", "bytes": 1, "sha256": "0" * 64, "width": 8, "height": 8}
+from tests.support.models import INPUT_INFO, MOBILENET_V2
 
 
 def finished_job(store: JobStore) -> str:
-    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1,
+    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1,
                                       callback_url="https://example.com/hook"), b"img")
     store.transition(doc["id"], JobStatus.RUNNING)
     store.transition(doc["id"], JobStatus.SUCCEEDED, result={"predictions": []})
@@ -48,7 +46,7 @@ def test_a_change_that_returns_none_writes_nothing(store: JobStore) -> None:
 
 
 def test_an_open_jobs_delivery_record_is_refused(store: JobStore) -> None:
-    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1), b"img")
+    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1), b"img")
 
     with pytest.raises(IllegalTransition):
         store.update_delivery(doc["id"], lambda current: {"state": "pending"})

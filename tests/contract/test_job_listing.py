@@ -14,14 +14,12 @@ from shared.jobs import JobDoc, JobStatus, new_job
 from shared.store import JobStore
 from shared.store.base import Idempotency
 from shared.store.tenant_jobs import Entry, JobQuery
-from tests.support.models import MOBILENET_V2
-
-INFO = {"content_type": "image/png", "bytes": 1, "sha256": "0" * 64, "width": 8, "height": 8}
+from tests.support.models import INPUT_INFO, MOBILENET_V2
 
 
 def create(store: JobStore, tenant: str, batch_id: str | None = None, key: str | None = None) -> JobDoc:
     idempotency = Idempotency(key, "fingerprint") if key else None
-    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant=tenant, input_info=INFO, top_k=1, batch_id=batch_id), b"img", idempotency)
+    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant=tenant, input_info=INPUT_INFO, top_k=1, batch_id=batch_id), b"img", idempotency)
     return doc
 
 

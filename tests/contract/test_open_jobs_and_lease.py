@@ -13,13 +13,11 @@ from shared.jobs import new_job
 from shared.store import JobStore
 from shared.store.open_jobs import BUCKET_S, CLOCK_SKEW_BUCKETS, OpenJobIndex, bucket_of
 from tests.contract.conftest import StoreFactory
-from tests.support.models import MOBILENET_V2
-
-INFO = {"content_type": "image/png", "bytes": 1, "sha256": "0" * 64, "width": 8, "height": 8}
+from tests.support.models import INPUT_INFO, MOBILENET_V2
 
 
 def created(store: JobStore) -> str:
-    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1), b"img")
+    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1), b"img")
     return str(doc["id"])
 
 

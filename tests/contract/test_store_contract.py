@@ -315,7 +315,8 @@ def test_documents_expire_after_their_ttl(make_store: StoreFactory) -> None:
 
 
 def test_an_expired_document_makes_way_for_a_new_one_its_cas_cannot_replace(make_store: StoreFactory) -> None:
-    """SQLite keeps an expired row until its sweep: an insert takes its place in one statement."""
+    """An expired document gives way to an insert (SQLite keeps its row until the sweep, and the
+    insert takes that row over), and the expired CAS cannot replace the new document."""
     store = make_store(ttl_s=1)
     key = f"contract-expiry::{uuid.uuid4()}"
     store._insert(key, {"generation": 1}, ttl_s=1)

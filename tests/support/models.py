@@ -21,6 +21,14 @@ from shared.work_in_redis import count_work_by_model
 MOBILENET_V2 = {"name": "mobilenet_v2", "version": "1"}
 
 
+def input_info(sha256: str = "0" * 64) -> dict[str, Any]:
+    """A job document's `input`, as the gateway records an 8 x 8 PNG."""
+    return {"content_type": "image/png", "bytes": 1, "sha256": sha256, "width": 8, "height": 8}
+
+
+INPUT_INFO = input_info()
+
+
 def builtin(ref: str = "mobilenet_v2") -> ModelSpec:
     """A built-in model's spec, found as the gateway and the workers find it (entry points)."""
     return Catalogue.discover(default_model="mobilenet_v2").resolve(ref)
@@ -34,8 +42,7 @@ def blank_pixels(spec: ModelSpec | None = None) -> bytes:
 
 def queued_job(store: JobStore, image: bytes | None = None, sha256: str = "0" * 64) -> str:
     """A job of the default model stored as the gateway stores it, with `image` (blank pixels unless given)."""
-    info = {"content_type": "image/png", "bytes": 1, "sha256": sha256, "width": 8, "height": 8}
-    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=info, top_k=1),
+    doc, _ = store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=input_info(sha256), top_k=1),
                               blank_pixels() if image is None else image)
     return str(doc["id"])
 

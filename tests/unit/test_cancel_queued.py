@@ -3,22 +3,25 @@ are cancelled in one write, each with its event; one that a worker has begun run
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from unittest import mock
 
+import pytest
+
+from shared.errors import StoreUnavailable
 from shared.jobs import new_job
 from shared.lifecycle import JobLifecycle
 from shared.store.sqlite import SqliteStore
-from tests.support.models import MOBILENET_V2
+from tests.support.models import INPUT_INFO, MOBILENET_V2
 from tests.support.publishers import RecordingPublisher
-
-INFO = {"content_type": "image/png", "bytes": 1, "sha256": "0" * 64, "width": 8, "height": 8}
 
 
 def test_only_the_members_still_queued_are_cancelled_each_with_its_event(tmp_path: Path) -> None:
     publisher = RecordingPublisher()
     lifecycle = JobLifecycle(SqliteStore(str(tmp_path / "jobs.db"), ttl_s=3600), publisher,  # type: ignore[arg-type]
                              max_attempts=3)
-    ids = [lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1), b"img")[0]["id"]
+    ids = [lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1), b"img")[0]["id"]
            for _ in range(3)]
     assert lifecycle.begin(ids[0]) is not None  # its message reached a worker before the withdrawal
     publisher.published.clear()
@@ -27,3 +30,22 @@ def test_only_the_members_still_queued_are_cancelled_each_with_its_event(tmp_pat
 
     assert [lifecycle.store.get_job(job_id)["status"] for job_id in ids] == ["running", "cancelled", "cancelled"]
     assert [(doc["id"], doc["status"]) for doc in publisher.published] == [(ids[1], "cancelled"), (ids[2], "cancelled")]
+
+
+def test_a_withdrawal_the_store_refuses_is_logged_and_the_jobs_stay_queued(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    publisher = RecordingPublisher()
+    lifecycle = JobLifecycle(SqliteStore(str(tmp_path / "jobs.db"), ttl_s=3600), publisher,  # type: ignore[arg-type]
+                             max_attempts=3)
+    ids = [lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1),
+                                      b"img")[0]["id"] for _ in range(2)]
+
+    with mock.patch.object(lifecycle.store, "update_many", side_effect=StoreUnavailable("the store is down")), \
+            caplog.at_level(logging.WARNING, logger="shared.lifecycle"):
+        lifecycle.cancel_queued(ids)
+
+    assert [lifecycle.store.get_job(job_id)["status"] for job_id in ids] == ["queued", "queued"]
+    assert publisher.published == []
+    warned = [record.getMessage() for record in caplog.records]
+    assert all(any(job_id in line and "stays queued" in line and "the store is down" in line for line in warned)
+               for job_id in ids)

@@ -11,12 +11,8 @@ import pytest
 from shared.jobs import JobStatus, missed_its_start, new_job, transition
 from shared.lifecycle import JobLifecycle
 from shared.store.sqlite import SqliteStore
-from tests.support.models import MOBILENET_V2
+from tests.support.models import INPUT_INFO, MOBILENET_V2
 from tests.support.publishers import RecordingPublisher
-
-INFO = {"content_type": "image/png", "bytes": 1, "sha256": "0" * 64, "width": 8, "height": 8}
-
-
 
 
 @pytest.fixture
@@ -25,16 +21,16 @@ def lifecycle(tmp_path: Path) -> JobLifecycle:
 
 
 def test_only_a_queued_job_past_its_deadline_has_missed_its_start() -> None:
-    doc = new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1, deadline_s=0.5)
+    doc = new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1, deadline_s=0.5)
     now = time.time()
     assert not missed_its_start(doc, now)
     assert missed_its_start(doc, now + 1)
     assert not missed_its_start(transition(doc, JobStatus.RUNNING), now + 1)  # it started in time
-    assert not missed_its_start(new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1), now + 10**6)  # no deadline
+    assert not missed_its_start(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1), now + 10**6)  # no deadline
 
 
 def test_a_late_job_is_skipped_by_its_worker_and_cancelled_with_timeout(lifecycle: JobLifecycle) -> None:
-    doc, _ = lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1, deadline_s=0.2), b"img")
+    doc, _ = lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1, deadline_s=0.2), b"img")
     time.sleep(0.3)
 
     assert lifecycle.begin(doc["id"]) is None
@@ -46,7 +42,7 @@ def test_a_late_job_is_skipped_by_its_worker_and_cancelled_with_timeout(lifecycl
 
 
 def test_a_job_within_its_deadline_runs(lifecycle: JobLifecycle) -> None:
-    doc, _ = lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1, deadline_s=60), b"img")
+    doc, _ = lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1, deadline_s=60), b"img")
 
     assert lifecycle.end_if_late(doc["id"]) is None
     started = lifecycle.begin(doc["id"])

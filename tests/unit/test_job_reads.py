@@ -13,9 +13,7 @@ from api.following.job_reads import MAX_KEYS_PER_READ, JobReads
 from shared.errors import JobNotFound, StoreUnavailable
 from shared.jobs import new_job
 from shared.store.sqlite import SqliteStore
-from tests.support.models import MOBILENET_V2
-
-INFO = {"content_type": "image/png", "bytes": 1, "sha256": "0" * 64, "width": 8, "height": 8}
+from tests.support.models import INPUT_INFO, MOBILENET_V2
 
 
 @pytest.fixture
@@ -24,7 +22,7 @@ def store(tmp_path: Path) -> SqliteStore:
 
 
 def jobs_in(store: SqliteStore, count: int, tenant: str = "t") -> list[str]:
-    docs = [new_job(model=MOBILENET_V2, tenant=tenant, input_info=INFO, top_k=1) for _ in range(count)]
+    docs = [new_job(model=MOBILENET_V2, tenant=tenant, input_info=INPUT_INFO, top_k=1) for _ in range(count)]
     for doc in docs:
         store.create_job(doc, b"img")
     return [doc["id"] for doc in docs]

@@ -19,7 +19,7 @@ from shared.errors import IllegalTransition
 from shared.jobs import ALLOWED, JobStatus, new_job
 from shared.lifecycle import JobLifecycle
 from shared.store.sqlite import SqliteStore
-from tests.support.models import MOBILENET_V2, blank_pixels, builtin
+from tests.support.models import MOBILENET_V2, blank_pixels, builtin, input_info
 from tests.support.publishers import RecordingPublisher
 from workers.inference import process_batch
 
@@ -59,7 +59,7 @@ class JobLives(RuleBasedStateMachine):
 
     @rule()
     def submit(self) -> None:
-        info = {"content_type": "image/png", "bytes": 1, "sha256": f"{len(self.jobs):064x}", "width": 8, "height": 8}
+        info = input_info(f"{len(self.jobs):064x}")
         doc, _ = self.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=info, top_k=1), PIXELS)
         self.jobs.append(doc["id"])
         self.queue.append(doc["id"])

@@ -11,9 +11,7 @@ import pytest
 from api.delivery.subjects import Subjects, batch_target, message_id
 from shared.jobs import JobStatus, new_job
 from shared.store.sqlite import SqliteStore
-from tests.support.models import MOBILENET_V2
-
-INFO = {"content_type": "image/png", "bytes": 1, "sha256": "0" * 64, "width": 8, "height": 8}
+from tests.support.models import INPUT_INFO, MOBILENET_V2
 
 
 @pytest.fixture
@@ -22,7 +20,7 @@ def store(tmp_path: Path) -> SqliteStore:
 
 
 def batch_of(store: SqliteStore, members: int) -> list[str]:
-    docs = [new_job(model=MOBILENET_V2, tenant="t", input_info=INFO, top_k=1, batch_id="b1") for _ in range(members)]
+    docs = [new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1, batch_id="b1") for _ in range(members)]
     for doc in docs:
         store.create_job(doc, b"img")
     store.create_batch({"id": "b1", "type": "batch", "tenant": "t", "created_at": docs[0]["created_at"],
