@@ -22,7 +22,13 @@ from bench.report import render
 from bench.scaling import measure_step, measure_worker_counts
 from bench.services import Services
 from bench.stats import spread
-from bench.submit_rate import measure_gateway_processes, measure_submit_rate, preprocess_cpu_ms, small_image
+from bench.submit_rate import (
+    batch_submitter,
+    measure_gateway_processes,
+    measure_submit_rate,
+    preprocess_cpu_ms,
+    small_image,
+)
 from bench.worker_io import measure_worker_io
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -112,8 +118,12 @@ def main() -> int:
             small = small_image()
             results["submit_small"] = {
                 **measure_submit_rate(services, [small], clients=plan.submit_clients, duration_s=plan.submit_s,
-                                      warmup_s=plan.warmup_s),
+                                      warmup_s=plan.warmup_s, profiler=profiler, phase="submit_small"),
                 "preprocess_cpu_ms": preprocess_cpu_ms(small)}
+            log(f"submit rate, no worker, the small image in batches of {plan.submit_batch_size}")
+            results["submit_small_batches"] = measure_submit_rate(
+                services, [small], clients=plan.submit_clients, duration_s=plan.submit_s, warmup_s=plan.warmup_s,
+                operation=batch_submitter(small, plan.submit_batch_size), jobs_per_request=plan.submit_batch_size)
         if "processes" in sections:
             log(f"submit rate, no worker, with 1 and 2 gateway processes, {plan.gateway_process_rounds} rounds")
             results["gateway_processes"] = measure_gateway_processes(

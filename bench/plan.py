@@ -23,6 +23,7 @@ class Plan:
     fanout_repeats: int
     submit_s: float
     submit_clients: int
+    submit_batch_size: int  # the small image's submit rate again, POSTed to /v1/batches this many at a time
     gateway_process_rounds: int  # alternating rounds of the submit rate with 1 and 2 gateway processes
     compare_worker_preprocessing: bool
     worker_counts: tuple[int, ...]  # saturated throughput with this many workers on the host
@@ -51,6 +52,7 @@ FULL = Plan(
     fanout_repeats=3,
     submit_s=15.0,
     submit_clients=8,
+    submit_batch_size=16,
     gateway_process_rounds=3,
     compare_worker_preprocessing=True,
     worker_counts=(1, 2, 3),
@@ -76,6 +78,7 @@ QUICK = Plan(
     fanout_repeats=1,
     submit_s=3.0,
     submit_clients=4,
+    submit_batch_size=4,
     gateway_process_rounds=1,
     compare_worker_preprocessing=False,
     worker_counts=(1, 2),

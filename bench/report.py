@@ -181,6 +181,15 @@ def submit_lines(results: dict[str, Any]) -> list[str]:
         lines.append(f"One 224×224 JPEG (decoding and preprocessing it: {small['preprocess_cpu_ms']:.2f} CPU ms): "
                      f"{small['images_per_s']:.1f} jobs/s, CPU ms per job {_cpu(small['cpu_ms_per_job'])}; the "
                      f"gateway outside decoding {admission_cpu_ms(results):.2f} ms.")
+    if "submit_small_batches" in results:
+        batches = results["submit_small_batches"]
+        lines.append(f"The same JPEG POSTed to /v1/batches {batches['jobs_per_request']} at a time (multipart): "
+                     f"{batches['images_per_s']:.1f} jobs/s ({_range(batches['images_per_s_bins'])}), "
+                     f"POST p50/p95/p99 {_lat(batches['latency_ms'])} ms per batch, CPU ms per job "
+                     f"{_cpu(batches['cpu_ms_per_job'])}; the gateway outside decoding "
+                     f"{admission_cpu_ms(results, 'submit_small_batches'):.2f} ms, "
+                     f"{admission_cpu_ms(results, 'submit_small_batches') / admission_cpu_ms(results):.2f}× one job "
+                     f"at a time.")
     return lines
 
 
@@ -197,10 +206,9 @@ def gateway_process_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def admission_cpu_ms(results: dict[str, Any]) -> float:
+def admission_cpu_ms(results: dict[str, Any], section: str = "submit_small") -> float:
     """The gateway's CPU per accepted job besides decoding and preprocessing the upload."""
-    small = results["submit_small"]
-    return float(small["cpu_ms_per_job"]["gateway"] - small["preprocess_cpu_ms"])
+    return float(results[section]["cpu_ms_per_job"]["gateway"] - results["submit_small"]["preprocess_cpu_ms"])
 
 
 def worker_io_lines(results: dict[str, Any]) -> list[str]:

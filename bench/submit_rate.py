@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
 from typing import Any
 
 from bench.client import Connection
 from bench.e2e import CpuMeter, load_summary
 from bench.imageset import BenchImage, encode, photo_like
-from bench.load import closed_loop
+from bench.load import Operation, closed_loop
+from bench.profiling import Profiler
 from bench.services import Services
 from bench.stats import spread
 from cli.processes import child_pids
@@ -23,6 +25,21 @@ async def submit_only(conn: Connection, image: BenchImage) -> float:
     started = time.time()
     await conn.post("/v1/jobs", image.data, image.content_type, expect=202)
     return time.time() - started
+
+
+def batch_submitter(image: BenchImage, size: int) -> Operation:
+    """An operation that POSTs `size` copies of `image` to /v1/batches as one multipart body."""
+    boundary = uuid.uuid4().hex
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{image.name}\"\r\n"
+            f"Content-Type: {image.content_type}\r\n\r\n").encode() + image.data + b"\r\n"
+    body = part * size + f"--{boundary}--\r\n".encode()
+
+    async def submit_batch(conn: Connection, _: BenchImage) -> float:
+        started = time.time()
+        await conn.post("/v1/batches", body, f"multipart/form-data; boundary={boundary}", expect=202)
+        return time.time() - started
+
+    return submit_batch
 
 
 def small_image() -> BenchImage:
@@ -45,8 +62,11 @@ def preprocess_cpu_ms(image: BenchImage, repeats: int = 50) -> float:
 
 def measure_submit_rate(
     services: Services, images: list[BenchImage], *, clients: int, duration_s: float, warmup_s: float,
-    gateway_processes: int = 1,
+    gateway_processes: int = 1, profiler: Profiler | None = None, phase: str = "submit",
+    operation: Operation = submit_only, jobs_per_request: int = 1,
 ) -> dict[str, Any]:
+    """Jobs per second and CPU per job; with `jobs_per_request` > 1 (an `operation` that posts
+    batches), requests per second times that."""
     pipeline = services.pipeline(workers=0, ASYNCINFER_GATEWAY_PROCESSES=str(gateway_processes))
     try:
         assert pipeline.gateway is not None
@@ -54,17 +74,22 @@ def measure_submit_rate(
         gateway = [pipeline.gateway.pid, *child_pids(pipeline.gateway.pid)]
         meter = CpuMeter({"redis": services.redis.pid, **{f"gateway{index}": pid for index, pid in enumerate(gateway)}})
         meter.resume()
+        if profiler:
+            profiler.start(phase, {f"gateway{index}": pid for index, pid in enumerate(gateway)}, duration_s + warmup_s)
         result = asyncio.run(closed_loop(
             "127.0.0.1", pipeline.port, images, clients=clients, duration_s=duration_s, warmup_s=warmup_s,
-            operation=submit_only,
+            operation=operation,
         ))
-        meter.pause(result.total_completed)
+        meter.pause(result.total_completed * jobs_per_request)
         cpu = meter.totals()
         cpu["gateway"] = sum(cpu.pop(f"gateway{index}") for index in range(len(gateway)))
         return {
             "clients": clients,
             "gateway_processes": gateway_processes,
+            "jobs_per_request": jobs_per_request,
             **load_summary(result),
+            "images_per_s": result.throughput_per_s * jobs_per_request,
+            "images_per_s_bins": spread([rate * jobs_per_request for rate in result.throughput_bins_per_s()]),
             "cpu_ms_per_job": cpu,
         }
     finally:

@@ -133,3 +133,19 @@ def test_the_peers_report_states_its_targets() -> None:
         "- 16 clients: asyncinfer / ray-async = 4.0× (target ≥ 4×): met",
         "- 16 clients: asyncinfer / bentoml-task = 3.8× (target ≥ 4×): MISSED",
     ]
+
+
+def test_the_submit_report_sets_batches_against_single_jobs() -> None:
+    cpu = lambda gateway: {"redis": 0.5, "clients": 0.3, "gateway": gateway, "total": gateway + 0.8}  # noqa: E731
+    results = {
+        **RUN,
+        "submit": {"clients": 8, **load(80.0, 90), "cpu_ms_per_job": cpu(18.0)},
+        "submit_small": {"clients": 8, **load(150.0, 50), "cpu_ms_per_job": cpu(7.5), "preprocess_cpu_ms": 0.5},
+        "submit_small_batches": {"clients": 8, "jobs_per_request": 16, **load(400.0, 200), "cpu_ms_per_job": cpu(4.0)},
+    }
+    markdown = render(results)
+    # Outside decoding: 7.5 - 0.5 = 7 ms one at a time, 4 - 0.5 = 3.5 ms in batches, half as much.
+    assert "the gateway outside decoding 7.00 ms." in markdown
+    assert "/v1/batches 16 at a time (multipart): 400.0 jobs/s" in markdown
+    assert "the gateway outside decoding 3.50 ms, 0.50× one job at a time." in markdown
+    assert "gateway CPU per accepted job outside decoding = 7.00 ms (target ≤ 2 ms): MISSED" in markdown
