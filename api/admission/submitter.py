@@ -258,8 +258,7 @@ class Submitter:
         if session is not None:  # before the jobs exist, as for one job
             self.store.sessions.append(session, *(submitted_entry(doc, name) for doc, name in zip(jobs, filenames,
                                                                                                    strict=True)))
-        for doc, data in zip(jobs, stored, strict=True):
-            self.store.create_job(doc, data)
+        self.store.create_jobs(list(zip(jobs, stored, strict=True)))
         batch = {
             "id": batch_id,
             "type": "batch",

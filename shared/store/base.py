@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,17 +187,45 @@ class JobStore(ABC):
         with self._one_write():
             return self._create_job(doc, image, idempotency)
 
+    def create_jobs(self, jobs: list[tuple[JobDoc, bytes]]) -> None:
+        """Store new jobs of one tenant and their images (a batch's members: no idempotency key).
+        The index documents they share are written once for all of them, and SQLite makes the
+        whole batch one transaction. If this raises, none of them is kept."""
+        if not jobs:
+            return
+        try:
+            with self._one_write():
+                for doc, image in jobs:
+                    self._insert_binary(image_key(doc["id"]), image, self.ttl_s)
+                self._list(doc for doc, _ in jobs)
+                for doc, _ in jobs:
+                    self._insert(job_key(doc["id"]), doc, self.ttl_s)
+                # Only once they exist: recovery drops an open job it cannot read.
+                self.open_jobs.add([doc["id"] for doc, _ in jobs])
+        except Exception:
+            # Without a transaction, the members written so far are not open to recovery yet and
+            # would wait as queued until they expire. Best effort: the store may be down for this too.
+            with contextlib.suppress(StoreUnavailable):
+                self._remove_many([key for doc, _ in jobs for key in (job_key(doc["id"]), image_key(doc["id"]))])
+            raise
+
+    def _list(self, docs: Iterable[JobDoc]) -> None:
+        """Listed before they exist: a crash right after leaves entries the listing skips, never a
+        job the listing misses."""
+        by_tenant: dict[str, list[Entry]] = {}
+        for doc in docs:
+            by_tenant.setdefault(doc["tenant"], []).append(Entry(created_ms(doc), doc["id"]))
+        for tenant, entries in by_tenant.items():
+            self.tenant_jobs.add(tenant, entries)
+
     def _create_job(self, doc: JobDoc, image: bytes, idempotency: Idempotency | None) -> tuple[JobDoc, bool]:
-        self._insert_binary(image_key(doc["id"]), image, self.ttl_s)
-        # Listed before it exists: a crash right after leaves an entry the listing skips, never a
-        # job the listing misses.
-        self.tenant_jobs.add(doc["tenant"], doc["id"], created_ms(doc))
-        if idempotency is not None:
-            doc = {**doc, IDEMPOTENCY_FIELD: idempotency.key}  # so that a purge frees the key
-        self._insert(job_key(doc["id"]), doc, self.ttl_s)
         if idempotency is None:
-            self.open_jobs.add(doc["id"])
+            self.create_jobs([(doc, image)])
             return doc, True
+        self._insert_binary(image_key(doc["id"]), image, self.ttl_s)
+        self._list([doc])
+        doc = {**doc, IDEMPOTENCY_FIELD: idempotency.key}  # so that a purge frees the key
+        self._insert(job_key(doc["id"]), doc, self.ttl_s)
         claim = {"job_id": doc["id"], "fingerprint": idempotency.fingerprint}
         try:
             self._insert(idempotency_key(doc["tenant"], idempotency.key), claim, self.ttl_s)
@@ -205,7 +233,7 @@ class JobStore(ABC):
             self._remove(job_key(doc["id"]))
             self._remove(image_key(doc["id"]))
             return self._claimed_job(doc["tenant"], idempotency), False
-        self.open_jobs.add(doc["id"])
+        self.open_jobs.add([doc["id"]])
         return doc, True
 
     def _claimed_job(self, tenant: str, idempotency: Idempotency) -> JobDoc:
@@ -337,23 +365,24 @@ class JobStore(ABC):
             return new, True
         raise CasMismatch(f"{key}: gave up after {self.max_cas_retries} CAS conflicts")
 
-    def _append(self, key: str, field: str, item: Any, seed: dict[str, Any], ttl_s: int, *,
+    def _append(self, key: str, field: str, items: list[Any], seed: dict[str, Any], ttl_s: int, *,
                 unique: bool = False) -> None:
-        """Append `item` to the list `field` of `key` under CAS, creating the document from `seed`
-        when it is absent; with `unique`, an item already listed is not added again."""
+        """Append `items` to the list `field` of `key` under CAS, in one write, creating the document
+        from `seed` when it is absent; with `unique`, an item already listed is not added again."""
         for _ in range(self.max_cas_retries):
             found = self._get(key)
             if found is None:
                 try:
-                    self._insert(key, {**seed, field: [item]}, ttl_s)
+                    self._insert(key, {**seed, field: list(dict.fromkeys(items) if unique else items)}, ttl_s)
                     return
                 except DocumentExists:
                     continue
             doc, cas = found
-            if unique and item in doc[field]:
+            new = [item for item in dict.fromkeys(items) if item not in doc[field]] if unique else items
+            if not new:
                 return
             try:
-                self._replace(key, {**doc, field: [*doc[field], item]}, cas)
+                self._replace(key, {**doc, field: [*doc[field], *new]}, cas)
                 return
             except (CasMismatch, DocumentMissing):
                 continue

@@ -62,10 +62,14 @@ class OpenJobIndex:
     def key(self, bucket: int, shard: int) -> str:
         return f"{self.prefix}{bucket}::{shard}"
 
-    def add(self, job_id: str, at_s: float | None = None) -> None:
-        """Record an open job (in the bucket of `at_s`, now by default)."""
+    def add(self, job_ids: list[str], at_s: float | None = None) -> None:
+        """Record open jobs (in the bucket of `at_s`, now by default): one write per shard they fall in."""
         bucket = bucket_of(time.time() if at_s is None else at_s)
-        self.store._append(self.key(bucket, shard_of(job_id)), "ids", job_id, {"bucket": bucket}, self.store.ttl_s)
+        by_shard: dict[int, list[str]] = {}
+        for job_id in job_ids:
+            by_shard.setdefault(shard_of(job_id), []).append(job_id)
+        for shard, ids in by_shard.items():
+            self.store._append(self.key(bucket, shard), "ids", ids, {"bucket": bucket}, self.store.ttl_s)
 
     def scanned_from(self) -> int | None:
         found = self.store._get(self.scanned_from_key)

@@ -98,15 +98,21 @@ class TenantJobIndex:
         """After a write that was rolled back: the minutes it listed may not be listed after all."""
         self._known_minutes.clear()
 
-    def add(self, tenant: str, job_id: str, created_ms: int) -> None:
-        minute, shard = created_ms // MINUTE_MS, _shard_of(job_id)
+    def add(self, tenant: str, entries: list[Entry]) -> None:
+        """List the tenant's new jobs: one write per index document they fall in."""
         ttl_s = self.store.ttl_s + 2 * DAY_MS // 1000  # longer than any job it lists
-        if (tenant, minute) not in self._known_minutes:
-            day = created_ms // DAY_MS
-            self.store._append(self._day_key(tenant, day), "minutes", minute, {"day": day}, ttl_s, unique=True)
-            self._known_minutes.add((tenant, minute))
-        entry = Entry(created_ms, job_id).encode()
-        self.store._append(self._minute_key(tenant, minute, shard), "entries", entry, {"minute": minute}, ttl_s)
+        by_document: dict[tuple[int, int], list[str]] = {}
+        for entry in entries:
+            by_document.setdefault((entry.created_ms // MINUTE_MS, _shard_of(entry.job_id)), []).append(entry.encode())
+        new_minutes: dict[int, list[int]] = {}
+        for minute in sorted({minute for minute, _ in by_document}):
+            if (tenant, minute) not in self._known_minutes:
+                new_minutes.setdefault(minute * MINUTE_MS // DAY_MS, []).append(minute)
+        for day, minutes in new_minutes.items():
+            self.store._append(self._day_key(tenant, day), "minutes", minutes, {"day": day}, ttl_s, unique=True)
+            self._known_minutes.update((tenant, minute) for minute in minutes)
+        for (minute, shard), encoded in by_document.items():
+            self.store._append(self._minute_key(tenant, minute, shard), "entries", encoded, {"minute": minute}, ttl_s)
 
     def newest_first(self, tenant: str, *, before: Entry | None, now_ms: int,
                      not_before_ms: int | None = None) -> Iterator[Entry]:

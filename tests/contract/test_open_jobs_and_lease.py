@@ -57,8 +57,8 @@ def test_scans_start_at_the_oldest_bucket_that_may_hold_an_open_job(index: OpenJ
     old = now - 20 * BUCKET_S
     index.start_scans_at(bucket_of(old) - 1)
     early, late = "early-job", "late-job"
-    index.add(early, at_s=old)
-    index.add(late, at_s=now - 10 * BUCKET_S)
+    index.add([early], at_s=old)
+    index.add([late], at_s=now - 10 * BUCKET_S)
 
     assert listed(index, now) == [early, late]
     entry = next(iter(index.entries(now)))

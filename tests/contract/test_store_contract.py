@@ -22,7 +22,9 @@ from shared.errors import (
 from shared.jobs import JobDoc, JobStatus, new_job, public_view, status_of, transition
 from shared.lifecycle import JobLifecycle
 from shared.store import Idempotency, JobStore
-from shared.store.base import Written
+from shared.store.base import JobQuery, Written
+from shared.store.open_jobs import SHARDS as OPEN_SHARDS
+from shared.store.tenant_jobs import SHARDS as LISTING_SHARDS
 from tests.contract.conftest import StoreFactory
 from tests.support.models import MOBILENET_V2
 from tests.support.publishers import RecordingPublisher
@@ -53,6 +55,55 @@ def test_a_created_job_reads_back_with_its_image(store: JobStore) -> None:
     assert public_view(store.get_job(job["id"])) == job
     assert public_view(store.get_job(job["id"], tenant="tenant-a")) == job
     assert store.get_image(job["id"]) == IMAGE
+
+
+def test_a_batch_of_jobs_is_stored_listed_and_open_in_one_call(store: JobStore,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_jobs writes each index document the batch shares once: every member still reads back
+    with its image, is listed once and is known to recovery as open."""
+    jobs = [a_job(batch_id="b-many") for _ in range(24)]  # more than the listing's and the open index's shards
+    images = [IMAGE + bytes([index]) for index in range(len(jobs))]
+    appends: list[str] = []
+    real_append = store._append
+    monkeypatch.setattr(store, "_append", lambda key, *args, **kwargs: (appends.append(key),
+                                                                        real_append(key, *args, **kwargs)))
+
+    store.create_jobs(list(zip(jobs, images, strict=True)))
+
+    index_documents = OPEN_SHARDS + LISTING_SHARDS + 1  # and the day's list of minutes
+    assert len(appends) == len(set(appends)) <= 2 * index_documents  # twice if a minute ended meanwhile
+
+    for job, image in zip(jobs, images, strict=True):
+        assert public_view(store.get_job(job["id"], tenant="tenant-a")) == job
+        assert store.get_image(job["id"]) == image
+    page, _ = store.list_jobs("tenant-a", JobQuery(limit=100, batch_id="b-many"), now_ms=int(time.time() * 1000))
+    assert sorted(doc["id"] for doc in page) == sorted(job["id"] for job in jobs)
+    open_ids = [job_id for entry in store.open_jobs.entries() for job_id in entry.job_ids]
+    assert all(open_ids.count(job["id"]) == 1 for job in jobs)
+
+
+def test_a_batch_the_store_fails_part_way_keeps_none_of_its_members(store: JobStore,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a transaction too: a member stored before the failure would not be open to
+    recovery yet, and would wait as queued until it expired."""
+    jobs = [a_job(batch_id="b-failing") for _ in range(5)]
+    real_insert = store._insert
+
+    def fail_on_the_fourth_document(key: str, value: dict[str, Any], ttl_s: int) -> None:
+        if value.get("id") == jobs[3]["id"]:
+            raise StoreUnavailable("the cluster stopped answering")
+        real_insert(key, value, ttl_s)
+
+    monkeypatch.setattr(store, "_insert", fail_on_the_fourth_document)
+    with pytest.raises(StoreUnavailable):
+        store.create_jobs([(job, IMAGE) for job in jobs])
+
+    for job in jobs:
+        with pytest.raises(JobNotFound):
+            store.get_job(job["id"])
+        assert store.get_image(job["id"]) is None
+    page, _ = store.list_jobs("tenant-a", JobQuery(limit=100, batch_id="b-failing"), now_ms=int(time.time() * 1000))
+    assert page == []
 
 
 def test_an_unknown_job_is_not_found(store: JobStore) -> None:

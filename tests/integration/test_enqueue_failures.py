@@ -104,12 +104,12 @@ def test_a_batch_whose_one_send_fails_is_withdrawn_whole(gateway: LocalPipeline,
     events = redis.Redis.from_url(gateway.env["ASYNCINFER_REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
     events.subscribe(EVENTS_CHANNEL)
     with mock.patch.object(submission, "enqueue_all", side_effect=two_arrive_then_it_fails), \
-            mock.patch.object(submitter.store, "create_job", wraps=submitter.store.create_job) as create, \
+            mock.patch.object(submitter.store, "create_jobs", wraps=submitter.store.create_jobs) as create, \
             mock.patch.object(submitter.store, "create_batch", wraps=submitter.store.create_batch) as create_batch, \
             pytest.raises(DependencyUnavailable):
         submitter.submit_batch(uploads, tenant=DEFAULT_TENANT, top_k=5)
 
-    stored = [call.args[0]["id"] for call in create.call_args_list]
+    stored = [doc["id"] for doc, _ in create.call_args.args[0]]
     assert len(stored) == 5 and stored[:2] == sent and queued_messages(gateway) == 2
     for job_id in stored:  # on the queue or perhaps on it: cancelled, so that a worker skips them
         assert submitter.store.get_job(job_id)["status"] == "cancelled"

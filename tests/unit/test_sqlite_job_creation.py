@@ -1,5 +1,6 @@
 """The embedded store writes a new job (its image, its listing entries, its document) as one
-transaction: a failure part-way keeps none of it, and the job's writes take one commit."""
+transaction: a failure part-way keeps none of it, and the job's writes take one commit. So does a
+batch's members, all of them together."""
 
 from __future__ import annotations
 
@@ -60,3 +61,26 @@ def test_a_new_job_is_one_commit(tmp_path: Path) -> None:
     store._conn.set_trace_callback(lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None)
     store.create_job(a_job(), IMAGE)
     assert len(commits) == 1
+
+
+def test_a_batch_is_one_commit_and_a_failure_part_way_keeps_none_of_it(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store = a_store(tmp_path)
+    batch = [(a_job(), IMAGE) for _ in range(16)]
+    real_insert = store._insert
+
+    def fail_on_the_last_document(key: str, value: dict[str, Any], ttl_s: int) -> None:
+        if value.get("id") == batch[-1][0]["id"]:
+            raise StoreUnavailable("the disk is full")
+        real_insert(key, value, ttl_s)
+
+    monkeypatch.setattr(store, "_insert", fail_on_the_last_document)
+    with pytest.raises(StoreUnavailable):
+        store.create_jobs(batch)
+    monkeypatch.undo()
+    assert listed(store) == [] and all(store.get_image(doc["id"]) is None for doc, _ in batch)
+
+    commits = []
+    store._conn.set_trace_callback(lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    store.create_jobs(batch)
+    assert len(commits) == 1 and sorted(listed(store)) == sorted(doc["id"] for doc, _ in batch)
