@@ -19,10 +19,11 @@ from cli.pipeline import LocalPipeline
 _BATCH_LOG = re.compile(r"batch of (\d+): (\d+) inferred in ([\d.]+) ms")
 
 
-def load_summary(result: LoadResult) -> dict[str, Any]:
+def load_summary(result: LoadResult, jobs_per_request: int = 1) -> dict[str, Any]:
+    """Images (jobs) per second count each request as `jobs_per_request` of them; latencies are per request."""
     return {
-        "images_per_s": result.throughput_per_s,
-        "images_per_s_bins": spread(result.throughput_bins_per_s()),
+        "images_per_s": result.throughput_per_s * jobs_per_request,
+        "images_per_s_bins": spread([rate * jobs_per_request for rate in result.throughput_bins_per_s()]),
         "latency_ms": latency_summary_ms(result.latencies_s),
         "errors": len(result.errors),
         "first_errors": result.errors[:3],

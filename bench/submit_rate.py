@@ -71,25 +71,24 @@ def measure_submit_rate(
     try:
         assert pipeline.gateway is not None
         # With several processes, the supervisor and each process it started, as one "gateway".
-        gateway = [pipeline.gateway.pid, *child_pids(pipeline.gateway.pid)]
-        meter = CpuMeter({"redis": services.redis.pid, **{f"gateway{index}": pid for index, pid in enumerate(gateway)}})
+        gateway_pids = {f"gateway{index}": pid
+                        for index, pid in enumerate([pipeline.gateway.pid, *child_pids(pipeline.gateway.pid)])}
+        meter = CpuMeter({"redis": services.redis.pid, **gateway_pids})
         meter.resume()
         if profiler:
-            profiler.start(phase, {f"gateway{index}": pid for index, pid in enumerate(gateway)}, duration_s + warmup_s)
+            profiler.start(phase, gateway_pids, duration_s + warmup_s)
         result = asyncio.run(closed_loop(
             "127.0.0.1", pipeline.port, images, clients=clients, duration_s=duration_s, warmup_s=warmup_s,
             operation=operation,
         ))
         meter.pause(result.total_completed * jobs_per_request)
         cpu = meter.totals()
-        cpu["gateway"] = sum(cpu.pop(f"gateway{index}") for index in range(len(gateway)))
+        cpu["gateway"] = sum(cpu.pop(name) for name in gateway_pids)
         return {
             "clients": clients,
             "gateway_processes": gateway_processes,
             "jobs_per_request": jobs_per_request,
-            **load_summary(result),
-            "images_per_s": result.throughput_per_s * jobs_per_request,
-            "images_per_s_bins": spread([rate * jobs_per_request for rate in result.throughput_bins_per_s()]),
+            **load_summary(result, jobs_per_request),
             "cpu_ms_per_job": cpu,
         }
     finally:

@@ -10,19 +10,26 @@ from unittest import mock
 import pytest
 
 from shared.errors import StoreUnavailable
-from shared.jobs import new_job
 from shared.lifecycle import JobLifecycle
 from shared.store.sqlite import SqliteStore
-from tests.support.models import INPUT_INFO, MOBILENET_V2
+from tests.support.models import queued_job
 from tests.support.publishers import RecordingPublisher
 
 
-def test_only_the_members_still_queued_are_cancelled_each_with_its_event(tmp_path: Path) -> None:
-    publisher = RecordingPublisher()
-    lifecycle = JobLifecycle(SqliteStore(str(tmp_path / "jobs.db"), ttl_s=3600), publisher,  # type: ignore[arg-type]
-                             max_attempts=3)
-    ids = [lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1), b"img")[0]["id"]
-           for _ in range(3)]
+@pytest.fixture
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def lifecycle(tmp_path: Path, publisher: RecordingPublisher) -> JobLifecycle:
+    return JobLifecycle(SqliteStore(str(tmp_path / "jobs.db"), ttl_s=3600), publisher,  # type: ignore[arg-type]
+                        max_attempts=3)
+
+
+def test_only_the_members_still_queued_are_cancelled_each_with_its_event(lifecycle: JobLifecycle,
+                                                                          publisher: RecordingPublisher) -> None:
+    ids = [queued_job(lifecycle.store) for _ in range(3)]
     assert lifecycle.begin(ids[0]) is not None  # its message reached a worker before the withdrawal
     publisher.published.clear()
 
@@ -33,12 +40,8 @@ def test_only_the_members_still_queued_are_cancelled_each_with_its_event(tmp_pat
 
 
 def test_a_withdrawal_the_store_refuses_is_logged_and_the_jobs_stay_queued(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    publisher = RecordingPublisher()
-    lifecycle = JobLifecycle(SqliteStore(str(tmp_path / "jobs.db"), ttl_s=3600), publisher,  # type: ignore[arg-type]
-                             max_attempts=3)
-    ids = [lifecycle.store.create_job(new_job(model=MOBILENET_V2, tenant="t", input_info=INPUT_INFO, top_k=1),
-                                      b"img")[0]["id"] for _ in range(2)]
+        lifecycle: JobLifecycle, publisher: RecordingPublisher, caplog: pytest.LogCaptureFixture) -> None:
+    ids = [queued_job(lifecycle.store) for _ in range(2)]
 
     with mock.patch.object(lifecycle.store, "update_many", side_effect=StoreUnavailable("the store is down")), \
             caplog.at_level(logging.WARNING, logger="shared.lifecycle"):
