@@ -47,6 +47,7 @@ class Backlog:
         self.limit = limit
         self.drain_rate = drain_rate
         self.queues = queues
+        self._reserve = client.register_script(_RESERVE)
 
     def waiting(self) -> int:
         try:
@@ -65,9 +66,8 @@ class Backlog:
         now = time.time()
         member = f"{uuid.uuid4().hex}:{count}"
         try:
-            queues = self.queues()
-            waiting = int(self.client.eval(_RESERVE, 1 + len(queues), ADMISSION_RESERVATIONS_KEY, *queues,
-                                           now, now - RESERVATION_TTL_S, member, count, self.limit))
+            waiting = int(self._reserve(keys=[ADMISSION_RESERVATIONS_KEY, *self.queues()],
+                                        args=[now, now - RESERVATION_TTL_S, member, count, self.limit]))
         except redis.RedisError as e:
             raise DependencyUnavailable(f"Redis does not answer: {e}") from e
         rate = self.drain_rate.per_s()

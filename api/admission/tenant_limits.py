@@ -44,6 +44,7 @@ class TenantLimits:
         self.client = client
         self.limit_of = limit_of
         self.drain_rates = DrainRates()
+        self._admit = client.register_script(_ADMIT)
 
     @contextmanager
     def admit(self, tenant: str, job_ids: Sequence[str]) -> Iterator[None]:
@@ -55,7 +56,7 @@ class TenantLimits:
             yield
             return
         try:
-            open_now = int(self.client.eval(_ADMIT, 1, open_jobs_key(tenant), time.time(), limit, *job_ids))
+            open_now = int(self._admit(keys=[open_jobs_key(tenant)], args=[time.time(), limit, *job_ids]))
         except redis.RedisError as e:
             raise DependencyUnavailable(f"Redis does not answer: {e}") from e
         if open_now >= 0:
