@@ -155,6 +155,16 @@ class JobStore(ABC):
     @abstractmethod
     def _insert_binary(self, key: str, data: bytes, ttl_s: int) -> None: ...
 
+    def _insert_many(self, values: dict[str, dict[str, Any]], ttl_s: int) -> None:
+        """Insert every key (a batch's members), as `_insert` does each; backends with a multi-key
+        insert send them together."""
+        for key, value in values.items():
+            self._insert(key, value, ttl_s)
+
+    def _insert_binary_many(self, values: dict[str, bytes], ttl_s: int) -> None:
+        for key, data in values.items():
+            self._insert_binary(key, data, ttl_s)
+
     @abstractmethod
     def _get_binary(self, key: str) -> bytes | None: ...
 
@@ -189,17 +199,16 @@ class JobStore(ABC):
 
     def create_jobs(self, jobs: list[tuple[JobDoc, bytes]]) -> None:
         """Store new jobs of one tenant and their images (a batch's members: no idempotency key).
-        The index documents they share are written once for all of them, and SQLite makes the
-        whole batch one transaction. If this raises, none of them is kept."""
+        Their images and documents go in one multi-key insert each where the backend has one
+        (Couchbase), the index documents they share are written once for all of them, and SQLite
+        makes the whole batch one transaction. If this raises, none of them is kept."""
         if not jobs:
             return
         try:
             with self._one_write():
-                for doc, image in jobs:
-                    self._insert_binary(image_key(doc["id"]), image, self.ttl_s)
+                self._insert_binary_many({image_key(doc["id"]): image for doc, image in jobs}, self.ttl_s)
                 self._list(doc for doc, _ in jobs)
-                for doc, _ in jobs:
-                    self._insert(job_key(doc["id"]), doc, self.ttl_s)
+                self._insert_many({job_key(doc["id"]): doc for doc, _ in jobs}, self.ttl_s)
                 # Only once they exist: recovery drops an open job it cannot read.
                 self.open_jobs.add([doc["id"] for doc, _ in jobs])
         except Exception:

@@ -44,6 +44,7 @@ from couchbase.options import (
     ClusterTimeoutOptions,
     GetMultiOptions,
     GetOptions,
+    InsertMultiOptions,
     InsertOptions,
     MutateInOptions,
     PingOptions,
@@ -154,14 +155,26 @@ class CouchbaseStore(JobStore):
 
     # ---- JSON documents ------------------------------------------------------------------
     def _insert(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
-        stored = {**value, EXPIRES_AT_FIELD: round(time.time() + ttl_s, 3)}
+        self._insert_stamped(key, self._stamped(value, ttl_s), ttl_s)
+
+    @staticmethod
+    def _stamped(value: dict[str, Any], ttl_s: int) -> dict[str, Any]:
+        return {**value, EXPIRES_AT_FIELD: round(time.time() + ttl_s, 3)}
+
+    def _insert_stamped(self, key: str, stored: dict[str, Any], ttl_s: int, *, ambiguous: bool = False) -> None:
         options = InsertOptions(expiry=timedelta(seconds=ttl_s))
         self._insert_settled(
             key,
             lambda: self.collection.insert(key, stored, options),
             read_back=lambda: self._stored_json(key),
             expected=canonical_json(stored),
+            ambiguous=ambiguous,
         )
+
+    def _insert_many(self, values: dict[str, dict[str, Any]], ttl_s: int) -> None:
+        stored = {key: self._stamped(value, ttl_s) for key, value in values.items()}
+        for key in self._insert_multi(stored, InsertMultiOptions(expiry=timedelta(seconds=ttl_s))):
+            self._insert_stamped(key, stored[key], ttl_s, ambiguous=True)
 
     def _get(self, key: str) -> tuple[dict[str, Any], Cas] | None:
         with self._unavailable_as_store_error("get", key):
@@ -237,14 +250,38 @@ class CouchbaseStore(JobStore):
         return None if isinstance(failure, DocumentMissing) else failure
 
     # ---- binary documents (images) -------------------------------------------------------
-    def _insert_binary(self, key: str, data: bytes, ttl_s: int) -> None:
+    def _insert_binary(self, key: str, data: bytes, ttl_s: int, *, ambiguous: bool = False) -> None:
         options = InsertOptions(expiry=timedelta(seconds=ttl_s), transcoder=_BINARY)
         self._insert_settled(
             key,
             lambda: self.collection.insert(key, data, options),
             read_back=lambda: self._get_binary(key),
             expected=data,
+            ambiguous=ambiguous,
         )
+
+    def _insert_binary_many(self, values: dict[str, bytes], ttl_s: int) -> None:
+        options = InsertMultiOptions(expiry=timedelta(seconds=ttl_s), transcoder=_BINARY)
+        for key in self._insert_multi(values, options):
+            self._insert_binary(key, values[key], ttl_s, ambiguous=True)
+
+    def _insert_multi(self, values: dict[str, Any], options: InsertMultiOptions) -> list[str]:
+        """One insert_multi (the SDK sends a request per key, together); the keys whose outcome is
+        unknown (a lost reply), for the caller to settle one by one as a lone insert is."""
+        options["return_exceptions"] = True
+        with self._unavailable_as_store_error("insert_multi", next(iter(values))):
+            written = self.collection.insert_multi(values, options)
+        unsettled = []
+        for key, error in written.exceptions.items():
+            if isinstance(error, DocumentExistsException):
+                raise DocumentExists(key) from error
+            if isinstance(error, _MAYBE_APPLIED):
+                unsettled.append(key)
+            elif isinstance(error, _UNAVAILABLE):
+                raise StoreUnavailable(f"Couchbase insert {key}: {type(error).__name__}") from error
+            else:
+                raise error
+        return unsettled
 
     def _get_binary(self, key: str) -> bytes | None:
         with self._unavailable_as_store_error("get", key):
@@ -291,14 +328,15 @@ class CouchbaseStore(JobStore):
         return None if found is None else canonical_json(found[0])
 
     def _insert_settled(
-        self, key: str, insert: Callable[[], object], *, read_back: Callable[[], T | None], expected: T
+        self, key: str, insert: Callable[[], object], *, read_back: Callable[[], T | None], expected: T,
+        ambiguous: bool = False,
     ) -> None:
         """Insert; after an ambiguous outcome, read the key back to learn what happened.
 
         Our own value there means our insert landed; another value, that someone else was
-        first (DocumentExists); nothing, that it did not land, so it is tried again.
+        first (DocumentExists); nothing, that it did not land, so it is tried again. `ambiguous`:
+        an earlier try (of a multi-key insert) has an unknown outcome already.
         """
-        ambiguous = False
         for _ in range(_INSERT_ATTEMPTS):
             try:
                 insert()

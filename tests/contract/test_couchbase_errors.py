@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from couchbase.exceptions import AmbiguousTimeoutException, AuthenticationException
+from couchbase.options import InsertOptions
 
 from cli.pipeline import LocalPipeline
 from cli.processes import free_port
@@ -164,6 +166,7 @@ class LostReplies:
         self.real, self.prefix, self.how = real, prefix, how
         self.injected = False
         self.late: tuple[Any, ...] | None = None
+        self.multi_inserts = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -183,6 +186,44 @@ class LostReplies:
             other = b"other" if isinstance(value, bytes) else {"someone": "else"}
             self.real.insert(key, other, *options)
         raise AmbiguousTimeoutException(message="simulated: no reply")
+
+    def insert_multi(self, values: dict[str, Any], options: Any) -> Any:
+        """The real multi-key insert, but for the first key starting with `prefix`, which goes as
+        the lossy insert above and comes back among the result's exceptions."""
+        self.multi_inserts += 1
+        lossy = None if self.injected else next((key for key in values if key.startswith(self.prefix)), None)
+        if lossy is None:
+            return self.real.insert_multi(values, options)
+        written = self.real.insert_multi({key: value for key, value in values.items() if key != lossy}, options)
+        try:
+            self.insert(lossy, values[lossy], InsertOptions(expiry=options["expiry"],
+                                                            transcoder=options.get("transcoder")))
+        except AmbiguousTimeoutException as lost:
+            return SimpleNamespace(exceptions={**written.exceptions, lossy: lost})
+        raise AssertionError("the lossy insert always times out")
+
+
+@pytest.mark.parametrize("prefix", ["job::", "image::"])
+@pytest.mark.parametrize("how", ["landed", "lost", "landed-late"])
+def test_an_ambiguous_insert_in_a_batch_counts_once(
+    shared_couchbase_mock: CouchbaseMock, prefix: str, how: str
+) -> None:
+    """create_jobs sends a batch's documents (and images) in one insert_multi; a member whose reply
+    was lost is settled as a lone insert is, and every member is stored once."""
+    store = CouchbaseStore.from_settings(couchbase_settings(shared_couchbase_mock), wait_s=0)
+    lossy = LostReplies(store.collection, prefix, how)
+    store.collection = lossy  # type: ignore[assignment]
+    jobs = [(a_job(), f"img-{index}".encode()) for index in range(4)]
+
+    store.create_jobs(jobs)
+
+    assert lossy.injected and lossy.multi_inserts == 2  # the images, then the documents
+    for job, image in jobs:
+        assert store.get_job(job["id"])["status"] == "queued"
+        assert store.get_image(job["id"]) == image
+    open_ids = [job_id for entry in store.open_jobs.entries() for job_id in entry.job_ids]
+    assert all(open_ids.count(job["id"]) == 1 for job, _ in jobs)
+    store.close()
 
 
 @pytest.mark.parametrize("prefix", ["job::", "image::", "idem::"])

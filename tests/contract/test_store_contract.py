@@ -84,17 +84,16 @@ def test_a_batch_of_jobs_is_stored_listed_and_open_in_one_call(store: JobStore,
 
 def test_a_batch_the_store_fails_part_way_keeps_none_of_its_members(store: JobStore,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a transaction too: a member stored before the failure would not be open to
-    recovery yet, and would wait as queued until it expired."""
+    """Without a transaction too: the members' documents are written, and the store fails as they
+    are added to the open index. Kept, they would not be open to recovery, and would wait as
+    queued until they expired."""
     jobs = [a_job(batch_id="b-failing") for _ in range(5)]
-    real_insert = store._insert
 
-    def fail_on_the_fourth_document(key: str, value: dict[str, Any], ttl_s: int) -> None:
-        if value.get("id") == jobs[3]["id"]:
-            raise StoreUnavailable("the cluster stopped answering")
-        real_insert(key, value, ttl_s)
+    def the_store_stops_answering(job_ids: list[str], at_s: float | None = None) -> None:
+        assert all(store.get_job(job_id) for job_id in job_ids)  # the documents are there (in SQLite's transaction)
+        raise StoreUnavailable("the cluster stopped answering")
 
-    monkeypatch.setattr(store, "_insert", fail_on_the_fourth_document)
+    monkeypatch.setattr(store.open_jobs, "add", the_store_stops_answering)
     with pytest.raises(StoreUnavailable):
         store.create_jobs([(job, IMAGE) for job in jobs])
 
