@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from cli.pipeline import LocalPipeline
 from cli.processes import free_port
@@ -32,6 +33,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture
+def own_redis(redis_url: str) -> redis.Redis:
+    """A client of a Redis database of this test's own, empty."""
+    return redis.Redis.from_url(fresh_redis_database(redis_url))
 
 
 def _start(redis_url: str, workdir: Path, workers: int, gateway: bool, env: dict[str, str]) -> LocalPipeline:

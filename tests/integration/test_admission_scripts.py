@@ -13,22 +13,13 @@ from shared.errors import BacklogFull, TenantBusy
 
 pytestmark = pytest.mark.integration
 
-SCRIPTS_DB = 13
 
-
-@pytest.fixture
-def client(redis_url: str) -> redis.Redis:
-    client = redis.Redis.from_url(f"{redis_url}/{SCRIPTS_DB}")
-    client.flushdb()
-    return client
-
-
-def test_the_backlog_admits_and_refuses_after_redis_forgot_its_script(client: redis.Redis) -> None:
-    backlog = Backlog(client, limit=3, drain_rate=DrainRate(), queues=lambda: ["lane-a", "lane-b"])
+def test_the_backlog_admits_and_refuses_after_redis_forgot_its_script(own_redis: redis.Redis) -> None:
+    backlog = Backlog(own_redis, limit=3, drain_rate=DrainRate(), queues=lambda: ["lane-a", "lane-b"])
     with backlog.admit(1):
         pass
-    client.rpush("lane-a", "m1", "m2")
-    client.script_flush()  # as a restarted Redis has no scripts
+    own_redis.rpush("lane-a", "m1", "m2")
+    own_redis.script_flush()  # as a restarted Redis has no scripts
 
     with backlog.admit(1):
         assert backlog.waiting() == 2
@@ -36,11 +27,11 @@ def test_the_backlog_admits_and_refuses_after_redis_forgot_its_script(client: re
         pass
 
 
-def test_tenant_limits_admit_and_refuse_after_redis_forgot_their_script(client: redis.Redis) -> None:
-    limits = TenantLimits(client, lambda tenant: 2)
+def test_tenant_limits_admit_and_refuse_after_redis_forgot_their_script(own_redis: redis.Redis) -> None:
+    limits = TenantLimits(own_redis, lambda tenant: 2)
     with limits.admit("t", ["a"]):
         pass
-    client.script_flush()
+    own_redis.script_flush()
 
     with limits.admit("t", ["b"]):
         pass

@@ -15,18 +15,9 @@ from shared.errors import TenantBusy
 
 pytestmark = pytest.mark.integration
 
-LIMITS_DB = 14
 
-
-@pytest.fixture
-def client(redis_url: str) -> redis.Redis:
-    client = redis.Redis.from_url(f"{redis_url}/{LIMITS_DB}")
-    client.flushdb()
-    return client
-
-
-def test_racing_admissions_stop_exactly_at_the_limit(client: redis.Redis) -> None:
-    limits = TenantLimits(client, lambda tenant: 10)
+def test_racing_admissions_stop_exactly_at_the_limit(own_redis: redis.Redis) -> None:
+    limits = TenantLimits(own_redis, lambda tenant: 10)
 
     def try_admit(i: int) -> bool:
         try:
@@ -44,8 +35,8 @@ def test_racing_admissions_stop_exactly_at_the_limit(client: redis.Redis) -> Non
         pass
 
 
-def test_a_submission_that_fails_stops_counting(client: redis.Redis) -> None:
-    limits = TenantLimits(client, lambda tenant: 3)
+def test_a_submission_that_fails_stops_counting(own_redis: redis.Redis) -> None:
+    limits = TenantLimits(own_redis, lambda tenant: 3)
     with pytest.raises(RuntimeError), limits.admit("t", ["a", "b"]):
         raise RuntimeError("the store refused")
     assert limits.open_count("t") == 0
@@ -55,19 +46,19 @@ def test_a_submission_that_fails_stops_counting(client: redis.Redis) -> None:
     assert limits.open_count("t") == 0
 
 
-def test_no_limit_counts_nothing(client: redis.Redis) -> None:
-    limits = TenantLimits(client, lambda tenant: 0)
+def test_no_limit_counts_nothing(own_redis: redis.Redis) -> None:
+    limits = TenantLimits(own_redis, lambda tenant: 0)
     for i in range(20):
         with limits.admit("free", [str(i)]):
             pass
-    assert not client.exists(open_jobs_key("free"))
+    assert not own_redis.exists(open_jobs_key("free"))
 
 
-def test_prune_drops_ended_jobs_but_not_ones_just_admitted(client: redis.Redis) -> None:
-    limits = TenantLimits(client, lambda tenant: 100)
+def test_prune_drops_ended_jobs_but_not_ones_just_admitted(own_redis: redis.Redis) -> None:
+    limits = TenantLimits(own_redis, lambda tenant: 100)
     now = time.time()
-    client.zadd(open_jobs_key("t"), {"open": now - 120, "ended": now - 120, "just-admitted": now})
-    client.zadd(open_jobs_key("u"), {"ended-too": now - RESERVATION_TTL_S - 1})
+    own_redis.zadd(open_jobs_key("t"), {"open": now - 120, "ended": now - 120, "just-admitted": now})
+    own_redis.zadd(open_jobs_key("u"), {"ended-too": now - RESERVATION_TTL_S - 1})
     assert limits.prune({"open"}, now) == 2
-    assert {m.decode() for m in client.zrange(open_jobs_key("t"), 0, -1)} == {"open", "just-admitted"}
+    assert {m.decode() for m in own_redis.zrange(open_jobs_key("t"), 0, -1)} == {"open", "just-admitted"}
     assert limits.open_count("u") == 0
