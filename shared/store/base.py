@@ -198,10 +198,11 @@ class JobStore(ABC):
             return self._create_job(doc, image, idempotency)
 
     def create_jobs(self, jobs: list[tuple[JobDoc, bytes]]) -> None:
-        """Store new jobs of one tenant and their images (a batch's members: no idempotency key).
+        """Store new jobs and their images (a batch's members, or one job without an idempotency key).
         Their images and documents go in one multi-key insert each where the backend has one
         (Couchbase), the index documents they share are written once for all of them, and SQLite
-        makes the whole batch one transaction. If this raises, none of them is kept."""
+        makes the whole batch one transaction. If this raises, none of them is kept (elsewhere, as
+        far as the store still answers for their removal)."""
         if not jobs:
             return
         try:

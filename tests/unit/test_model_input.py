@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
 from api.admission.submitter import Submitter, Upload
@@ -18,8 +19,10 @@ MODELS = ["mobilenet_v2", "mobilenet_v3_small"]
 
 
 def gateway_stored_bytes(data: bytes, content_type: str, spec: ModelSpec, preprocess_at: str = "gateway") -> bytes:
-    submitter = Submitter(Settings(preprocess_at=preprocess_at), lifecycle=None, celery=None, redis_client=None,  # type: ignore[arg-type]
-                          catalogue=None, drain_rate=DrainRate(), deliveries=None)  # type: ignore[arg-type]
+    # inspect() touches neither the store nor Redis: a client that never connects (it would only on a command).
+    submitter = Submitter(Settings(preprocess_at=preprocess_at), lifecycle=None, celery=None,  # type: ignore[arg-type]
+                          redis_client=redis.Redis(), catalogue=None, drain_rate=DrainRate(),  # type: ignore[arg-type]
+                          deliveries=None)  # type: ignore[arg-type]
     _, stored = submitter.inspect(Upload(data, content_type), spec)
     return stored
 
