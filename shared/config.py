@@ -339,7 +339,8 @@ class Settings(BaseSettings):
     mixed_precision: bool = False
     max_batch_wait_ms: int = 20
     # A batch also starts once no job arrived for this long: under load jobs come a Redis round
-    # trip apart and batches fill; a lone job waits this, not the whole batch wait.
+    # trip apart and batches fill. A lone job waits neither this nor the batch wait: a batch's
+    # first job starts at once when nothing else waits in the queues (workers/idle_flush.py).
     batch_idle_ms: int = Field(default=2, ge=0, le=1000)
     # Prometheus metrics of this worker process (workers/metrics.py) at http://host:port/metrics.
     # Off by default: several workers on one host would collide on one port.

@@ -23,7 +23,7 @@ from shared.logs import configure_logging
 from shared.queue import enqueue, make_celery, wait_for_redis
 from shared.store import open_store
 from workers.faults import injected_faults
-from workers.idle_flush import IdleFlushBatches
+from workers.idle_flush import IdleFlushBatches, QueueIsEmpty
 from workers.inference import BatchReport, BeforeInference, PassGuard, process_batch
 from workers.metrics import WorkerMetrics, serve
 from workers.model.classifier import Classifier
@@ -44,9 +44,11 @@ def register_infer_task(
     metrics: WorkerMetrics | None = None,
     before_inference: BeforeInference | None = None,
     guard: PassGuard | None = None,
+    queue_is_empty: Callable[[], bool] | None = None,
 ) -> Any:
     """The batch task: messages are buffered until `max_batch_size` arrived, `max_batch_wait_ms`
-    passed, or none came for `batch_idle_ms` (workers/idle_flush.py), then it runs once with all.
+    passed, or none came for `batch_idle_ms` (workers/idle_flush.py), then it runs once with all;
+    a batch's first message runs at once when `queue_is_empty()` says nothing else waits.
     Each batch's report goes to `metrics`.
 
     celery-batches acknowledges every message of a batch once the task returns, even when it
@@ -59,6 +61,7 @@ def register_infer_task(
         flush_every=classifier.max_batch_size,
         flush_interval=max_batch_wait_ms / 1000,
         flush_idle_s=batch_idle_ms / 1000,
+        queue_is_empty=queue_is_empty,
         acks_late=True,
     )
     def infer(requests: list[Any]) -> None:
@@ -200,9 +203,10 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
     # After the model: in the mesh, the sidecar that carries Redis starts meanwhile.
     wait_for_redis(settings.redis_url, settings.redis_wait_s)
     store = open_store(settings)
+    redis_client = redis.Redis.from_url(settings.redis_url)
     lifecycle = JobLifecycle(
         store,
-        EventPublisher(redis.Redis.from_url(settings.redis_url)),
+        EventPublisher(redis_client),
         max_attempts=settings.max_attempts,
         store_retry_s=settings.store_retry_s,
     )
@@ -210,7 +214,8 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
     time_limit = InferenceTimeLimit(settings.inference_timeout_s, lambda job_ids: note_timeouts(
         lifecycle, job_ids, settings.inference_timeout_s))
     register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms, metrics,
-                        before_inference=injected_faults(settings), guard=time_limit.guard)
+                        before_inference=injected_faults(settings), guard=time_limit.guard,
+                        queue_is_empty=QueueIsEmpty(redis_client, spec.queues))
     from workers.presence import presence_step
 
     # Gateways count live workers from these entries for the autoscaling signal (shared/scaling.py).

@@ -92,3 +92,28 @@ def test_an_idle_timer_after_a_flush_finds_nothing_to_do(batches) -> None:  # ty
     task._do_flush()  # e.g. the batch filled up or the batch wait ran out first
     timer.advance(0.01)
     assert flushed == [["job-1"]]
+
+
+def test_a_first_job_with_nothing_else_waiting_runs_without_the_idle_wait(batches) -> None:  # type: ignore[no-untyped-def]
+    task, timer, flushed = batches
+    asked: list[bool] = []
+    task.queue_is_empty = lambda: asked.append(True) or True
+    task.handle("job-1")
+    assert flushed == [["job-1"]]
+    assert asked == [True]
+    assert [entry for entry in timer.entries if not entry.cancelled] == []
+
+
+def test_a_first_job_with_others_waiting_waits_for_them(batches) -> None:  # type: ignore[no-untyped-def]
+    task, timer, flushed = batches
+    asked: list[bool] = []
+    task.queue_is_empty = lambda: asked.append(True) or False
+    for index in range(3):
+        task.handle(f"job-{index}")
+        timer.advance(0.001)
+    assert flushed == []
+    assert asked == [True]  # only a batch's first message asks
+    timer.advance(0.002)
+    assert flushed == [["job-0", "job-1", "job-2"]]
+    task.handle("job-3")  # the next batch's first message asks again
+    assert asked == [True, True]
