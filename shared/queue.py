@@ -19,12 +19,15 @@ from shared.constants import INFER_TASK, UNACKED_KEY
 from shared.errors import RedisUnreachable
 from shared.jobs import JobDoc
 from shared.queue_names import queue_name
+from shared.redis_transport import TRANSPORT
 from shared.tracing import message_headers, on, span
 
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("asyncinfer", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
+        # kombu's Redis transport, reusing one Redis client per channel (shared/redis_transport.py).
+        broker_transport=TRANSPORT,
         # Acknowledge a message only after its batch has run: a worker that dies mid-batch
         # leaves the message unacknowledged and Redis hands it out again.
         task_acks_late=True,
