@@ -1,4 +1,4 @@
-"""How long and how hard each part of the benchmark runs: the full run (about 12 minutes on
+"""How long and how hard each part of the benchmark runs: the full run (about 21 minutes on
 2 cores) and `--quick`, a smoke test of every part (about 2.5 minutes)."""
 
 from __future__ import annotations
