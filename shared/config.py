@@ -339,9 +339,12 @@ class Settings(BaseSettings):
     mixed_precision: bool = False
     max_batch_wait_ms: int = 20
     # A batch also starts once no job arrived for this long: under load jobs come a Redis round
-    # trip apart and batches fill. A lone job waits neither this nor the batch wait: a batch's
-    # first job starts at once when nothing else waits in the queues (workers/idle_flush.py).
+    # trip apart and batches fill.
     batch_idle_ms: int = Field(default=2, ge=0, le=1000)
+    # A batch's first job starts at once when nothing else waits in the model's queues, so a lone
+    # job waits neither the idle time nor the batch wait (workers/idle_flush.py). Off: it waits
+    # for company that has not been queued yet, as a pool tuned for full batches may want.
+    batch_start_alone: bool = True
     # Prometheus metrics of this worker process (workers/metrics.py) at http://host:port/metrics.
     # Off by default: several workers on one host would collide on one port.
     worker_metrics_port: int | None = Field(

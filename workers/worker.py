@@ -215,7 +215,7 @@ def _consume(settings: Settings, loglevel: str, hostname: str | None, registrati
         lifecycle, job_ids, settings.inference_timeout_s))
     register_infer_task(app, classifier, lifecycle, settings.max_batch_wait_ms, settings.batch_idle_ms, metrics,
                         before_inference=injected_faults(settings), guard=time_limit.guard,
-                        queue_is_empty=QueueIsEmpty(redis_client, spec.queues))
+                        queue_is_empty=QueueIsEmpty(redis_client, spec.queues) if settings.batch_start_alone else None)
     from workers.presence import presence_step
 
     # Gateways count live workers from these entries for the autoscaling signal (shared/scaling.py).

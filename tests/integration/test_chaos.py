@@ -106,8 +106,10 @@ def test_redis_sigkilled_and_restarted_from_its_append_only_file(tmp_path: Path,
 
 
 def test_a_worker_sigkilled_mid_batch(make_pipeline: PipelineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Batches that wait for company (up to 1 s), so that the worker dies holding several jobs.
-    pipeline = make_pipeline(**FAST_RECOVERY, ASYNCINFER_BATCH_IDLE_MS="400", ASYNCINFER_MAX_BATCH_WAIT_MS="1000")
+    # Batches that wait for company (up to 1 s), even a first job with none queued yet, so that the
+    # worker dies holding several jobs.
+    pipeline = make_pipeline(**FAST_RECOVERY, ASYNCINFER_BATCH_IDLE_MS="400", ASYNCINFER_MAX_BATCH_WAIT_MS="1000",
+                             ASYNCINFER_BATCH_START_ALONE="false")
     store = store_of(pipeline, monkeypatch)
 
     def kill_worker(load: LoadInBackground) -> None:

@@ -46,12 +46,14 @@ SLOW_WORKER = {
     "ASYNCINFER_MAX_BATCH_SIZE": "8",
     "ASYNCINFER_MAX_BATCH_WAIT_MS": "2000",
     "ASYNCINFER_BATCH_IDLE_MS": "1000",
+    "ASYNCINFER_BATCH_START_ALONE": "false",  # buffers a first job too, so that it can be caught buffering
     "ASYNCINFER_FAULT_INFERENCE_DELAY_S": "1",
 }
 FAST_WORKER = {
     **SLOW_WORKER,
     "ASYNCINFER_MAX_BATCH_WAIT_MS": "20",
     "ASYNCINFER_BATCH_IDLE_MS": "2",
+    "ASYNCINFER_BATCH_START_ALONE": "true",
     "ASYNCINFER_FAULT_INFERENCE_DELAY_S": "0",
 }
 SUBMIT_EVERY_S = 0.25  # 4 jobs/s, which worker1 alone keeps up with
